@@ -11,6 +11,19 @@
 
 namespace lowbit {
 
+// The whole vocabulary in the shape GGUF stores it (tokenizer.ggml.*), for writers and `info`.
+struct VocabExport {
+    std::string model;                // "llama" (SentencePiece-style) or "gpt2" (byte-level BPE)
+    std::string pre;                  // GGUF pre-tokenizer name ("llama-bpe"); empty for llama
+    std::vector<std::string> tokens;  // pieces as stored
+    std::vector<float> scores;        // SPM scores; empty for gpt2
+    std::vector<int32_t> tokenTypes;  // GGUF token types: 1 normal, 2 unknown, 3 control,
+                                      // 4 user-defined, 5 unused, 6 byte
+    std::vector<std::string> merges;  // "a b" merge rules in rank order; empty for llama
+    int32_t bosId = -1, eosId = -1, unkId = -1, padId = -1;
+    bool addBos = false;
+};
+
 struct EncodeOptions {
     bool addBos = false;       // prepend bosId() when the tokenizer has one
     bool parseSpecial = false; // match special/added tokens ("<|eot_id|>") in the text
@@ -31,6 +44,7 @@ public:
     virtual std::vector<int32_t> eosIds() const = 0;    // end-of-generation ids (EOS, EOT)
     virtual bool isSpecial(int32_t id) const = 0;       // control/added special token
     virtual std::string_view kind() const = 0;          // "bpe" or "spm"
+    virtual VocabExport exportVocab() const = 0;
 };
 
 } // namespace lowbit
