@@ -51,18 +51,32 @@ Status ModelWeights::validate(const ModelConfig &c, const std::string &source) c
     return {};
 }
 
-Tensor permuteRopeRows(const Tensor &weight, int64_t numHeads, int64_t headDim) {
+namespace {
+
+Tensor moveRopeRows(const Tensor &weight, int64_t numHeads, int64_t headDim, bool toRotateHalf) {
     const size_t rowBytes = size_t(weight.cols()) * dtypeBytes(weight.dtype);
     std::vector<std::byte> out(weight.bytes());
     const int64_t half = headDim / 2;
     for (int64_t h = 0; h < numHeads; ++h)
         for (int64_t s = 0; s < 2; ++s)
             for (int64_t j = 0; j < half; ++j) {
-                const int64_t dst = h * headDim + s * half + j;
-                const int64_t src = h * headDim + 2 * j + s;
+                const int64_t rotateHalf = h * headDim + s * half + j;
+                const int64_t interleaved = h * headDim + 2 * j + s;
+                const int64_t dst = toRotateHalf ? rotateHalf : interleaved;
+                const int64_t src = toRotateHalf ? interleaved : rotateHalf;
                 std::memcpy(out.data() + size_t(dst) * rowBytes, weight.row(src), rowBytes);
             }
     return Tensor::fromBytes(weight.name, weight.dtype, weight.shape, std::move(out));
+}
+
+} // namespace
+
+Tensor permuteRopeRows(const Tensor &weight, int64_t numHeads, int64_t headDim) {
+    return moveRopeRows(weight, numHeads, headDim, true);
+}
+
+Tensor permuteRopeRowsInverse(const Tensor &weight, int64_t numHeads, int64_t headDim) {
+    return moveRopeRows(weight, numHeads, headDim, false);
 }
 
 } // namespace lowbit

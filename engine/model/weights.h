@@ -37,5 +37,7 @@ struct ModelWeights {
 // Meta / llama2.c / GGUF) to rotate-half (pairs (j, j+headDim/2), Hugging Face): within each
 // head, HF row s*headDim/2 + j is interleaved row 2j + s. Works on any dtype (whole rows move).
 Tensor permuteRopeRows(const Tensor &weight, int64_t numHeads, int64_t headDim);
+// The inverse: rotate-half rows back to the interleaved order (for writers of GGUF / Meta files).
+Tensor permuteRopeRowsInverse(const Tensor &weight, int64_t numHeads, int64_t headDim);
 
 } // namespace lowbit
