@@ -1,1 +1,78 @@
-int main() { return 0; }
+// lowbit: without a subcommand, the workbench window; with one, a headless job.
+#include "cli_commands.h"
+
+#include "core/build_info.h"
+
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+
+#if LOWBIT_WITH_GUI && __has_include("workbench.h")
+#include "workbench.h"
+#define LOWBIT_HAS_WORKBENCH 1
+#endif
+
+namespace {
+
+struct Command {
+    std::function<int(const std::vector<std::string> &)> run;
+    const char *usage;
+};
+
+const std::map<std::string, Command> &commands() {
+    using namespace lowbit::cli;
+    static const std::map<std::string, Command> table = {
+        {"info", {runInfo, "info MODEL [--tokenizer FILE] [--json]\n"
+                           "      format, config, parameter count, bytes by dtype, memory needed"}},
+        {"tokenize", {runTokenize, "tokenize (--model MODEL | --tokenizer FILE) --text STR [--bos] [--special] [--json]\n"
+                                   "      token ids of a text: {\"ids\":[...]}"}},
+        {"logits", {runLogits, "logits MODEL --tokens 1,2,3 [--threads N] [--json]\n"
+                               "      logit rows for every position: {\"logits\":[[...],...]}"}},
+        {"generate", {runGenerate, "generate MODEL -p STR -n N [--temp T --top-k K --top-p P --seed S]\n"
+                                   "      [--stop STR]... [--chat] [--no-bos] [--threads N] [--json]"}},
+        {"ppl", {runPerplexity, "ppl MODEL --text FILE --ctx N [--mode paper|llamacpp] [--chunks N]\n"
+                                "      [--batch TOKENS] [--threads N] [--json]   ->  {\"ppl\":x,\"nll\":y,\"tokens\":n}"}},
+    };
+    return table;
+}
+
+void printHelp() {
+    std::printf("lowbit %s (%s) - low-bit LLaMA-3 quantization workbench\n\n"
+                "usage: lowbit                 start the workbench window\n"
+                "       lowbit COMMAND ...     run a headless job\n\nheadless jobs:\n",
+                LOWBIT_VERSION, LOWBIT_GIT_COMMIT);
+    for (const auto &[name, command] : commands())
+        std::printf("  %s\n", command.usage);
+    std::printf("\nMODEL is a Hugging Face directory, a .gguf file, or a llama2.c .bin (its tokenizer\n"
+                "via --tokenizer). Progress and errors go to stderr; --json prints machine-readable\n"
+                "results on stdout.\n");
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+                      !std::strcmp(argv[1], "help"))) {
+        printHelp();
+        return 0;
+    }
+    if (argc >= 2 && !std::strcmp(argv[1], "--version")) {
+        std::printf("lowbit %s (%s)\n", LOWBIT_VERSION, LOWBIT_GIT_COMMIT);
+        return 0;
+    }
+    if (argc >= 2 && argv[1][0] != '-') {
+        const auto it = commands().find(argv[1]);
+        if (it == commands().end()) {
+            std::fprintf(stderr, "lowbit: unknown command '%s' (see lowbit --help)\n", argv[1]);
+            return 2;
+        }
+        return it->second.run(std::vector<std::string>(argv + 2, argv + argc));
+    }
+#ifdef LOWBIT_HAS_WORKBENCH
+    return runWorkbench(argc, argv);
+#else
+    printHelp();
+    return argc >= 2 ? 2 : 0;
+#endif
+}

@@ -2,6 +2,7 @@
 // laid out [layer][slot][position][kvHeads*headDim] so one slot's keys are contiguous rows.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 

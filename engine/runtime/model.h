@@ -33,9 +33,11 @@ struct SequenceInput {
     int slot = 0;
     std::span<const int32_t> tokens;
     LogitsWanted logits = LogitsWanted::Last;
+    int64_t logitsFrom = 0; // with All: logits only for tokens [logitsFrom, tokens.size())
 };
 
-// Logit rows in the order the inputs asked for them: for each input, 0, 1 or tokens.size() rows.
+// Logit rows in the order the inputs asked for them: for each input none, its last token's, or
+// those of tokens [logitsFrom, tokens.size()).
 struct Logits {
     int64_t rows = 0;
     int64_t vocab = 0;

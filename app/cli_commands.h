@@ -1,0 +1,16 @@
+// The headless subcommands of `lowbit`. Each takes the arguments after its name, prints its result
+// on stdout (JSON with --json), progress and errors on stderr, and returns the process exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace lowbit::cli {
+
+int runInfo(const std::vector<std::string> &args);
+int runTokenize(const std::vector<std::string> &args);
+int runLogits(const std::vector<std::string> &args);
+int runGenerate(const std::vector<std::string> &args);
+int runPerplexity(const std::vector<std::string> &args);
+
+} // namespace lowbit::cli

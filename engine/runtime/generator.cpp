@@ -1,0 +1,75 @@
+#include "runtime/generator.h"
+
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace lowbit {
+
+namespace {
+
+// Position in `text` where a stop string starts, or npos.
+size_t findStop(const std::string &text, const std::vector<std::string> &stops) {
+    size_t best = std::string::npos;
+    for (const std::string &stop : stops)
+        if (!stop.empty())
+            best = std::min(best, text.find(stop));
+    return best;
+}
+
+} // namespace
+
+Result<GenerateResult> generate(Model &model, std::span<const int32_t> prompt,
+                                const GenerateOptions &options, std::stop_token stop,
+                                const TokenCallback &onToken) {
+    if (prompt.empty())
+        return makeError(ErrorCode::InvalidArgument, "generate: empty prompt (add BOS at least)");
+    if (options.maxTokens < 0)
+        return makeError(ErrorCode::InvalidArgument, "generate: maxTokens must be >= 0");
+    const Tokenizer *tokenizer = model.tokenizer();
+    if (!tokenizer && !options.stopStrings.empty())
+        return makeError(ErrorCode::InvalidArgument, "generate: stop strings need a tokenizer");
+    std::vector<int32_t> eos = model.config().eosIds;
+    if (tokenizer)
+        for (int32_t id : tokenizer->eosIds())
+            eos.push_back(id);
+
+    const int64_t capacity = int64_t(prompt.size()) + options.maxTokens;
+    KvCache cache = model.makeCache(1, capacity);
+    Sampler sampler(options.sampling);
+    GenerateResult result;
+    result.stopReason = "max_tokens";
+    const auto start = std::chrono::steady_clock::now();
+
+    SequenceInput input{0, prompt, LogitsWanted::Last};
+    for (int step = 0; step < options.maxTokens; ++step) {
+        if (stop.stop_requested())
+            return makeError(ErrorCode::Cancelled, "generate: cancelled");
+        LOWBIT_TRY(Logits logits, model.forward(cache, {&input, 1}));
+        const int32_t next = sampler.sample({logits.row(0), size_t(logits.vocab)});
+        if (options.stopAtEos && std::find(eos.begin(), eos.end(), next) != eos.end()) {
+            result.stopReason = "eos";
+            break;
+        }
+        result.tokens.push_back(next);
+        if (tokenizer) {
+            result.text = tokenizer->decode(result.tokens);
+            if (const size_t at = findStop(result.text, options.stopStrings); at != std::string::npos) {
+                result.text.resize(at);
+                result.stopReason = "stop_string";
+                break;
+            }
+        }
+        if (onToken && !onToken(next, result.text)) {
+            result.stopReason = "callback";
+            break;
+        }
+        input.tokens = {&result.tokens.back(), 1};
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    result.tokensPerSecond = seconds > 0 ? double(result.tokens.size()) / seconds : 0;
+    return result;
+}
+
+} // namespace lowbit
