@@ -13,7 +13,7 @@ public:
     KvCache() = default;
     KvCache(int64_t layers, int slots, int64_t capacityTokens, int64_t kvDim);
 
-    int slots() const { return m_slots; }
+    int slotCount() const { return m_slots; }
     int64_t capacity() const { return m_capacity; }
     int64_t kvDim() const { return m_kvDim; }
     int64_t length(int slot) const { return m_lengths[size_t(slot)]; }

@@ -42,12 +42,12 @@ KvCache Model::makeCache(int slots, int64_t capacityTokens) const {
 namespace {
 
 Status checkInputs(const ModelConfig &c, const KvCache &cache, std::span<const SequenceInput> inputs) {
-    std::vector<bool> used(size_t(cache.slots()), false);
+    std::vector<bool> used(size_t(cache.slotCount()), false);
     for (const SequenceInput &in : inputs) {
-        if (in.slot < 0 || in.slot >= cache.slots())
+        if (in.slot < 0 || in.slot >= cache.slotCount())
             return makeError(ErrorCode::InvalidArgument,
                              "forward: slot " + std::to_string(in.slot) + " out of range (cache has " +
-                                 std::to_string(cache.slots()) + ")");
+                                 std::to_string(cache.slotCount()) + ")");
         if (used[size_t(in.slot)])
             return makeError(ErrorCode::InvalidArgument,
                              "forward: slot " + std::to_string(in.slot) + " used twice in one batch");
