@@ -22,6 +22,7 @@ struct VocabExport {
     std::vector<std::string> merges;  // "a b" merge rules in rank order; empty for llama
     int32_t bosId = -1, eosId = -1, unkId = -1, padId = -1;
     bool addBos = false;
+    bool addSpacePrefix = true;       // SPM: tokenizer.ggml.add_space_prefix (dummy prefix space)
 };
 
 struct EncodeOptions {

@@ -15,7 +15,8 @@ namespace lowbit {
 Result<std::shared_ptr<const Tokenizer>> loadHfTokenizer(const std::filesystem::path &tokenizerJson,
                                                          const std::filesystem::path &tokenizerConfigJson = {});
 // llama2.c tokenizer .bin (int32 max_token_length; per token: float32 score, int32 len, bytes).
-// `vocabSize` is the model's (the file does not store it). BOS=1, EOS=2, UNK=0 as llama2.c.
+// `vocabSize` is the model's (the file does not store it); 0 reads tokens up to the end of the
+// file. BOS=1, EOS=2, UNK=0 as llama2.c.
 Result<std::shared_ptr<const Tokenizer>> loadLlama2cTokenizer(const std::filesystem::path &file,
                                                               int32_t vocabSize);
 // From a vocabulary as GGUF stores it: model "llama" -> SentencePiece-style BPE by scores,
