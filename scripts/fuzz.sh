@@ -28,8 +28,11 @@ if ((${#targets[@]} == 0)); then
 fi
 
 jobs="${LOWBIT_JOBS:-$(nproc)}"
+# Coverage instrumentation for the whole engine, not only the fuzz target's own file: without it
+# libFuzzer is blind to the parsers it drives. ASan/UBSan everywhere (LOWBIT_SANITIZE).
 if [[ ! -f build/fuzz/CMakeCache.txt ]]; then
-    cmake --preset fuzz
+    cmake --preset fuzz -DLOWBIT_SANITIZE=ON -DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link \
+        -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link
 fi
 cmake --build --preset fuzz -j "$jobs" --target "${targets[@]}"
 
