@@ -335,6 +335,11 @@ void writeConfigKeys(GgufWriter &w, const Checkpoint &ckpt, GgmlType weightType)
     if (c.ropeScaling.type == RopeScaling::Type::Linear) {
         w.setString("llama.rope.scaling.type", "linear");
         w.setF32("llama.rope.scaling.factor", float(c.ropeScaling.factor));
+    } else if (c.ropeScaling.type == RopeScaling::Type::Llama3) {
+        // The divisors go into rope_freqs.weight; the original context is recorded for readers
+        // that rebuild the parameters (lowbit's loader does).
+        w.setU32("llama.rope.scaling.original_context_length",
+                 uint32_t(c.ropeScaling.originalMaxPositions));
     }
 }
 
