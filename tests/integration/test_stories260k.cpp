@@ -36,6 +36,7 @@ private slots:
     void greedy();
     void llamaCppPerplexity_data();
     void llamaCppPerplexity();
+    void stopStringAndSampling();
 };
 
 void TestStories260K::greedy_data() {
@@ -115,6 +116,31 @@ void TestStories260K::llamaCppPerplexity() {
     const double expected = ref["ppl"][file.toStdString()][0].get<double>();
     QVERIFY2(std::abs(report->perplexity - expected) <= 1e-3 * expected,
              qPrintable(QString("PPL %1, llama.cpp %2").arg(report->perplexity, 0, 'f', 5).arg(expected)));
+}
+
+// The greedy text contains "Lily": generation stops there and cuts the text before it. Sampling
+// with a seed is reproducible and differs from greedy.
+void TestStories260K::stopStringAndSampling() {
+    LOWBIT_REQUIRE_SHARED_FILE(modelPath, "data/gguf/stories260K.gguf");
+    auto m = loadModel(modelPath);
+    QVERIFY(m);
+    const std::vector<int32_t> bos = {1};
+    GenerateOptions options;
+    options.maxTokens = 64;
+    options.stopStrings = {"Lily"};
+    auto stopped = generate(*m, bos, options);
+    QVERIFY(stopped.ok());
+    QCOMPARE(QString::fromStdString(stopped->stopReason), QString("stop_string"));
+    QCOMPARE(QString::fromStdString(stopped->text), QString("Once upon a time, there was a little girl named "));
+
+    options.stopStrings.clear();
+    options.sampling = {0.8, 40, 0.95, 1234};
+    auto a = generate(*m, bos, options), b = generate(*m, bos, options);
+    options.sampling.temperature = 0;
+    auto greedy = generate(*m, bos, options);
+    QVERIFY(a.ok() && b.ok() && greedy.ok());
+    QCOMPARE(a->tokens, b->tokens);
+    QVERIFY(a->tokens != greedy->tokens);
 }
 
 QTEST_APPLESS_MAIN(TestStories260K)
