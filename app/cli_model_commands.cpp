@@ -5,6 +5,7 @@
 #include "perplexity.h"
 #include "runtime/generator.h"
 #include "runtime/model.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer_loaders.h"
 
 #include <nlohmann/json.hpp>
@@ -173,35 +174,60 @@ int runLogits(const std::vector<std::string> &argv) {
     return 0;
 }
 
+namespace {
+
+// The prompt ids: plain text with BOS, or (--chat) the checkpoint's chat template around a user
+// message (and --system), whose special tokens are parsed.
+Result<std::vector<int32_t>> promptIds(const Args &args, const Checkpoint &checkpoint) {
+    const std::string prompt = args.value("prompt").value_or("");
+    if (!args.has("chat"))
+        return checkpoint.tokenizer->encode(prompt, {!args.has("no-bos"), false});
+    if (checkpoint.chatTemplate.empty())
+        return makeError(ErrorCode::InvalidArgument, "generate --chat: the model has no chat template");
+    LOWBIT_TRY(ChatTemplate chat, ChatTemplate::fromJinja(checkpoint.chatTemplate));
+    std::vector<ChatMessage> messages;
+    if (auto system = args.value("system"))
+        messages.push_back({"system", *system});
+    messages.push_back({"user", prompt});
+    LOWBIT_TRY(std::string text, chat.render(messages, {}));
+    return checkpoint.tokenizer->encode(text, {false, true});
+}
+
+Result<GenerateOptions> generateOptions(const Args &args) {
+    GenerateOptions options;
+    LOWBIT_TRY(int64_t n, args.integer("n", 128));
+    LOWBIT_TRY(double temperature, args.number("temp", 0.0));
+    LOWBIT_TRY(int64_t topK, args.integer("top-k", 0));
+    LOWBIT_TRY(double topP, args.number("top-p", 1.0));
+    LOWBIT_TRY(int64_t seed, args.integer("seed", 0));
+    if (n < 0 || temperature < 0 || topK < 0 || !(topP > 0 && topP <= 1))
+        return makeError(ErrorCode::InvalidArgument,
+                         "generate: need -n >= 0, --temp >= 0, --top-k >= 0, 0 < --top-p <= 1");
+    options.maxTokens = int(n);
+    options.sampling = {temperature, int(topK), topP, uint64_t(seed)};
+    options.stopStrings = args.values("stop");
+    return options;
+}
+
+} // namespace
+
 int runGenerate(const std::vector<std::string> &argv) {
-    auto args = Args::parse(argv, withCommon({"prompt", "n", "temp", "top-k", "top-p", "seed", "stop"}),
-                            {"json", "no-bos"}, {{"p", "prompt"}, {"t", "threads"}});
+    auto args = Args::parse(argv, withCommon({"prompt", "n", "temp", "top-k", "top-p", "seed", "stop", "system"}),
+                            {"json", "no-bos", "chat"}, {{"p", "prompt"}, {"t", "threads"}});
     if (!args) return fail(args.error());
+    auto options = generateOptions(*args);
+    if (!options) return fail(options.error());
     auto checkpoint = loadModelArg(*args);
     if (!checkpoint) return fail(checkpoint.error());
-    const Tokenizer *tokenizer = (*checkpoint)->tokenizer.get();
-    if (!tokenizer) return fail("generate: the model has no tokenizer (give --tokenizer FILE)");
-    GenerateOptions options;
-    auto n = args->integer("n", 128);
-    auto temp = args->number("temp", 0.0);
-    auto topK = args->integer("top-k", 0);
-    auto topP = args->number("top-p", 1.0);
-    auto seed = args->integer("seed", 0);
-    for (const Status &s : {Status(n ? Status() : n.error()), Status(temp ? Status() : temp.error()),
-                            Status(topK ? Status() : topK.error()), Status(topP ? Status() : topP.error()),
-                            Status(seed ? Status() : seed.error())})
-        if (!s) return fail(s.error());
-    options.maxTokens = int(*n);
-    options.sampling = {*temp, int(*topK), *topP, uint64_t(*seed)};
-    options.stopStrings = args->values("stop");
+    if (!(*checkpoint)->tokenizer) return fail("generate: the model has no tokenizer (give --tokenizer FILE)");
+    auto prompt = promptIds(*args, **checkpoint);
+    if (!prompt) return fail(prompt.error());
     auto model = makeModel(*args, *checkpoint);
     if (!model) return fail(model.error());
-    const std::vector<int32_t> prompt =
-        tokenizer->encode(args->value("prompt").value_or(""), {!args->has("no-bos"), false});
     const bool json = args->has("json");
     size_t printed = 0;
-    auto result = generate(**model, prompt, options, {}, [&](int32_t, const std::string &text) {
-        if (!json && text.size() > printed) { // stream what is certain (stop strings cut later)
+    auto result = generate(**model, *prompt, *options, {}, [&](int32_t, const std::string &text) {
+        if (!json && text.size() > printed) { // stream as it comes (a stop string is cut later)
             std::fwrite(text.data() + printed, 1, text.size() - printed, stdout);
             std::fflush(stdout);
             printed = text.size();
@@ -210,7 +236,7 @@ int runGenerate(const std::vector<std::string> &argv) {
     });
     if (!result) return fail(result.error());
     if (json)
-        printJson({{"prompt_ids", prompt}, {"ids", result->tokens}, {"text", result->text},
+        printJson({{"prompt_ids", *prompt}, {"ids", result->tokens}, {"text", result->text},
                    {"stop_reason", result->stopReason}, {"tokens_per_second", result->tokensPerSecond}});
     else
         std::printf("\n");

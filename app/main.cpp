@@ -30,7 +30,7 @@ const std::map<std::string, Command> &commands() {
         {"logits", {runLogits, "logits MODEL --tokens 1,2,3 [--threads N] [--json]\n"
                                "      logit rows for every position: {\"logits\":[[...],...]}"}},
         {"generate", {runGenerate, "generate MODEL -p STR -n N [--temp T --top-k K --top-p P --seed S]\n"
-                                   "      [--stop STR]... [--chat] [--no-bos] [--threads N] [--json]"}},
+                                   "      [--stop STR]... [--chat [--system STR]] [--no-bos] [--threads N] [--json]"}},
         {"ppl", {runPerplexity, "ppl MODEL --text FILE --ctx N [--mode paper|llamacpp] [--chunks N]\n"
                                 "      [--batch TOKENS] [--threads N] [--json]   ->  {\"ppl\":x,\"nll\":y,\"tokens\":n}"}},
     };
