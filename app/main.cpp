@@ -58,7 +58,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc >= 2 && !std::strcmp(argv[1], "--version")) {
-        std::printf("lowbit %s (%s)\n", LOWBIT_VERSION, LOWBIT_GIT_COMMIT);
+        std::printf("lowbit %s (%s)\nCUDA toolkit at build time: %s; compute backends: cpu\n",
+                    LOWBIT_VERSION, LOWBIT_GIT_COMMIT, LOWBIT_HAVE_CUDA_TOOLKIT ? "found" : "absent");
         return 0;
     }
     if (argc >= 2 && argv[1][0] != '-') {

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -48,6 +49,7 @@ struct Row {
     int64_t chunks = 0;
     int64_t tokens = 0; // evaluated tokens (chunks * ctx)
     double seconds = 0;
+    double cpuSeconds = 0; // process CPU time over the evaluation, every thread summed
     double tokensPerSecond = 0;
     double perplexity = 0;
     std::optional<LlamaCppResult> reference;
@@ -196,73 +198,84 @@ std::string formatParams(int64_t n) {
 
 void printHeader() {
     std::printf(
-        "| model | params | dtype | threads | ctx | chunks | tokens | lowbit s | lowbit tok/s "
-        "| lowbit PPL | llama.cpp s | llama.cpp tok/s | llama.cpp PPL | speed ratio |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        "| model | params | dtype | threads | ctx | chunks | tokens | lowbit s | lowbit cpu s "
+        "| lowbit tok/s | lowbit PPL | llama.cpp s | llama.cpp cpu s | llama.cpp tok/s "
+        "| llama.cpp PPL | speed ratio |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     std::fflush(stdout);
 }
 
 void printRow(const Row &r, int64_t ctx) {
-    std::printf("| %s | %s | %s | %d | %lld | %lld | %lld | %.2f | %.1f | %.4f |", r.model.c_str(),
-                formatParams(r.params).c_str(), r.dtype.c_str(), r.threads, (long long)ctx,
-                (long long)r.chunks, (long long)r.tokens, r.seconds, r.tokensPerSecond,
-                r.perplexity);
+    std::printf("| %s | %s | %s | %d | %lld | %lld | %lld | %.2f | %.2f | %.1f | %.4f |",
+                r.model.c_str(), formatParams(r.params).c_str(), r.dtype.c_str(), r.threads,
+                (long long)ctx, (long long)r.chunks, (long long)r.tokens, r.seconds, r.cpuSeconds,
+                r.tokensPerSecond, r.perplexity);
     if (r.reference) {
         const LlamaCppResult &ref = *r.reference;
-        std::printf(" %.2f | %.1f | %.4f | %.2fx |\n", ref.evalSeconds, ref.tokensPerSecond,
-                    ref.perplexity,
+        std::printf(" %.2f | %.2f | %.1f | %.4f | %.2fx |\n", ref.evalSeconds, ref.cpuSeconds,
+                    ref.tokensPerSecond, ref.perplexity,
                     ref.tokensPerSecond > 0 ? r.tokensPerSecond / ref.tokensPerSecond : 0.0);
     } else {
-        std::printf(" - | - | - | %s |\n", r.referenceNote.c_str());
+        std::printf(" - | - | - | - | %s |\n", r.referenceNote.c_str());
     }
     std::fflush(stdout);
 }
 
-Result<PerplexityReport> measureLowbit(std::shared_ptr<const Checkpoint> checkpoint,
-                                       std::span<const int32_t> tokens, const Options &o,
-                                       int threads, int64_t chunks) {
-    LOWBIT_TRY(std::unique_ptr<Model> model,
-               Model::create(std::move(checkpoint), {.threads = threads}));
+double processCpuSeconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+// One lowbit measurement; keeps it in `row` when it is the fastest so far.
+Status measureLowbit(Model &model, std::span<const int32_t> tokens, const Options &o,
+                     int64_t chunks, Row &row) {
     PerplexityOptions po;
     po.contextTokens = o.contextTokens;
     po.protocol = PerplexityProtocol::LlamaCpp;
     po.maxChunks = chunks;
     po.batchTokens = o.batchTokens;
-    std::optional<PerplexityReport> best;
-    for (int rep = 0; rep < o.repeat; ++rep) {
-        StderrProgress progress;
-        LOWBIT_TRY(PerplexityReport report, evaluatePerplexity(*model, tokens, po, progress));
-        std::fprintf(stderr, "\n");
-        if (!best || report.seconds < best->seconds)
-            best = report;
-    }
-    return *best;
+    StderrProgress progress;
+    const double cpuStart = processCpuSeconds();
+    LOWBIT_TRY(PerplexityReport report, evaluatePerplexity(model, tokens, po, progress));
+    const double cpuSeconds = processCpuSeconds() - cpuStart;
+    std::fprintf(stderr, "\n");
+    if (row.seconds > 0 && report.seconds >= row.seconds)
+        return {};
+    row.chunks = report.chunks;
+    row.tokens = report.chunks * o.contextTokens;
+    row.seconds = report.seconds;
+    row.cpuSeconds = cpuSeconds;
+    row.tokensPerSecond = report.tokensPerSecond;
+    row.perplexity = report.perplexity;
+    return {};
 }
 
-void addReference(Row &row, const Options &o, const std::optional<fs::path> &binary,
-                  const fs::path &model, const fs::path &text) {
+// One llama-perplexity measurement on the chunks lowbit ran; kept when the fastest so far.
+void measureLlamaCpp(Row &row, const Options &o, const std::optional<fs::path> &binary,
+                     const fs::path &model, const fs::path &text) {
     if (!binary) {
         row.referenceNote = o.withLlamacpp ? "no llama-perplexity found" : "not run";
         return;
     }
+    if (!row.referenceNote.empty())
+        return; // failed before; do not retry
     LlamaCppRun run{model, text, o.contextTokens, o.llamacppBatch, row.chunks, row.threads};
-    for (int rep = 0; rep < o.repeat; ++rep) {
-        std::fprintf(stderr, "  llama.cpp: %s\n", model.filename().string().c_str());
-        Result<LlamaCppResult> result = runLlamaPerplexity(*binary, run);
-        if (!result) {
-            std::fprintf(stderr, "  llama.cpp failed: %s\n", result.error().toString().c_str());
-            row.referenceNote = "llama.cpp failed (see stderr)";
-            return;
-        }
-        if (rep == 0)
-            std::fprintf(stderr, "  %s\n", result->commandLine.c_str());
-        if (!row.reference || result->evalSeconds < row.reference->evalSeconds)
-            row.reference = *result;
+    Result<LlamaCppResult> result = runLlamaPerplexity(*binary, run);
+    if (!result) {
+        std::fprintf(stderr, "  llama.cpp failed: %s\n", result.error().toString().c_str());
+        row.referenceNote = "llama.cpp failed (see stderr)";
+        return;
     }
+    std::fprintf(stderr, "  llama.cpp: %.1f tok/s  (%s)\n", result->tokensPerSecond,
+                 result->commandLine.c_str());
+    if (!row.reference || result->evalSeconds < row.reference->evalSeconds)
+        row.reference = *result;
 }
 
-// Measures one model at every thread count: lowbit first (then its weights are released so the
-// two programs never hold a large model at once), then llama.cpp.
+// Measures one model at every thread count, lowbit and llama.cpp taking turns `repeat` times so
+// that both see the same machine load; the fastest run of each is kept. Both map the same file,
+// so the page cache holds the weights once.
 Status benchModel(const fs::path &path, const Options &o, const std::optional<fs::path> &binary) {
     std::fprintf(stderr, "loading %s\n", path.string().c_str());
     LOWBIT_TRY(Checkpoint loaded, loadCheckpoint(path));
@@ -278,28 +291,17 @@ Status benchModel(const fs::path &path, const Options &o, const std::optional<fs
 
     const int64_t params = checkpoint->config.parameterCount();
     const int64_t chunks = chunksFor(o, params);
-    const int64_t chunksAvailable = int64_t(tokens.size()) / o.contextTokens;
-    std::vector<Row> rows;
     for (int threads : o.threads) {
-        LOWBIT_TRY(PerplexityReport report, measureLowbit(checkpoint, tokens, o, threads, chunks));
+        LOWBIT_TRY(std::unique_ptr<Model> model, Model::create(checkpoint, {.threads = threads}));
         Row row;
         row.model = path.filename().string();
         row.params = params;
         row.dtype = std::string(dtypeName(checkpoint->weights.layers.at(0).wq.dtype));
         row.threads = threads;
-        row.chunks = report.chunks;
-        row.tokens = report.chunks * o.contextTokens;
-        row.seconds = report.seconds;
-        row.tokensPerSecond = report.tokensPerSecond;
-        row.perplexity = report.perplexity;
-        rows.push_back(row);
-    }
-    checkpoint.reset();
-    for (Row &row : rows) {
-        if (chunks == 0 && row.chunks != chunksAvailable)
-            std::fprintf(stderr, "  note: lowbit ran %lld of %lld chunks\n", (long long)row.chunks,
-                         (long long)chunksAvailable);
-        addReference(row, o, binary, path, text);
+        for (int rep = 0; rep < o.repeat; ++rep) {
+            LOWBIT_CHECK(measureLowbit(*model, tokens, o, chunks, row));
+            measureLlamaCpp(row, o, binary, path, text);
+        }
         printRow(row, o.contextTokens);
     }
     return {};

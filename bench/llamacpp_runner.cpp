@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <regex>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 namespace lowbit::bench {
@@ -34,6 +35,14 @@ std::string shellQuote(const std::string &arg) {
             out += c;
     }
     return out + "'";
+}
+
+// CPU seconds of every waited-for child so far (user + system).
+double childrenCpuSeconds() {
+    rusage usage{};
+    getrusage(RUSAGE_CHILDREN, &usage);
+    auto seconds = [](const timeval &t) { return double(t.tv_sec) + double(t.tv_usec) * 1e-6; };
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
 std::string tail(const std::string &text, size_t chars) {
@@ -87,6 +96,7 @@ Result<LlamaCppResult> runLlamaPerplexity(const fs::path &binary, const LlamaCpp
     cmd += " 2>&1";
 
     const auto start = std::chrono::steady_clock::now();
+    const double cpuStart = childrenCpuSeconds();
     FILE *pipe = popen(cmd.c_str(), "r");
     if (!pipe)
         return makeError(ErrorCode::Io, "cannot start " + commandLine);
@@ -103,6 +113,7 @@ Result<LlamaCppResult> runLlamaPerplexity(const fs::path &binary, const LlamaCpp
     }
     LOWBIT_TRY(LlamaCppResult parsed, parseLlamaPerplexityOutput(output));
     parsed.wallSeconds = wall;
+    parsed.cpuSeconds = childrenCpuSeconds() - cpuStart;
     parsed.commandLine = commandLine;
     return parsed;
 }

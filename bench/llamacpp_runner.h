@@ -28,6 +28,7 @@ struct LlamaCppResult {
     double evalSeconds = 0;     // llama_decode time only (not load, tokenization, log-softmax)
     double tokensPerSecond = 0; // evalTokens / evalSeconds
     double wallSeconds = 0;     // the whole process, load and tokenization included
+    double cpuSeconds = 0;      // user + system CPU of the whole process, every thread summed
     std::string commandLine;
 };
 
