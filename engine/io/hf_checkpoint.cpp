@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <set>
 
 namespace lowbit {
@@ -55,10 +56,14 @@ public:
             return error(key, "must be an integer");
         return v->get<int64_t>();
     }
-    Result<double> number(const char *key, double fallback) const {
+    Result<double> number(const char *key, std::optional<double> fallback = std::nullopt) const {
         const Json *v = find(key);
-        if (!v)
-            return fallback;
+        if (!v) {
+            if (fallback)
+                return *fallback;
+            return makeError(ErrorCode::Format,
+                             m_source + ": missing required field '" + key + "'");
+        }
         if (!v->is_number())
             return error(key, "must be a number");
         return v->get<double>();
@@ -145,7 +150,7 @@ Result<RopeScaling> parseRopeScaling(const Json *v, const std::string &source) {
         return rs;
     if (name == "linear") {
         rs.type = RopeScaling::Type::Linear;
-        LOWBIT_TRY(rs.factor, f.number("factor", 1.0));
+        LOWBIT_TRY(rs.factor, f.number("factor"));
         return rs;
     }
     if (name != "llama3")
@@ -153,7 +158,7 @@ Result<RopeScaling> parseRopeScaling(const Json *v, const std::string &source) {
                          source + ": rope_scaling type '" + name +
                              "' is not supported (llama3, linear, default)");
     rs.type = RopeScaling::Type::Llama3;
-    LOWBIT_TRY(rs.factor, f.number("factor", 8.0));
+    LOWBIT_TRY(rs.factor, f.number("factor"));
     LOWBIT_TRY(rs.lowFreqFactor, f.number("low_freq_factor", 1.0));
     LOWBIT_TRY(rs.highFreqFactor, f.number("high_freq_factor", 4.0));
     LOWBIT_TRY(rs.originalMaxPositions, f.integer("original_max_position_embeddings", 8192));
@@ -178,6 +183,8 @@ Result<ModelConfig> parseConfig(const Json &json, const std::string &source) {
     LOWBIT_TRY(c.numKvHeads, f.integer("num_key_value_heads", c.numHeads));
     LOWBIT_TRY(c.headDim, f.integer("head_dim", c.hiddenSize / c.numHeads));
     LOWBIT_TRY(c.maxPositions, f.integer("max_position_embeddings", 2048));
+    if (c.maxPositions <= 0)
+        return f.error("max_position_embeddings", "must be positive");
     LOWBIT_TRY(c.rmsNormEps, f.number("rms_norm_eps", 1e-6));
     LOWBIT_TRY(c.ropeTheta, f.number("rope_theta", 10000.0));
     LOWBIT_TRY(c.tieWordEmbeddings, f.boolean("tie_word_embeddings", false));
@@ -381,8 +388,9 @@ void fillMetadata(const Json &config, const StoredWeights &stored, size_t unused
     ckpt.metadata["tensors"] = std::to_string(stored.tensors.size());
     ckpt.metadata["unused_tensors"] = std::to_string(unused);
     ckpt.metadata["stored_dtypes"] = joined;
-    if (const auto it = config.find("torch_dtype"); it != config.end() && it->is_string())
-        ckpt.metadata["torch_dtype"] = it->get<std::string>();
+    for (const char *key : {"torch_dtype", "dtype"}) // newer transformers write "dtype"
+        if (const auto it = config.find(key); it != config.end() && it->is_string())
+            ckpt.metadata["torch_dtype"] = it->get<std::string>();
     ckpt.metadata["architecture"] = "LlamaForCausalLM";
 }
 

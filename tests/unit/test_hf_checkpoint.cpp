@@ -319,6 +319,11 @@ void TestHfCheckpoint::rejectsBrokenCheckpoints_data() {
         j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
     }) << "config.json"
                                               << "rope_scaling type 'yarn'" << unsupported;
+    QTest::newRow("rope scaling without factor") << config([](Json &j) {
+        j["rope_scaling"] = {{"rope_type", "llama3"}};
+    }) << "config.json"
+                                                 << "rope_scaling: missing required field 'factor'"
+                                                 << format;
     QTest::newRow("eos id not a number")
         << config([](Json &j) { j["eos_token_id"] = "</s>"; }) << "config.json"
         << "eos_token_id" << format;
