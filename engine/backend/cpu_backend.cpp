@@ -101,11 +101,8 @@ void CpuBackend::rope(float *x, int64_t rows, int64_t rowStride, int64_t heads, 
 void CpuBackend::swiglu(const float *gate, const float *up, int64_t count, float *out) {
     constexpr int64_t kChunk = 16384;
     m_pool.parallelFor((count + kChunk - 1) / kChunk, [&](int64_t t, int) {
-        const int64_t end = std::min(count, (t + 1) * kChunk);
-        for (int64_t i = t * kChunk; i < end; ++i) {
-            const float g = gate[i];
-            out[i] = g / (1.0f + std::exp(-g)) * up[i];
-        }
+        const int64_t begin = t * kChunk;
+        cpu::siluMultiply(gate + begin, up + begin, out + begin, std::min(kChunk, count - begin));
     });
 }
 
