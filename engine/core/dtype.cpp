@@ -87,6 +87,8 @@ uint16_t floatToF16(float f) {
 }
 
 void convertToFloat(DType type, const void *src, float *dst, size_t n) {
+    if (n == 0) // empty tensors may come with null pointers
+        return;
     switch (type) {
     case DType::F32:
         std::memcpy(dst, src, n * 4);

@@ -133,6 +133,8 @@ Status readRopeFreqs(const GgufFile &file, const std::vector<float> &divisors, M
 
 // Float values of a tensor (any decodable type) as an owned F32 buffer.
 Result<std::vector<float>> decodeTensor(const GgufFile &file, const GgufTensorInfo &info) {
+    if (info.elements == 0)
+        return formatError(file, "tensor '" + info.name + "' has a zero dimension");
     const GgmlTypeInfo &type = ggmlTypeInfo(info.type);
     if (!type.canDequantize)
         return makeError(ErrorCode::Unsupported,
@@ -150,6 +152,8 @@ Result<Tensor> loadTensor(const GgufFile &file, const std::string &name) {
     const GgufTensorInfo *info = file.findTensor(name);
     if (!info)
         return makeError(ErrorCode::NotFound, file.source() + ": tensor '" + name + "' is missing");
+    if (info->elements == 0)
+        return formatError(file, "tensor '" + name + "' has a zero dimension");
     Tensor t;
     t.name = name;
     t.shape = info->shape();
