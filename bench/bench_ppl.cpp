@@ -198,26 +198,31 @@ std::string formatParams(int64_t n) {
 
 void printHeader() {
     std::printf(
-        "| model | params | dtype | threads | ctx | chunks | tokens | lowbit s | lowbit cpu s "
-        "| lowbit tok/s | lowbit PPL | llama.cpp s | llama.cpp cpu s | llama.cpp tok/s "
-        "| llama.cpp PPL | speed ratio |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        "| model | params | dtype | threads | ctx | chunks | tokens | lowbit s | llama.cpp s "
+        "| lowbit tok/s | llama.cpp tok/s | speed ratio | lowbit cpu s | llama.cpp cpu s "
+        "| cpu ratio | lowbit PPL | llama.cpp PPL |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     std::fflush(stdout);
 }
 
+// speed ratio: lowbit tok/s over llama.cpp's (wall clock); cpu ratio: llama.cpp's process CPU
+// seconds over lowbit's evaluation CPU seconds (> 1: lowbit spends less CPU).
 void printRow(const Row &r, int64_t ctx) {
-    std::printf("| %s | %s | %s | %d | %lld | %lld | %lld | %.2f | %.2f | %.1f | %.4f |",
-                r.model.c_str(), formatParams(r.params).c_str(), r.dtype.c_str(), r.threads,
-                (long long)ctx, (long long)r.chunks, (long long)r.tokens, r.seconds, r.cpuSeconds,
-                r.tokensPerSecond, r.perplexity);
-    if (r.reference) {
-        const LlamaCppResult &ref = *r.reference;
-        std::printf(" %.2f | %.2f | %.1f | %.4f | %.2fx |\n", ref.evalSeconds, ref.cpuSeconds,
-                    ref.tokensPerSecond, ref.perplexity,
-                    ref.tokensPerSecond > 0 ? r.tokensPerSecond / ref.tokensPerSecond : 0.0);
-    } else {
-        std::printf(" - | - | - | - | %s |\n", r.referenceNote.c_str());
+    std::printf("| %s | %s | %s | %d | %lld | %lld | %lld | %.2f |", r.model.c_str(),
+                formatParams(r.params).c_str(), r.dtype.c_str(), r.threads, (long long)ctx,
+                (long long)r.chunks, (long long)r.tokens, r.seconds);
+    if (!r.reference) {
+        std::printf(" - | %.1f | - | %s | %.2f | - | - | %.4f | - |\n", r.tokensPerSecond,
+                    r.referenceNote.c_str(), r.cpuSeconds, r.perplexity);
+        std::fflush(stdout);
+        return;
     }
+    const LlamaCppResult &ref = *r.reference;
+    auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+    std::printf(" %.2f | %.1f | %.1f | %.2fx | %.2f | %.2f | %.2fx | %.4f | %.4f |\n",
+                ref.evalSeconds, r.tokensPerSecond, ref.tokensPerSecond,
+                ratio(r.tokensPerSecond, ref.tokensPerSecond), r.cpuSeconds, ref.cpuSeconds,
+                ratio(ref.cpuSeconds, r.cpuSeconds), r.perplexity, ref.perplexity);
     std::fflush(stdout);
 }
 
