@@ -8,11 +8,18 @@
 
 namespace lowbit {
 
+struct BatchLayout;
+
 struct Model::Impl {
     std::unique_ptr<Backend> backend;
     std::vector<double> invFreq;
     // Activations of one forward, reused across calls.
-    std::vector<float> x, normed, q, k, v, attn, gate, up, selected, cosSin;
+    std::vector<float> x, normed, q, k, v, attn, gate, up, selected;
+
+    // One decoder layer over the batch, in place on x (rows of hiddenSize).
+    void layer(const ModelConfig &c, const LayerWeights &lw, int64_t layerIndex, KvCache &cache,
+               int64_t cacheLayer, std::span<const SequenceInput> inputs, const BatchLayout &batch,
+               float *x, LinearHook *hook);
 };
 
 Model::~Model() = default;
@@ -73,75 +80,137 @@ void resize(std::vector<float> &buffer, int64_t n) {
 
 } // namespace
 
+// The flattened batch: row r is token ids[r] at position positions[r]; input i starts at
+// firstRow[i]; cosSin holds each row's RoPE cosines and sines (headDim floats a row).
+struct BatchLayout {
+    std::vector<int32_t> ids, positions;
+    std::vector<int64_t> firstRow;
+    std::vector<float> cosSin;
+    int64_t rows() const { return int64_t(ids.size()); }
+};
+
+namespace {
+
+BatchLayout layoutBatch(const KvCache &cache, std::span<const SequenceInput> inputs,
+                        const std::vector<double> &invFreq, int64_t headDim) {
+    BatchLayout b;
+    for (const SequenceInput &in : inputs) {
+        b.firstRow.push_back(b.rows());
+        for (size_t i = 0; i < in.tokens.size(); ++i) {
+            b.ids.push_back(in.tokens[i]);
+            b.positions.push_back(int32_t(cache.length(in.slot) + int64_t(i)));
+        }
+    }
+    const int64_t half = headDim / 2;
+    b.cosSin.resize(size_t(b.rows() * headDim));
+    for (int64_t r = 0; r < b.rows(); ++r)
+        for (int64_t j = 0; j < half; ++j) {
+            const double angle = double(b.positions[size_t(r)]) * invFreq[size_t(j)];
+            b.cosSin[size_t(r * headDim + j)] = float(std::cos(angle));
+            b.cosSin[size_t(r * headDim + half + j)] = float(std::sin(angle));
+        }
+    return b;
+}
+
+} // namespace
+
+void Model::Impl::layer(const ModelConfig &c, const LayerWeights &lw, int64_t layerIndex,
+                        KvCache &cache, int64_t cacheLayer, std::span<const SequenceInput> inputs,
+                        const BatchLayout &batch, float *x, LinearHook *hook) {
+    Backend &be = *backend;
+    const int64_t n = batch.rows(), hidden = c.hiddenSize, hd = c.headDim;
+    const int64_t qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, ffn = c.intermediateSize;
+    resize(normed, n * hidden);
+    resize(q, n * qDim);
+    resize(k, n * kvDim);
+    resize(v, n * kvDim);
+    resize(attn, n * qDim);
+    resize(gate, n * ffn);
+    resize(up, n * ffn);
+    const float eps = float(c.rmsNormEps);
+    auto observe = [&](LinearInput kind, float *data, int64_t cols) {
+        if (hook)
+            hook->onLinearInput(layerIndex, kind, data, n, cols);
+    };
+
+    be.rmsnorm(x, n, hidden, lw.attnNorm, eps, normed.data());
+    observe(LinearInput::Attention, normed.data(), hidden);
+    be.matmul(normed.data(), n, lw.wq, q.data());
+    be.matmul(normed.data(), n, lw.wk, k.data());
+    be.matmul(normed.data(), n, lw.wv, v.data());
+    be.rope(q.data(), n, qDim, c.numHeads, hd, batch.cosSin.data());
+    be.rope(k.data(), n, kvDim, c.numKvHeads, hd, batch.cosSin.data());
+    std::vector<AttentionSequence> sequences(inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        const SequenceInput &in = inputs[i];
+        const int64_t len = int64_t(in.tokens.size()), start = cache.length(in.slot);
+        float *keys = cache.keys(cacheLayer, in.slot), *values = cache.values(cacheLayer, in.slot);
+        std::memcpy(keys + start * kvDim, k.data() + batch.firstRow[i] * kvDim, size_t(len * kvDim) * 4);
+        std::memcpy(values + start * kvDim, v.data() + batch.firstRow[i] * kvDim, size_t(len * kvDim) * 4);
+        sequences[i] = {q.data() + batch.firstRow[i] * qDim, keys, values,
+                        attn.data() + batch.firstRow[i] * qDim, len, start};
+    }
+    be.attention(sequences, {c.numHeads, c.numKvHeads, hd, qDim, kvDim, float(1.0 / std::sqrt(double(hd)))});
+    observe(LinearInput::AttentionOutput, attn.data(), qDim);
+    be.matmul(attn.data(), n, lw.wo, normed.data());
+    be.add(x, normed.data(), n * hidden);
+
+    be.rmsnorm(x, n, hidden, lw.ffnNorm, eps, normed.data());
+    observe(LinearInput::Mlp, normed.data(), hidden);
+    be.matmul(normed.data(), n, lw.wGate, gate.data());
+    be.matmul(normed.data(), n, lw.wUp, up.data());
+    be.swiglu(gate.data(), up.data(), n * ffn, gate.data());
+    observe(LinearInput::MlpDown, gate.data(), ffn);
+    be.matmul(gate.data(), n, lw.wDown, normed.data());
+    be.add(x, normed.data(), n * hidden);
+}
+
+Status Model::embed(std::span<const SequenceInput> inputs, float *hidden) {
+    std::vector<int32_t> ids;
+    for (const SequenceInput &in : inputs)
+        for (int32_t id : in.tokens) {
+            if (id < 0 || id >= config().vocabSize)
+                return makeError(ErrorCode::InvalidArgument,
+                                 "embed: token id " + std::to_string(id) + " out of range (vocab " +
+                                     std::to_string(config().vocabSize) + ")");
+            ids.push_back(id);
+        }
+    m_impl->backend->embed(m_checkpoint->weights.tokenEmbedding, ids, hidden);
+    return {};
+}
+
+Status Model::runLayer(int64_t layer, KvCache &cache, int64_t cacheLayer,
+                       std::span<const SequenceInput> inputs, float *hidden,
+                       const LayerWeights *weights, LinearHook *hook) {
+    const ModelConfig &c = config();
+    if (layer < 0 || layer >= c.numLayers)
+        return makeError(ErrorCode::InvalidArgument, "runLayer: layer " + std::to_string(layer) + " out of range");
+    if (cacheLayer < 0 || cache.kvDim() != c.numKvHeads * c.headDim)
+        return makeError(ErrorCode::InvalidArgument, "runLayer: cache does not fit the model");
+    LOWBIT_CHECK(checkInputs(c, cache, inputs));
+    const LayerWeights &lw = weights ? *weights : m_checkpoint->weights.layers[size_t(layer)];
+    const BatchLayout batch = layoutBatch(cache, inputs, m_impl->invFreq, c.headDim);
+    m_impl->layer(c, lw, layer, cache, cacheLayer, inputs, batch, hidden, hook);
+    return {};
+}
+
+void Model::advance(KvCache &cache, std::span<const SequenceInput> inputs) {
+    for (const SequenceInput &in : inputs)
+        cache.setLength(in.slot, cache.length(in.slot) + int64_t(in.tokens.size()));
+}
+
 Result<Logits> Model::forward(KvCache &cache, std::span<const SequenceInput> inputs) {
     const ModelConfig &c = config();
     LOWBIT_CHECK(checkInputs(c, cache, inputs));
     const ModelWeights &w = m_checkpoint->weights;
-    Backend &be = *m_impl->backend;
     Impl &s = *m_impl;
-
-    // Flatten the batch: row r is token ids[r] of input rowInput[r] at position positions[r].
-    std::vector<int32_t> ids, positions;
-    std::vector<int64_t> firstRow;
-    for (const SequenceInput &in : inputs) {
-        firstRow.push_back(int64_t(ids.size()));
-        for (size_t i = 0; i < in.tokens.size(); ++i) {
-            ids.push_back(in.tokens[i]);
-            positions.push_back(int32_t(cache.length(in.slot) + int64_t(i)));
-        }
-    }
-    const int64_t n = int64_t(ids.size());
-    const int64_t hidden = c.hiddenSize, hd = c.headDim, half = hd / 2;
-    const int64_t qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, ffn = c.intermediateSize;
+    const BatchLayout batch = layoutBatch(cache, inputs, s.invFreq, c.headDim);
+    const int64_t n = batch.rows(), hidden = c.hiddenSize;
     resize(s.x, n * hidden);
-    resize(s.normed, n * hidden);
-    resize(s.q, n * qDim);
-    resize(s.k, n * kvDim);
-    resize(s.v, n * kvDim);
-    resize(s.attn, n * qDim);
-    resize(s.gate, n * ffn);
-    resize(s.up, n * ffn);
-    resize(s.cosSin, n * hd);
-    for (int64_t r = 0; r < n; ++r)
-        for (int64_t j = 0; j < half; ++j) {
-            const double angle = double(positions[size_t(r)]) * s.invFreq[size_t(j)];
-            s.cosSin[size_t(r * hd + j)] = float(std::cos(angle));
-            s.cosSin[size_t(r * hd + half + j)] = float(std::sin(angle));
-        }
-
-    be.embed(w.tokenEmbedding, ids, s.x.data());
-    const float eps = float(c.rmsNormEps);
-    const AttentionShape shape{c.numHeads, c.numKvHeads, hd, qDim, kvDim, float(1.0 / std::sqrt(double(hd)))};
-    std::vector<AttentionSequence> sequences(inputs.size());
-    for (int64_t layer = 0; layer < c.numLayers; ++layer) {
-        const LayerWeights &lw = w.layers[size_t(layer)];
-        be.rmsnorm(s.x.data(), n, hidden, lw.attnNorm, eps, s.normed.data());
-        be.matmul(s.normed.data(), n, lw.wq, s.q.data());
-        be.matmul(s.normed.data(), n, lw.wk, s.k.data());
-        be.matmul(s.normed.data(), n, lw.wv, s.v.data());
-        be.rope(s.q.data(), n, qDim, c.numHeads, hd, s.cosSin.data());
-        be.rope(s.k.data(), n, kvDim, c.numKvHeads, hd, s.cosSin.data());
-        for (size_t i = 0; i < inputs.size(); ++i) {
-            const SequenceInput &in = inputs[i];
-            const int64_t len = int64_t(in.tokens.size()), start = cache.length(in.slot);
-            float *keys = cache.keys(layer, in.slot), *values = cache.values(layer, in.slot);
-            std::memcpy(keys + start * kvDim, s.k.data() + firstRow[i] * kvDim, size_t(len * kvDim) * 4);
-            std::memcpy(values + start * kvDim, s.v.data() + firstRow[i] * kvDim, size_t(len * kvDim) * 4);
-            sequences[i] = {s.q.data() + firstRow[i] * qDim, keys, values,
-                            s.attn.data() + firstRow[i] * qDim, len, start};
-        }
-        be.attention(sequences, shape);
-        be.matmul(s.attn.data(), n, lw.wo, s.normed.data());
-        be.add(s.x.data(), s.normed.data(), n * hidden);
-        be.rmsnorm(s.x.data(), n, hidden, lw.ffnNorm, eps, s.normed.data());
-        be.matmul(s.normed.data(), n, lw.wGate, s.gate.data());
-        be.matmul(s.normed.data(), n, lw.wUp, s.up.data());
-        be.swiglu(s.gate.data(), s.up.data(), n * ffn, s.gate.data());
-        be.matmul(s.gate.data(), n, lw.wDown, s.normed.data());
-        be.add(s.x.data(), s.normed.data(), n * hidden);
-    }
-    for (const SequenceInput &in : inputs)
-        cache.setLength(in.slot, cache.length(in.slot) + int64_t(in.tokens.size()));
+    s.backend->embed(w.tokenEmbedding, batch.ids, s.x.data());
+    for (int64_t layer = 0; layer < c.numLayers; ++layer)
+        s.layer(c, w.layers[size_t(layer)], layer, cache, layer, inputs, batch, s.x.data(), m_hook);
+    advance(cache, inputs);
 
     // Only the rows whose logits are wanted go through the final norm and the head.
     std::vector<int64_t> rows;
@@ -149,22 +218,30 @@ Result<Logits> Model::forward(KvCache &cache, std::span<const SequenceInput> inp
         const int64_t len = int64_t(inputs[i].tokens.size());
         if (len == 0 || inputs[i].logits == LogitsWanted::None)
             continue;
-        const int64_t from = inputs[i].logits == LogitsWanted::Last ? len - 1
-                                                                    : std::clamp<int64_t>(inputs[i].logitsFrom, 0, len);
+        const int64_t from = inputs[i].logits == LogitsWanted::Last
+                                 ? len - 1
+                                 : std::clamp<int64_t>(inputs[i].logitsFrom, 0, len);
         for (int64_t t = from; t < len; ++t)
-            rows.push_back(firstRow[i] + t);
+            rows.push_back(batch.firstRow[i] + t);
     }
-    Logits logits;
-    logits.rows = int64_t(rows.size());
-    logits.vocab = c.vocabSize;
-    if (rows.empty())
-        return logits;
-    resize(s.selected, logits.rows * hidden);
+    resize(s.selected, int64_t(rows.size()) * hidden);
     for (size_t r = 0; r < rows.size(); ++r)
         std::memcpy(s.selected.data() + r * size_t(hidden), s.x.data() + rows[r] * hidden, size_t(hidden) * 4);
-    be.rmsnorm(s.selected.data(), logits.rows, hidden, w.finalNorm, eps, s.selected.data());
-    logits.values.resize(size_t(logits.rows * logits.vocab));
-    be.matmul(s.selected.data(), logits.rows, w.output, logits.values.data());
+    return head(s.selected.data(), int64_t(rows.size()));
+}
+
+Logits Model::head(const float *hidden, int64_t rows) {
+    const ModelConfig &c = config();
+    Impl &s = *m_impl;
+    Logits logits;
+    logits.rows = rows;
+    logits.vocab = c.vocabSize;
+    if (rows == 0)
+        return logits;
+    std::vector<float> normed(size_t(rows * c.hiddenSize));
+    s.backend->rmsnorm(hidden, rows, c.hiddenSize, m_checkpoint->weights.finalNorm, float(c.rmsNormEps), normed.data());
+    logits.values.resize(size_t(rows * c.vocabSize));
+    s.backend->matmul(normed.data(), rows, m_checkpoint->weights.output, logits.values.data());
     return logits;
 }
 

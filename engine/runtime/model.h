@@ -13,6 +13,7 @@
 #include "core/result.h"
 #include "model/checkpoint.h"
 #include "runtime/kv_cache.h"
+#include "runtime/linear_hook.h"
 
 #include <memory>
 #include <span>
@@ -63,11 +64,30 @@ public:
     // that would overflow the cache capacity, two inputs on the same slot.
     Result<Logits> forward(KvCache &cache, std::span<const SequenceInput> inputs);
 
+    // Every later forward() reports linear-layer inputs to `hook` (non-owning; nullptr: none).
+    void setLinearHook(LinearHook *hook) { m_hook = hook; }
+
+    // Layer-by-layer pieces of forward(), for calibration: the quantizer embeds its windows,
+    // then runs one decoder layer at a time over all of them, swapping in quantized weights.
+    // hidden: rows of hiddenSize floats, one row per token of `inputs` in order.
+    Status embed(std::span<const SequenceInput> inputs, float *hidden);
+    // Runs decoder layer `layer` in place on `hidden`, with `weights` (default: the checkpoint's
+    // layer), K/V of the inputs' slots stored in layer `cacheLayer` of `cache` (a one-layer cache
+    // suffices when running layers one at a time), the hook (if any) seeing linear inputs.
+    // Does not advance the cache lengths; call advance() once all layers have run.
+    Status runLayer(int64_t layer, KvCache &cache, int64_t cacheLayer,
+                    std::span<const SequenceInput> inputs, float *hidden,
+                    const LayerWeights *weights = nullptr, LinearHook *hook = nullptr);
+    static void advance(KvCache &cache, std::span<const SequenceInput> inputs);
+    // Final norm and output head over `rows` hidden rows.
+    Logits head(const float *hidden, int64_t rows);
+
 private:
     Model() = default;
     struct Impl;
     std::shared_ptr<const Checkpoint> m_checkpoint;
     std::unique_ptr<Impl> m_impl;
+    LinearHook *m_hook = nullptr;
 };
 
 } // namespace lowbit

@@ -19,6 +19,7 @@ private slots:
     void fixture_data();
     void fixture();
     void batchedEqualsSingle();
+    void layerByLayer();
 };
 
 void TestReferenceLogits::fixture_data() {
@@ -109,6 +110,42 @@ void TestReferenceLogits::batchedEqualsSingle() {
     }
     QCOMPARE(both.length(0), int64_t(10));
     QCOMPARE(both.length(1), int64_t(4));
+}
+
+// The calibration path (embed, one decoder layer at a time through a one-layer cache, head) gives
+// the logits of forward(); the hook sees each distinct linear input once per layer.
+void TestReferenceLogits::layerByLayer() {
+    LOWBIT_REQUIRE_SHARED_FILE(dir, "fixtures/tiny-llama3-a");
+    auto checkpoint = loadCheckpoint(dir);
+    QVERIFY(checkpoint.ok());
+    auto model = Model::create(std::make_shared<const Checkpoint>(std::move(*checkpoint)), {2});
+    QVERIFY(model.ok());
+    Model &m = **model;
+    const ModelConfig &c = m.config();
+    const std::vector<int32_t> a = {3, 99, 400, 17, 256, 1, 8}, b = {500, 42, 42};
+    std::vector<SequenceInput> inputs = {{0, a, LogitsWanted::All}, {1, b, LogitsWanted::All}};
+    KvCache full = m.makeCache(2, 8);
+    auto reference = m.forward(full, inputs);
+    QVERIFY(reference.ok());
+
+    struct Counter : LinearHook {
+        std::vector<std::tuple<int64_t, LinearInput, int64_t, int64_t>> calls;
+        void onLinearInput(int64_t layer, LinearInput kind, float *, int64_t rows, int64_t cols) override {
+            calls.emplace_back(layer, kind, rows, cols);
+        }
+    } counter;
+    std::vector<float> hidden(size_t(10 * c.hiddenSize));
+    QVERIFY(m.embed(inputs, hidden.data()).ok());
+    KvCache oneLayer(1, 2, 8, c.numKvHeads * c.headDim);
+    for (int64_t layer = 0; layer < c.numLayers; ++layer)
+        QVERIFY(m.runLayer(layer, oneLayer, 0, inputs, hidden.data(), nullptr, &counter).ok());
+    const Logits logits = m.head(hidden.data(), 10);
+    for (int64_t r = 0; r < 10; ++r)
+        for (int64_t j = 0; j < logits.vocab; ++j)
+            QVERIFY(std::abs(logits.row(r)[j] - reference->row(r)[j]) <= 1e-5f * (1 + std::abs(reference->row(r)[j])));
+    QCOMPARE(int64_t(counter.calls.size()), 4 * c.numLayers);
+    QVERIFY(counter.calls[1] == std::make_tuple(int64_t(0), LinearInput::AttentionOutput, int64_t(10), c.numHeads * c.headDim));
+    QVERIFY(counter.calls[3] == std::make_tuple(int64_t(0), LinearInput::MlpDown, int64_t(10), c.intermediateSize));
 }
 
 QTEST_APPLESS_MAIN(TestReferenceLogits)
