@@ -1,5 +1,7 @@
 #include "tokenizer/bpe_tokenizer.h"
 
+#include "tokenizer/vocab_checks.h"
+
 #include <algorithm>
 #include <queue>
 
@@ -15,10 +17,13 @@ constexpr int32_t kTypeUnused = 5;
 constexpr size_t kCacheMaxEntries = 1 << 17;
 constexpr size_t kCacheMaxWordBytes = 64;
 
-bool isAddedType(int32_t type) { return type == kTypeControl || type == kTypeUserDefined; }
+bool isAddedType(int32_t type) {
+    return type == kTypeControl || type == kTypeUserDefined;
+}
 
 uint64_t pairKey(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
+           static_cast<uint32_t>(right);
 }
 
 // Inverse of byteToUnicode for codepoints below 0x144 (the largest one it produces is U+0143).
@@ -68,22 +73,10 @@ const std::array<uint32_t, 256> &byteToUnicode() {
 }
 
 Result<std::shared_ptr<const BpeTokenizer>> BpeTokenizer::create(BpeSpec spec) {
-    const std::string &name = spec.sourceName;
+    LOWBIT_CHECK(checkVocabShape(spec.sourceName, spec.pieces.size(), spec.tokenTypes.size(), 0,
+                                 {spec.bosId, spec.eosId, spec.unkId, spec.padId}));
     const auto vocabSize = static_cast<int64_t>(spec.pieces.size());
-    if (vocabSize == 0)
-        return makeError(ErrorCode::Format, name + ": the vocabulary is empty");
-    if (vocabSize > INT32_MAX / 2)
-        return makeError(ErrorCode::Format, name + ": the vocabulary is too large");
-    if (!spec.tokenTypes.empty() && static_cast<int64_t>(spec.tokenTypes.size()) != vocabSize)
-        return makeError(ErrorCode::Format, name + ": " + std::to_string(spec.tokenTypes.size()) +
-                                                " token types for " + std::to_string(vocabSize) +
-                                                " tokens");
-    for (int32_t id : {spec.bosId, spec.eosId, spec.unkId, spec.padId}) {
-        if (id < -1 || id >= vocabSize)
-            return makeError(ErrorCode::Format, name + ": special token id " + std::to_string(id) +
-                                                    " is outside the vocabulary");
-    }
-
+    const std::string &name = spec.sourceName;
     std::shared_ptr<BpeTokenizer> tok(new BpeTokenizer());
     tok->m_pieces = std::move(spec.pieces);
     tok->m_types = std::move(spec.tokenTypes);
@@ -148,13 +141,15 @@ Status BpeTokenizer::buildMerges(const BpeSpec &spec) {
         LOWBIT_TRY(const int32_t right, lookup(rightPiece, rank));
         LOWBIT_TRY(const int32_t result, lookup(leftPiece + rightPiece, rank));
         // A repeated merge keeps its first (best) rank, as HF does when building its map.
-        if (m_merges.try_emplace(pairKey(left, right), Merge{static_cast<int32_t>(rank), result}).second)
+        if (m_merges.try_emplace(pairKey(left, right), Merge{static_cast<int32_t>(rank), result})
+                .second)
             m_mergeList.emplace_back(left, right);
     }
     return {};
 }
 
-std::vector<int32_t> BpeTokenizer::encode(std::string_view text, const EncodeOptions &options) const {
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text,
+                                          const EncodeOptions &options) const {
     std::vector<int32_t> ids;
     if (options.addBos && m_bosId >= 0)
         ids.push_back(m_bosId);

@@ -27,17 +27,17 @@ namespace lowbit {
 
 // Everything a BpeTokenizer is built from, in the GGUF shape (ids index every vector).
 struct BpeSpec {
-    std::string sourceName;                 // file or "GGUF vocab", for error messages
-    std::vector<std::string> pieces;        // byte-level strings; added tokens as plain text;
-                                            // "" for an id nothing defines
-    std::vector<int32_t> tokenTypes;        // GGUF types; 3 (control) = special added token,
-                                            // 4 (user-defined) = non-special added token
+    std::string sourceName;          // file or "GGUF vocab", for error messages
+    std::vector<std::string> pieces; // byte-level strings; added tokens as plain text;
+                                     // "" for an id nothing defines
+    std::vector<int32_t> tokenTypes; // GGUF types; 3 (control) = special added token,
+                                     // 4 (user-defined) = non-special added token
     std::vector<std::pair<std::string, std::string>> merges; // in rank order
-    std::string splitPattern;               // pre-tokenizer regex (PCRE2 syntax)
-    std::string pre;                        // GGUF pre-tokenizer name for export ("llama-bpe")
+    std::string splitPattern;                                // pre-tokenizer regex (PCRE2 syntax)
+    std::string pre; // GGUF pre-tokenizer name for export ("llama-bpe")
     bool ignoreMerges = false;
     int32_t bosId = -1, eosId = -1, unkId = -1, padId = -1;
-    std::vector<int32_t> extraEosIds;       // other end-of-generation ids (<|eot_id|>)
+    std::vector<int32_t> extraEosIds; // other end-of-generation ids (<|eot_id|>)
     bool addBos = false;
 };
 
@@ -84,7 +84,8 @@ private:
     bool m_addBos = false;
 
     mutable std::mutex m_cacheMutex;
-    mutable std::unordered_map<std::string, std::vector<int32_t>, utf8::StringHash, utf8::StringEqual>
+    mutable std::unordered_map<std::string, std::vector<int32_t>, utf8::StringHash,
+                               utf8::StringEqual>
         m_cache;
 };
 

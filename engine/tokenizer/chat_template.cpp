@@ -142,7 +142,8 @@ Result<std::string> ChatTemplate::renderLlama31(std::span<const ChatMessage> mes
                                                 const ChatRenderOptions &options) const {
     if (messages.empty())
         return makeError(ErrorCode::InvalidArgument,
-                         "the " + std::string(name()) + " chat template needs at least one message");
+                         "the " + std::string(name()) +
+                             " chat template needs at least one message");
     std::string date = options.dateString;
     if (date.empty())
         date = m_kind == ChatTemplateKind::Llama32 ? todayString() : "26 Jul 2024";

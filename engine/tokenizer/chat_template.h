@@ -8,8 +8,8 @@
 //   Llama 3.1 / 3.2 (Llama-3.1-*-Instruct, Llama-3.2-*-Instruct): an always-present system block
 //             with "Cutting Knowledge Date: December 2023\nToday Date: {date}\n\n" before the
 //             (trimmed) system message; roles "tool"/"ipython" render as "ipython" with the content
-//             JSON-encoded (jinja's `is iterable` holds for strings). Tool definitions and tool calls
-//             are not modelled.
+//             JSON-encoded (jinja's `is iterable` holds for strings). Tool definitions and tool
+//             calls are not modelled.
 // Anything else (Llama Guard, other families) is an Unsupported error.
 #pragma once
 
@@ -27,7 +27,7 @@ struct ChatMessage {
 };
 
 struct ChatRenderOptions {
-    bool addGenerationPrompt = true;          // end with the assistant header
+    bool addGenerationPrompt = true; // end with the assistant header
     std::string bosToken = "<|begin_of_text|>";
     // 3.1/3.2 "Today Date:". Empty: the template's own default; 3.1 hard-codes "26 Jul 2024",
     // 3.2 asks strftime_now("%d %b %Y"), i.e. today's local date.
@@ -50,7 +50,8 @@ public:
                                const ChatRenderOptions &options) const;
 
 private:
-    std::string renderLlama3(std::span<const ChatMessage> messages, const ChatRenderOptions &options) const;
+    std::string renderLlama3(std::span<const ChatMessage> messages,
+                             const ChatRenderOptions &options) const;
     Result<std::string> renderLlama31(std::span<const ChatMessage> messages,
                                       const ChatRenderOptions &options) const;
 

@@ -68,7 +68,8 @@ Result<std::string> parsePreTokenizer(const json &node, std::string_view source)
     std::string regex;
     bool byteLevel = false;
     for (const json &step : steps) {
-        const std::string type = step.is_object() ? step.value("type", std::string()) : std::string();
+        const std::string type =
+            step.is_object() ? step.value("type", std::string()) : std::string();
         if (type == "Split") {
             if (!regex.empty() || byteLevel)
                 return unsupported(source, "pre_tokenizer with more than one splitting step");
@@ -95,13 +96,14 @@ Result<std::string> parsePreTokenizer(const json &node, std::string_view source)
 }
 
 Result<std::pair<std::string, std::string>> parseMerge(const json &merge, size_t rank,
-                                                        std::string_view source) {
+                                                       std::string_view source) {
     if (merge.is_string()) {
         const std::string text = merge.get<std::string>();
         const size_t space = text.find(' ');
         if (space != std::string::npos && text.find(' ', space + 1) == std::string::npos)
             return std::make_pair(text.substr(0, space), text.substr(space + 1));
-    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
+    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
+               merge[1].is_string()) {
         return std::make_pair(merge[0].get<std::string>(), merge[1].get<std::string>());
     }
     return formatError(source, "model.merges[" + std::to_string(rank) +
@@ -123,7 +125,8 @@ Status parseModel(const json &model, std::string_view source, std::map<int64_t, 
         return formatError(source, "missing object model.vocab");
     for (const auto &[piece, id] : model["vocab"].items()) {
         if (!id.is_number_integer() || id.get<int64_t>() < 0)
-            return formatError(source, "model.vocab['" + piece + "'] is not a non-negative integer");
+            return formatError(source,
+                               "model.vocab['" + piece + "'] is not a non-negative integer");
         if (!vocab.try_emplace(id.get<int64_t>(), piece).second)
             return formatError(source, "model.vocab id " + std::to_string(id.get<int64_t>()) +
                                            " is used twice");
@@ -218,7 +221,8 @@ Result<BpeSpec> buildSpec(const json &root, const json &config, std::string_view
     BpeSpec spec;
     spec.sourceName = std::string(source);
     if (root.contains("normalizer") && !root["normalizer"].is_null())
-        return unsupported(source, "normalizer " + root["normalizer"].value("type", std::string("?")) +
+        return unsupported(source, "normalizer " +
+                                       root["normalizer"].value("type", std::string("?")) +
                                        " (byte-level BPE has none)");
     LOWBIT_TRY(spec.splitPattern, parsePreTokenizer(root.value("pre_tokenizer", json()), source));
     std::map<int64_t, std::string> vocab;
@@ -290,8 +294,9 @@ Result<std::shared_ptr<const Tokenizer>> loadHfTokenizerFromJson(std::string_vie
     }
 }
 
-Result<std::shared_ptr<const Tokenizer>> loadHfTokenizer(const std::filesystem::path &tokenizerJson,
-                                                         const std::filesystem::path &tokenizerConfigJson) {
+Result<std::shared_ptr<const Tokenizer>>
+loadHfTokenizer(const std::filesystem::path &tokenizerJson,
+                const std::filesystem::path &tokenizerConfigJson) {
     LOWBIT_TRY(const std::string text, readWholeFile(tokenizerJson));
     std::string config;
     if (!tokenizerConfigJson.empty()) {

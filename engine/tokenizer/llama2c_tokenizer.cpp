@@ -84,8 +84,9 @@ Result<std::shared_ptr<const Tokenizer>> loadLlama2cTokenizer(const std::filesys
     Reader reader(bytes, name);
     LOWBIT_TRY(const int32_t maxTokenLength, reader.read<int32_t>("max_token_length"));
     if (maxTokenLength <= 0)
-        return makeError(ErrorCode::Format,
-                         name + ": max_token_length " + std::to_string(maxTokenLength) + " is not positive");
+        return makeError(ErrorCode::Format, name + ": max_token_length " +
+                                                std::to_string(maxTokenLength) +
+                                                " is not positive");
     SpmSpec spec;
     spec.sourceName = name;
     // vocabSize 0: as many tokens as the file holds (a tokenizer given without its model).
@@ -94,11 +95,12 @@ Result<std::shared_ptr<const Tokenizer>> loadLlama2cTokenizer(const std::filesys
         LOWBIT_TRY(const float score, reader.read<float>("token score"));
         LOWBIT_TRY(const int32_t length, reader.read<int32_t>("token length"));
         if (length < 0 || length > maxTokenLength)
-            return makeError(ErrorCode::Format,
-                             name + ": token " + std::to_string(id) + " has length " +
-                                 std::to_string(length) + " (max_token_length " +
-                                 std::to_string(maxTokenLength) + ")");
-        LOWBIT_TRY(const std::string_view raw, reader.bytes(static_cast<size_t>(length), "token bytes"));
+            return makeError(ErrorCode::Format, name + ": token " + std::to_string(id) +
+                                                    " has length " + std::to_string(length) +
+                                                    " (max_token_length " +
+                                                    std::to_string(maxTokenLength) + ")");
+        LOWBIT_TRY(const std::string_view raw,
+                   reader.bytes(static_cast<size_t>(length), "token bytes"));
         spec.scores.push_back(score);
         spec.pieces.push_back(toGgufPiece(raw, id));
     }

@@ -15,7 +15,9 @@ constexpr uint32_t kDepthLimit = 100'000;
 constexpr size_t kJitStackStartBytes = 32 * 1024;
 constexpr size_t kJitStackMaxBytes = 4 * 1024 * 1024;
 
-pcre2_code *code(void *opaque) { return static_cast<pcre2_code *>(opaque); }
+pcre2_code *code(void *opaque) {
+    return static_cast<pcre2_code *>(opaque);
+}
 
 // The per-call matching state (match data, limits, JIT stack): owned by one split() call, which is
 // what keeps split() thread-safe.
@@ -60,14 +62,16 @@ Result<std::shared_ptr<const RegexSplitter>> RegexSplitter::compile(std::string_
     PCRE2_SIZE errorOffset = 0;
     // MATCH_INVALID_UTF: arbitrary bytes may reach encode(); they must not make matching fail.
     const uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
-    pcre2_code *compiled = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                         options, &errorCode, &errorOffset, nullptr);
+    pcre2_code *compiled =
+        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options,
+                      &errorCode, &errorOffset, nullptr);
     if (!compiled) {
         PCRE2_UCHAR message[256];
         pcre2_get_error_message(errorCode, message, sizeof(message));
-        return makeError(ErrorCode::Format,
-                         std::string(sourceName) + ": bad pre-tokenizer regex at offset " +
-                             std::to_string(errorOffset) + ": " + reinterpret_cast<char *>(message));
+        return makeError(ErrorCode::Format, std::string(sourceName) +
+                                                ": bad pre-tokenizer regex at offset " +
+                                                std::to_string(errorOffset) + ": " +
+                                                reinterpret_cast<char *>(message));
     }
     std::shared_ptr<RegexSplitter> splitter(new RegexSplitter());
     splitter->m_pattern = std::string(pattern);
@@ -76,7 +80,9 @@ Result<std::shared_ptr<const RegexSplitter>> RegexSplitter::compile(std::string_
     return std::shared_ptr<const RegexSplitter>(std::move(splitter));
 }
 
-RegexSplitter::~RegexSplitter() { pcre2_code_free(code(m_code)); }
+RegexSplitter::~RegexSplitter() {
+    pcre2_code_free(code(m_code));
+}
 
 void RegexSplitter::split(std::string_view text, std::vector<std::string_view> &out) const {
     MatchState state(code(m_code), m_jit);
@@ -84,8 +90,8 @@ void RegexSplitter::split(std::string_view text, std::vector<std::string_view> &
     size_t pos = 0;
     size_t gapStart = 0;
     while (state.ok() && pos < text.size()) {
-        const int rc = pcre2_match(code(m_code), subject, text.size(), pos, 0, state.data(),
-                                   state.context());
+        const int rc =
+            pcre2_match(code(m_code), subject, text.size(), pos, 0, state.data(), state.context());
         if (rc < 0)
             break; // no further match, or a limit was hit: the rest is one gap piece
         const PCRE2_SIZE *ovector = pcre2_get_ovector_pointer(state.data());

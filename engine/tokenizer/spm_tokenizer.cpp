@@ -1,5 +1,7 @@
 #include "tokenizer/spm_tokenizer.h"
 
+#include "tokenizer/vocab_checks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -40,7 +42,8 @@ std::string replaceAll(std::string_view text, std::string_view from, std::string
     std::string out;
     out.reserve(text.size());
     size_t pos = 0;
-    for (size_t hit; (hit = text.find(from, pos)) != std::string_view::npos; pos = hit + from.size()) {
+    for (size_t hit; (hit = text.find(from, pos)) != std::string_view::npos;
+         pos = hit + from.size()) {
         out.append(text.substr(pos, hit - pos));
         out.append(to);
     }
@@ -59,24 +62,10 @@ int32_t inferType(const SpmSpec &spec, int32_t id) {
 } // namespace
 
 Result<std::shared_ptr<const SpmTokenizer>> SpmTokenizer::create(SpmSpec spec) {
-    const std::string &name = spec.sourceName;
-    const auto vocabSize = static_cast<int64_t>(spec.pieces.size());
-    if (vocabSize == 0)
-        return makeError(ErrorCode::Format, name + ": the vocabulary is empty");
-    if (vocabSize > INT32_MAX / 2)
-        return makeError(ErrorCode::Format, name + ": the vocabulary is too large");
-    if (!spec.scores.empty() && static_cast<int64_t>(spec.scores.size()) != vocabSize)
-        return makeError(ErrorCode::Format, name + ": " + std::to_string(spec.scores.size()) +
-                                                " scores for " + std::to_string(vocabSize) + " tokens");
-    if (!spec.tokenTypes.empty() && static_cast<int64_t>(spec.tokenTypes.size()) != vocabSize)
-        return makeError(ErrorCode::Format, name + ": " + std::to_string(spec.tokenTypes.size()) +
-                                                " token types for " + std::to_string(vocabSize) +
-                                                " tokens");
-    for (int32_t id : {spec.bosId, spec.eosId, spec.unkId, spec.padId}) {
-        if (id < -1 || id >= vocabSize)
-            return makeError(ErrorCode::Format, name + ": special token id " + std::to_string(id) +
-                                                    " is outside the vocabulary");
-    }
+    LOWBIT_CHECK(checkVocabShape(spec.sourceName, spec.pieces.size(), spec.tokenTypes.size(),
+                                 spec.scores.size(),
+                                 {spec.bosId, spec.eosId, spec.unkId, spec.padId}));
+    const auto vocabSize = static_cast<int32_t>(spec.pieces.size());
     std::shared_ptr<SpmTokenizer> tok(new SpmTokenizer());
     if (spec.tokenTypes.empty()) {
         for (int32_t id = 0; id < vocabSize; ++id)
@@ -107,7 +96,8 @@ Result<std::shared_ptr<const SpmTokenizer>> SpmTokenizer::create(SpmSpec spec) {
             tok->m_decoded[id] = piece;
         }
         // llama.cpp matches user-defined pieces always, control and unknown ones on request.
-        if (!piece.empty() && (type == kTypeUserDefined || type == kTypeControl || type == kTypeUnknown))
+        if (!piece.empty() &&
+            (type == kTypeUserDefined || type == kTypeControl || type == kTypeUnknown))
             added.push_back({piece, id, type != kTypeUserDefined});
     }
     tok->m_added = AddedTokenMatcher(std::move(added));
@@ -123,7 +113,8 @@ Result<std::shared_ptr<const SpmTokenizer>> SpmTokenizer::create(SpmSpec spec) {
     return std::shared_ptr<const SpmTokenizer>(std::move(tok));
 }
 
-std::vector<int32_t> SpmTokenizer::encode(std::string_view text, const EncodeOptions &options) const {
+std::vector<int32_t> SpmTokenizer::encode(std::string_view text,
+                                          const EncodeOptions &options) const {
     std::vector<int32_t> ids;
     if (options.addBos && m_bosId >= 0)
         ids.push_back(m_bosId);
@@ -137,7 +128,8 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, const EncodeOpt
             afterSpecial = true;
             continue;
         }
-        std::string escaped = m_addSpacePrefix && afterSpecial ? std::string(kSpaceMarker) : std::string();
+        std::string escaped =
+            m_addSpacePrefix && afterSpecial ? std::string(kSpaceMarker) : std::string();
         escaped += replaceAll(fragment.text, " ", kSpaceMarker);
         encodeFragment(escaped, ids);
         afterSpecial = false;

@@ -49,7 +49,9 @@ inline void appendCodepoint(std::string &out, uint32_t cp) {
 // Decodes the character at text[pos] (of length charLength(text, pos)); an invalid byte decodes to
 // itself as a codepoint in 0x80..0xFF so callers can still tell it apart.
 inline uint32_t decodeAt(std::string_view text, size_t pos, size_t length) {
-    const auto byte = [&](size_t i) { return static_cast<uint32_t>(static_cast<unsigned char>(text[pos + i])); };
+    const auto byte = [&](size_t i) {
+        return static_cast<uint32_t>(static_cast<unsigned char>(text[pos + i]));
+    };
     switch (length) {
     case 2: return ((byte(0) & 0x1F) << 6) | (byte(1) & 0x3F);
     case 3: return ((byte(0) & 0x0F) << 12) | ((byte(1) & 0x3F) << 6) | (byte(2) & 0x3F);

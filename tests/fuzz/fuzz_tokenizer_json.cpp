@@ -33,8 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const lowbit::Tokenizer &tokenizer = **loaded;
     if (nul != std::string_view::npos)
         exercise(tokenizer, input.substr(nul + 1));
-    for (std::string_view text : {"Hello world, it's 2024!", "  \n\n\t x <|end|>y", "\xFF\xC3(\xE2\x82",
-                                  "ab abc abcd"})
+    for (std::string_view text :
+         {"Hello world, it's 2024!", "  \n\n\t x <|end|>y", "\xFF\xC3(\xE2\x82", "ab abc abcd"})
         exercise(tokenizer, text);
     volatile int32_t sink = tokenizer.bosId() + tokenizer.vocabSize();
     for (int32_t id : tokenizer.eosIds())

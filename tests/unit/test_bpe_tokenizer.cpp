@@ -19,13 +19,15 @@ struct VocabCase {
 };
 
 // llama.cpp's .inp/.out pairs: inputs separated by "\n__ggml_vocab_test__\n", one line of ids each.
-std::vector<VocabCase> readVocabCases(const std::filesystem::path &inp, const std::filesystem::path &out) {
+std::vector<VocabCase> readVocabCases(const std::filesystem::path &inp,
+                                      const std::filesystem::path &out) {
     const std::string inputs = test::readFile(inp);
     const std::string separator = "\n__ggml_vocab_test__\n";
     std::vector<VocabCase> cases;
     for (size_t pos = 0;;) {
         const size_t hit = inputs.find(separator, pos);
-        cases.push_back({inputs.substr(pos, hit == std::string::npos ? std::string::npos : hit - pos), {}});
+        cases.push_back(
+            {inputs.substr(pos, hit == std::string::npos ? std::string::npos : hit - pos), {}});
         if (hit == std::string::npos)
             break;
         pos = hit + separator.size();
@@ -51,11 +53,13 @@ QByteArray idsText(const std::vector<int32_t> &ids) {
 
 // A tokenizer.json with the given vocab/merges objects (JSON text) and the GPT-2 byte-level setup.
 std::string tinyJson(const std::string &vocab, const std::string &merges, bool ignoreMerges = false,
-                     const std::string &preTokenizer = R"({"type": "ByteLevel", "add_prefix_space": false, "use_regex": true})") {
+                     const std::string &preTokenizer =
+                         R"({"type": "ByteLevel", "add_prefix_space": false, "use_regex": true})") {
     return R"({"version": "1.0", "normalizer": null, "pre_tokenizer": )" + preTokenizer +
            R"(, "added_tokens": [{"id": 100, "content": "<|end|>", "special": true}],
-              "model": {"type": "BPE", "ignore_merges": )" + (ignoreMerges ? "true" : "false") +
-           R"(, "vocab": )" + vocab + R"(, "merges": )" + merges + "}}";
+              "model": {"type": "BPE", "ignore_merges": )" +
+           (ignoreMerges ? "true" : "false") + R"(, "vocab": )" + vocab + R"(, "merges": )" +
+           merges + "}}";
 }
 
 } // namespace
@@ -81,8 +85,9 @@ private:
 
 std::shared_ptr<const Tokenizer> TestBpeTokenizer::llama3() {
     if (!m_llama3) {
-        auto loaded = loadHfTokenizer(test::sharedPath("data/llama3_tokenizer/tokenizer.json"),
-                                      test::sharedPath("data/llama3_tokenizer/tokenizer_config.json"));
+        auto loaded =
+            loadHfTokenizer(test::sharedPath("data/llama3_tokenizer/tokenizer.json"),
+                            test::sharedPath("data/llama3_tokenizer/tokenizer_config.json"));
         if (!loaded.ok())
             qWarning("%s", loaded.error().toString().c_str());
         else
@@ -193,8 +198,10 @@ void TestBpeTokenizer::wikitextRoundTrip() {
 void TestBpeTokenizer::mergeRankOrder() {
     // Byte symbols a b c d; merges by rank: "b c" (0), "a bc" (1), "a b" (2), "c d" (3).
     // "abcd" -> b+c first (rank 0) -> a+bc (rank 1) -> "abc" "d" ("c d" is gone with c).
-    const std::string vocab = R"({"a": 0, "b": 1, "c": 2, "d": 3, "bc": 4, "abc": 5, "ab": 6, "cd": 7})";
-    auto tok = loadHfTokenizerFromJson(tinyJson(vocab, R"(["b c", ["a", "bc"], "a b", "c d"])"), "tiny.json");
+    const std::string vocab =
+        R"({"a": 0, "b": 1, "c": 2, "d": 3, "bc": 4, "abc": 5, "ab": 6, "cd": 7})";
+    auto tok = loadHfTokenizerFromJson(tinyJson(vocab, R"(["b c", ["a", "bc"], "a b", "c d"])"),
+                                       "tiny.json");
     QVERIFY2(tok.ok(), tok.ok() ? "" : tok.error().toString().c_str());
     QCOMPARE((*tok)->encode("abcd", {}), (std::vector<int32_t>{5, 3}));
     QCOMPARE((*tok)->encode("abd", {}), (std::vector<int32_t>{6, 3}));
@@ -231,8 +238,9 @@ void TestBpeTokenizer::badInputNamesTheFile() {
         {tinyJson(R"({"a": "zero"})", "[]"), "model.vocab['a']"},
         {tinyJson(R"({"a": 0, "b": 0})", "[]"), "used twice"},
         {tinyJson(R"({"a": 99999999})", "[]"), "far beyond"},
-        {tinyJson(vocab, "[]", false,
-                  R"({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(\\p{L"}, "behavior": "Isolated"}, {"type": "ByteLevel", "use_regex": false}]})"),
+        {tinyJson(
+             vocab, "[]", false,
+             R"({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(\\p{L"}, "behavior": "Isolated"}, {"type": "ByteLevel", "use_regex": false}]})"),
          "regex"},
     };
     for (const Bad &bad : cases) {
@@ -263,7 +271,8 @@ void TestBpeTokenizer::unsupportedPreTokenizerNames() {
     QVERIFY(!digits.ok());
     QCOMPARE(digits.error().code, ErrorCode::Unsupported);
     QVERIFY(digits.error().message.find("Digits") != std::string::npos);
-    auto wordPiece = loadHfTokenizerFromJson(R"({"model": {"type": "WordPiece", "vocab": {}}})", "w.json");
+    auto wordPiece =
+        loadHfTokenizerFromJson(R"({"model": {"type": "WordPiece", "vocab": {}}})", "w.json");
     QVERIFY(!wordPiece.ok());
 }
 

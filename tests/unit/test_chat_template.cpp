@@ -19,12 +19,12 @@ const std::vector<ChatMessage> kExample = {{"system", "You are a helpful assista
 
 // Leading/trailing Python whitespace (NBSP, U+001C, U+3000, EM SPACE) and a tool message with
 // quotes, a backslash, a newline and a non-ASCII letter.
-const std::vector<ChatMessage> kAwkward = {
-    {"system", "  \xC2\xA0" "Be brief.\x1C\n"},
-    {"user", "\tHi\xE3\x80\x80there \xE2\x80\x83"},
-    {"assistant", "Hello!"},
-    {"tool", "{\"t\": 21}\n\"q\"\\ \xC3\xA9"},
-    {"user", "Thanks"}};
+const std::vector<ChatMessage> kAwkward = {{"system", "  \xC2\xA0"
+                                                      "Be brief.\x1C\n"},
+                                           {"user", "\tHi\xE3\x80\x80there \xE2\x80\x83"},
+                                           {"assistant", "Hello!"},
+                                           {"tool", "{\"t\": 21}\n\"q\"\\ \xC3\xA9"},
+                                           {"user", "Thanks"}};
 
 const char *const kAwkwardLlama3 =
     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
@@ -37,7 +37,8 @@ const char *const kAwkwardLlama31 =
     "December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|>"
     "<|start_header_id|>user<|end_header_id|>\n\nHi\xE3\x80\x80there<|eot_id|>"
     "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
-    "<|start_header_id|>ipython<|end_header_id|>\n\n\"{\\\"t\\\": 21}\\n\\\"q\\\"\\\\ \xC3\xA9\"<|eot_id|>"
+    "<|start_header_id|>ipython<|end_header_id|>\n\n\"{\\\"t\\\": 21}\\n\\\"q\\\"\\\\ "
+    "\xC3\xA9\"<|eot_id|>"
     "<|start_header_id|>user<|end_header_id|>\n\nThanks<|eot_id|>";
 const char *const kGenerationPrompt = "<|start_header_id|>assistant<|end_header_id|>\n\n";
 
@@ -45,7 +46,8 @@ Result<ChatTemplate> templateFrom(const std::string &file) {
     return ChatTemplate::fromJinja(test::readFile(test::sharedPath("data/chat_templates/" + file)));
 }
 
-std::string render(const ChatTemplate &t, const std::vector<ChatMessage> &messages, bool generation = true) {
+std::string render(const ChatTemplate &t, const std::vector<ChatMessage> &messages,
+                   bool generation = true) {
     ChatRenderOptions options;
     options.addGenerationPrompt = generation;
     auto rendered = t.render(messages, options);
@@ -69,7 +71,8 @@ private slots:
 };
 
 void TestChatTemplate::recognisesTemplates() {
-    LOWBIT_REQUIRE_SHARED_FILE(dir, "data/chat_templates/Meta-Llama-3-8B-Instruct.chat_template.jinja");
+    LOWBIT_REQUIRE_SHARED_FILE(dir,
+                               "data/chat_templates/Meta-Llama-3-8B-Instruct.chat_template.jinja");
     auto llama3 = templateFrom("Meta-Llama-3-8B-Instruct.chat_template.jinja");
     auto llama31 = templateFrom("Llama-3.1-8B-Instruct.chat_template.jinja");
     auto llama32 = templateFrom("Llama-3.2-3B-Instruct.chat_template.jinja");
@@ -88,7 +91,9 @@ void TestChatTemplate::rejectsOtherTemplates() {
         QVERIFY2(!result.ok(), file);
         QCOMPARE(result.error().code, ErrorCode::Unsupported);
     }
-    QVERIFY(!ChatTemplate::fromJinja("{% for message in messages %}{{ message.content }}{% endfor %}").ok());
+    QVERIFY(
+        !ChatTemplate::fromJinja("{% for message in messages %}{{ message.content }}{% endfor %}")
+             .ok());
     QVERIFY(!ChatTemplate::fromJinja("").ok());
 }
 
@@ -126,7 +131,8 @@ void TestChatTemplate::llama32MatchesLlama31WithTheSameDate() {
 }
 
 void TestChatTemplate::awkwardConversations() {
-    LOWBIT_REQUIRE_SHARED_FILE(dir, "data/chat_templates/Llama-3.1-8B-Instruct.chat_template.jinja");
+    LOWBIT_REQUIRE_SHARED_FILE(dir,
+                               "data/chat_templates/Llama-3.1-8B-Instruct.chat_template.jinja");
     auto llama3 = templateFrom("Meta-Llama-3-8B-Instruct.chat_template.jinja");
     auto llama31 = templateFrom("Llama-3.1-8B-Instruct.chat_template.jinja");
     QVERIFY(llama3.ok() && llama31.ok());
@@ -135,11 +141,12 @@ void TestChatTemplate::awkwardConversations() {
     QCOMPARE(render(*llama31, kAwkward, false), std::string(kAwkwardLlama31));
     QCOMPARE(render(*llama31, kAwkward, true), std::string(kAwkwardLlama31) + kGenerationPrompt);
     // No system message: 3.1 still emits its system block, with an empty message.
-    QCOMPARE(render(*llama31, {kAwkward[1]}),
-             std::string("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting "
-                         "Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
-                         "<|start_header_id|>user<|end_header_id|>\n\nHi\xE3\x80\x80there<|eot_id|>") +
-                 kGenerationPrompt);
+    QCOMPARE(
+        render(*llama31, {kAwkward[1]}),
+        std::string("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting "
+                    "Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
+                    "<|start_header_id|>user<|end_header_id|>\n\nHi\xE3\x80\x80there<|eot_id|>") +
+            kGenerationPrompt);
 }
 
 void TestChatTemplate::emptyConversation() {

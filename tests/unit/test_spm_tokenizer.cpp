@@ -1,6 +1,6 @@
-// SentencePiece-style BPE: llama.cpp's Llama 2 test vectors (vocab from the vocab-only GGUF and from
-// llama2.c's tokenizer.bin), llama2.c's stories260K tokenizer against its greedy reference run,
-// and malformed llama2.c tokenizer files.
+// SentencePiece-style BPE: llama.cpp's Llama 2 test vectors (vocab from the vocab-only GGUF and
+// from llama2.c's tokenizer.bin), llama2.c's stories260K tokenizer against its greedy reference
+// run, and malformed llama2.c tokenizer files.
 #include "io/gguf.h"
 #include "shared_data.h"
 #include "tokenizer/spm_tokenizer.h"
@@ -23,13 +23,15 @@ struct VocabCase {
 };
 
 // llama.cpp's .inp/.out pairs: inputs separated by "\n__ggml_vocab_test__\n", one line of ids each.
-std::vector<VocabCase> readVocabCases(const std::filesystem::path &inp, const std::filesystem::path &out) {
+std::vector<VocabCase> readVocabCases(const std::filesystem::path &inp,
+                                      const std::filesystem::path &out) {
     const std::string inputs = test::readFile(inp);
     const std::string separator = "\n__ggml_vocab_test__\n";
     std::vector<VocabCase> cases;
     for (size_t pos = 0;;) {
         const size_t hit = inputs.find(separator, pos);
-        cases.push_back({inputs.substr(pos, hit == std::string::npos ? std::string::npos : hit - pos), {}});
+        cases.push_back(
+            {inputs.substr(pos, hit == std::string::npos ? std::string::npos : hit - pos), {}});
         if (hit == std::string::npos)
             break;
         pos = hit + separator.size();
@@ -187,7 +189,17 @@ void TestSpmTokenizer::byteFallbackWithoutBytePieces() {
     // A vocabulary with no <0xNN> pieces: unknown characters become UNK; merges by score.
     VocabExport vocab;
     vocab.model = "llama";
-    vocab.tokens = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "ab", "\xE2\x96\x81" "a", "\xE2\x96\x81" "ab"};
+    vocab.tokens = {"<unk>",
+                    "<s>",
+                    "</s>",
+                    "\xE2\x96\x81",
+                    "a",
+                    "b",
+                    "ab",
+                    "\xE2\x96\x81"
+                    "a",
+                    "\xE2\x96\x81"
+                    "ab"};
     vocab.scores = {0, 0, 0, -1, -1, -1, -5, -2, -3};
     vocab.tokenTypes = {2, 3, 3, 1, 1, 1, 1, 1, 1};
     vocab.unkId = 0;
@@ -211,7 +223,8 @@ void TestSpmTokenizer::badLlama2cFiles() {
     std::filesystem::create_directories(dir);
     const auto write = [&](const std::string &name, const std::vector<char> &bytes) {
         const auto path = dir / name;
-        std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+        std::ofstream(path, std::ios::binary)
+            .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
         return path;
     };
     const auto append = [](std::vector<char> &bytes, auto value) {
@@ -244,12 +257,10 @@ void TestSpmTokenizer::badLlama2cFiles() {
         std::vector<char> bytes;
         int32_t vocabSize;
         std::string expect;
-    } cases[] = {{"truncated.bin", truncated, 4, "truncated"},
-                 {"more_tokens.bin", good, 5, "truncated"},
-                 {"negative.bin", negative, 4, "length -3"},
-                 {"past_end.bin", pastEnd, 4, "truncated"},
-                 {"empty.bin", {}, 4, "max_token_length"},
-                 {"tail.bin", truncated, 0, "truncated"}};
+    } cases[] = {
+        {"truncated.bin", truncated, 4, "truncated"}, {"more_tokens.bin", good, 5, "truncated"},
+        {"negative.bin", negative, 4, "length -3"},   {"past_end.bin", pastEnd, 4, "truncated"},
+        {"empty.bin", {}, 4, "max_token_length"},     {"tail.bin", truncated, 0, "truncated"}};
     for (const Bad &bad : cases) {
         const auto path = write(bad.name, bad.bytes);
         auto result = loadLlama2cTokenizer(path, bad.vocabSize);
