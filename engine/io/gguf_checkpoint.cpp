@@ -131,8 +131,8 @@ Status readRopeFreqs(const GgufFile &file, const std::vector<float> &divisors, M
     return {};
 }
 
-// Float values of a tensor (any decodable type) as an owned F32 buffer.
-Result<std::vector<float>> decodeTensor(const GgufFile &file, const GgufTensorInfo &info) {
+// The tensor decoded to F32 bytes (an owned buffer the Tensor can adopt without another copy).
+Result<std::vector<std::byte>> decodeTensor(const GgufFile &file, const GgufTensorInfo &info) {
     if (info.elements == 0)
         return formatError(file, "tensor '" + info.name + "' has a zero dimension");
     const GgmlTypeInfo &type = ggmlTypeInfo(info.type);
@@ -140,12 +140,13 @@ Result<std::vector<float>> decodeTensor(const GgufFile &file, const GgufTensorIn
         return makeError(ErrorCode::Unsupported,
                          file.source() + ": tensor '" + info.name + "' has type " +
                              std::string(type.name) + ", which lowbit cannot decode yet");
-    std::vector<float> values(size_t(info.elements));
-    Status decoded = dequantizeRow(info.type, info.data.data(), values.data(), int64_t(info.elements));
+    std::vector<std::byte> bytes(size_t(info.elements) * sizeof(float)); // new[] is float-aligned
+    Status decoded = dequantizeRow(info.type, info.data.data(),
+                                   reinterpret_cast<float *>(bytes.data()), int64_t(info.elements));
     if (!decoded)
         return makeError(decoded.error().code,
                          file.source() + ": tensor '" + info.name + "': " + decoded.error().message);
-    return values;
+    return bytes;
 }
 
 Result<Tensor> loadTensor(const GgufFile &file, const std::string &name) {
@@ -173,8 +174,8 @@ Result<Tensor> loadTensor(const GgufFile &file, const std::string &name) {
         std::vector<std::byte> copy(info->data.begin(), info->data.end());
         return Tensor::fromBytes(name, *plain, t.shape, std::move(copy));
     }
-    LOWBIT_TRY(std::vector<float> values, decodeTensor(file, *info));
-    return Tensor::fromFloats(name, t.shape, values.data(), DType::F32);
+    LOWBIT_TRY(std::vector<std::byte> values, decodeTensor(file, *info));
+    return Tensor::fromBytes(name, DType::F32, t.shape, std::move(values));
 }
 
 Result<ModelWeights> loadWeights(const GgufFile &file, const ModelConfig &config) {
@@ -330,7 +331,9 @@ Result<Checkpoint> checkpointFromGguf(const GgufFile &file, const LoadOptions &o
     LOWBIT_TRY(ckpt.config, readConfig(file));
     LOWBIT_CHECK(ckpt.config.validate(file.source()));
     if (const GgufTensorInfo *freqs = file.findTensor("rope_freqs.weight")) {
-        LOWBIT_TRY(std::vector<float> divisors, decodeTensor(file, *freqs));
+        LOWBIT_TRY(std::vector<std::byte> bytes, decodeTensor(file, *freqs));
+        std::vector<float> divisors(bytes.size() / sizeof(float));
+        std::memcpy(divisors.data(), bytes.data(), bytes.size());
         LOWBIT_CHECK(readRopeFreqs(file, divisors, ckpt.config));
     }
     LOWBIT_TRY(ckpt.weights, loadWeights(file, ckpt.config));

@@ -61,9 +61,11 @@ Result<GgufFile> parseBytes(const std::string &b) {
 }
 
 // A llama model of one layer, hidden 32, 2 heads of 16, ffn 32, vocab 4, all F32, complete except
-// for the key `skip` and the tensor `skipTensor`.
+// for the key `skip` and the tensor `skipTensor`; `emptyTensor` gets a zero outer dimension, and
+// `q2kRopeFreqs` adds a rope_freqs.weight in Q2_K (which lowbit does not decode).
 std::string tinyLlama(const std::string &skip, const std::string &arch = "llama",
-                      const std::string &skipTensor = "") {
+                      const std::string &skipTensor = "", const std::string &emptyTensor = "",
+                      bool q2kRopeFreqs = false) {
     const std::vector<std::pair<std::string, uint32_t>> counts = {
         {"llama.context_length", 64}, {"llama.embedding_length", 32}, {"llama.block_count", 1},
         {"llama.feed_forward_length", 32}, {"llama.attention.head_count", 2}};
@@ -76,9 +78,11 @@ std::string tinyLlama(const std::string &skip, const std::string &arch = "llama"
         {"blk.0.ffn_gate.weight", {32, 32}},    {"blk.0.ffn_up.weight", {32, 32}},
         {"blk.0.ffn_down.weight", {32, 32}}};
     std::erase_if(tensors, [&](const T &t) { return t.name == skipTensor; });
+    for (T &t : tensors)
+        if (t.name == emptyTensor) t.ne.back() = 0;
     uint64_t kvs = 2;
     for (const auto &c : counts) kvs += c.first != skip;
-    Bytes b = header(3, tensors.size(), kvs);
+    Bytes b = header(3, tensors.size() + q2kRopeFreqs, kvs);
     b.kvStr("general.architecture", arch);
     for (const auto &[key, value] : counts)
         if (key != skip) b.kvU32(key, value);
@@ -90,6 +94,10 @@ std::string tinyLlama(const std::string &skip, const std::string &arch = "llama"
         b.tensor(t.name, t.ne, 0, offset);
         offset += (n + 31) / 32 * 32;
         total = offset;
+    }
+    if (q2kRopeFreqs) {
+        b.tensor("rope_freqs.weight", {256}, 10, offset);
+        total += 96; // 84 bytes, padded
     }
     return b.padTo(32).data(total).b;
 }
@@ -450,6 +458,10 @@ void TestGguf::rejectsBadFiles_data() {
     row("other architecture", tinyLlama("", "gpt2"), unsupported, "architecture 'gpt2'", true);
     row("missing tensor", tinyLlama("", "llama", "output_norm.weight"), int(ErrorCode::NotFound),
         "tensor 'output_norm.weight' is missing", true);
+    row("empty tensor", tinyLlama("", "llama", "", "blk.0.attn_v.weight"), format,
+        "tensor 'blk.0.attn_v.weight' has a zero dimension", true);
+    row("undecodable type", tinyLlama("", "llama", "", "", true), unsupported,
+        "tensor 'rope_freqs.weight' has type Q2_K, which lowbit cannot decode yet", true);
 }
 
 void TestGguf::rejectsBadFiles() {
