@@ -33,6 +33,10 @@ const std::map<std::string, Command> &commands() {
                                    "      [--stop STR]... [--chat [--system STR]] [--no-bos] [--threads N] [--json]"}},
         {"ppl", {runPerplexity, "ppl MODEL --text FILE --ctx N [--mode paper|llamacpp] [--chunks N]\n"
                                 "      [--batch TOKENS] [--threads N] [--json]   ->  {\"ppl\":x,\"nll\":y,\"tokens\":n}"}},
+        {"quantize", {runQuantize, "quantize MODEL --method rtn|gptq|nf4|... --bits B --out DIR [--group G] [--sym]\n"
+                                   "      [--calib FILE] [--calib-samples N] [--calib-len L] [--seed S] [--layers SPEC]\n"
+                                   "      [--act-order] [--method-options JSON] [--no-true-sequential] [--hessian f32|f64]\n"
+                                   "      [--tokenizer FILE] [--threads N] [--json]   ->  a checkpoint directory any command loads"}},
     };
     return table;
 }

@@ -1,9 +1,11 @@
 // Hugging Face checkpoint directory (LlamaForCausalLM): config.json, model.safetensors or shards
 // listed in model.safetensors.index.json, tokenizer.json + tokenizer_config.json,
-// generation_config.json. Field names and defaults follow transformers' LlamaConfig.
+// generation_config.json; without tokenizer.json, lowbit_vocab.json (tokenizer/vocab_json.h).
+// Field names and defaults follow transformers' LlamaConfig.
 #include "io/safetensors.h"
 #include "model/checkpoint.h"
 #include "tokenizer/tokenizer_loaders.h"
+#include "tokenizer/vocab_json.h"
 
 #include <nlohmann/json.hpp>
 
@@ -327,6 +329,17 @@ Status loadTokenizerAndTemplate(const fs::path &dir, const LoadOptions &options,
     } else if (!options.tokenizerPath.empty()) {
         return makeError(ErrorCode::NotFound,
                          tokenizerPath.string() + ": tokenizer file not found");
+    } else if (const fs::path vocabPath = dir / "lowbit_vocab.json"; fs::exists(vocabPath, ec)) {
+        // Written by `lowbit quantize` for GGUF / llama2.c sources (engine/tokenizer/vocab_json.h).
+        LOWBIT_TRY(std::shared_ptr<MappedFile> file, MappedFile::open(vocabPath));
+        LOWBIT_TRY(VocabExport vocab,
+                   vocabFromJson({reinterpret_cast<const char *>(file->data()), file->size()},
+                                 vocabPath.string()));
+        auto tokenizer = makeTokenizerFromVocab(std::move(vocab));
+        if (!tokenizer)
+            return makeError(tokenizer.error().code,
+                             vocabPath.string() + ": " + tokenizer.error().message);
+        ckpt.tokenizer = std::move(tokenizer).value();
     }
     if (hasConfig) {
         LOWBIT_TRY(Json config, readJsonFile(configPath));

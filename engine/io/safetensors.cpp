@@ -18,6 +18,8 @@ using Json = nlohmann::json;
 struct Entry {
     std::string name;
     DType dtype = DType::F32;
+    std::string dtypeText; // as written in the header
+    uint64_t elementBytes = 0;
     std::vector<int64_t> shape;
     uint64_t begin = 0;
     uint64_t end = 0;
@@ -64,7 +66,8 @@ Result<std::vector<int64_t>> parseShape(const Json &shape, const std::string &wh
     return dims;
 }
 
-Result<Entry> parseEntry(const std::string &name, const Json &value, const std::string &source) {
+Result<Entry> parseEntry(const std::string &name, const Json &value, const std::string &source,
+                         bool anyDtype) {
     const std::string where = source + ": tensor '" + name + "'";
     if (!value.is_object())
         return makeError(ErrorCode::Format, where + ": header entry is not an object");
@@ -87,10 +90,12 @@ Result<Entry> parseEntry(const std::string &name, const Json &value, const std::
     if (!elementBytes)
         return makeError(ErrorCode::Format, where + ": unknown dtype '" + dtypeText + "'");
     const std::optional<DType> dtype = dtypeFromName(dtypeText);
-    if (!dtype)
+    if (!dtype && !anyDtype)
         return makeError(ErrorCode::Unsupported, where + ": dtype " + dtypeText +
                                                      " is not supported (only F32, F16, BF16)");
-    e.dtype = *dtype;
+    e.dtype = dtype.value_or(DType::F32);
+    e.dtypeText = dtypeText;
+    e.elementBytes = *elementBytes;
     LOWBIT_TRY(e.shape, parseShape(*shapeIt, where));
     e.begin = (*offsetsIt)[0].get<uint64_t>();
     e.end = (*offsetsIt)[1].get<uint64_t>();
@@ -172,8 +177,15 @@ Tensor makeTensor(const Entry &e, const std::byte *buffer,
     return t;
 }
 
-Result<SafetensorsFile> parseChecked(std::span<const std::byte> bytes, const std::string &name,
-                                     const std::shared_ptr<const void> &owner) {
+struct ParsedHeader {
+    std::vector<Entry> entries;
+    std::map<std::string, std::string> metadata;
+    uint64_t headerBytes = 0;
+    const std::byte *buffer = nullptr;
+};
+
+Result<ParsedHeader> parseHeader(std::span<const std::byte> bytes, const std::string &name,
+                                 bool anyDtype) {
     if (bytes.size() < 8)
         return makeError(ErrorCode::Format,
                          name + ": file is truncated: " + std::to_string(bytes.size()) +
@@ -199,21 +211,29 @@ Result<SafetensorsFile> parseChecked(std::span<const std::byte> bytes, const std
     if (!header.is_object())
         return makeError(ErrorCode::Format, name + ": header is not a JSON object");
 
-    SafetensorsFile out;
+    ParsedHeader out;
     out.headerBytes = headerBytes;
-    std::vector<Entry> entries;
     for (const auto &[key, value] : header.items()) {
         if (key == "__metadata__") {
             LOWBIT_CHECK(parseMetadata(value, name, out.metadata));
             continue;
         }
-        LOWBIT_TRY(Entry e, parseEntry(key, value, name));
-        entries.push_back(std::move(e));
+        LOWBIT_TRY(Entry e, parseEntry(key, value, name, anyDtype));
+        out.entries.push_back(std::move(e));
     }
-    const std::byte *buffer = bytes.data() + 8 + headerBytes;
-    LOWBIT_CHECK(checkLayout(entries, bytes.size() - 8 - headerBytes, name));
-    for (const Entry &e : entries)
-        out.tensors.emplace(e.name, makeTensor(e, buffer, owner));
+    out.buffer = bytes.data() + 8 + headerBytes;
+    LOWBIT_CHECK(checkLayout(out.entries, bytes.size() - 8 - headerBytes, name));
+    return out;
+}
+
+Result<SafetensorsFile> parseChecked(std::span<const std::byte> bytes, const std::string &name,
+                                     const std::shared_ptr<const void> &owner) {
+    LOWBIT_TRY(ParsedHeader parsed, parseHeader(bytes, name, false));
+    SafetensorsFile out;
+    out.headerBytes = parsed.headerBytes;
+    out.metadata = std::move(parsed.metadata);
+    for (const Entry &e : parsed.entries)
+        out.tensors.emplace(e.name, makeTensor(e, parsed.buffer, owner));
     return out;
 }
 
@@ -239,33 +259,60 @@ Result<SafetensorsFile> readSafetensors(const std::filesystem::path &path) {
     return parsed;
 }
 
+Result<RawSafetensorsFile> readSafetensorsRaw(const std::filesystem::path &path) {
+    LOWBIT_TRY(std::shared_ptr<MappedFile> file, MappedFile::open(path));
+    RawSafetensorsFile out;
+    try {
+        LOWBIT_TRY(ParsedHeader parsed, parseHeader(file->bytes(), path.string(), true));
+        out.metadata = std::move(parsed.metadata);
+        for (const Entry &e : parsed.entries)
+            out.tensors.emplace(e.name, RawTensor{e.name, e.dtypeText, e.shape,
+                                                  {parsed.buffer + e.begin, size_t(e.end - e.begin)}});
+    } catch (const std::bad_alloc &) {
+        return makeError(ErrorCode::OutOfMemory, path.string() + ": out of memory while parsing the header");
+    } catch (const std::exception &e) {
+        return makeError(ErrorCode::Format, path.string() + ": malformed header: " + e.what());
+    }
+    out.file = std::move(file);
+    return out;
+}
+
 namespace {
 
-Result<std::string> buildHeader(const std::vector<Tensor> &tensors,
+Result<std::string> buildHeader(const std::vector<RawTensor> &tensors,
                                 const std::map<std::string, std::string> &metadata) {
     nlohmann::ordered_json header = nlohmann::ordered_json::object();
     if (!metadata.empty())
         header["__metadata__"] = metadata;
     uint64_t offset = 0;
-    for (const Tensor &t : tensors) {
+    for (const RawTensor &t : tensors) {
         if (t.name.empty() || t.name == "__metadata__")
             return makeError(ErrorCode::InvalidArgument,
                              "safetensors writer: invalid tensor name '" + t.name + "'");
         if (header.contains(t.name))
             return makeError(ErrorCode::InvalidArgument,
                              "safetensors writer: duplicate tensor '" + t.name + "'");
-        for (int64_t d : t.shape)
+        const std::optional<uint64_t> elementBytes = knownDtypeBytes(t.dtype);
+        if (!elementBytes)
+            return makeError(ErrorCode::InvalidArgument, "safetensors writer: tensor '" + t.name +
+                                                             "' has unknown dtype '" + t.dtype + "'");
+        uint64_t expected = *elementBytes;
+        for (int64_t d : t.shape) {
             if (d < 0)
                 return makeError(ErrorCode::InvalidArgument, "safetensors writer: tensor '" +
                                                                  t.name +
                                                                  "' has a negative dimension");
-        if (t.data == nullptr && t.numel() != 0)
+            expected *= uint64_t(d);
+        }
+        if (expected != t.bytes.size() || (t.bytes.data() == nullptr && expected != 0))
             return makeError(ErrorCode::InvalidArgument,
-                             "safetensors writer: tensor '" + t.name + "' has no data");
-        header[t.name] = {{"dtype", std::string(dtypeName(t.dtype))},
+                             "safetensors writer: tensor '" + t.name + "' has " +
+                                 std::to_string(t.bytes.size()) + " bytes, its dtype and shape need " +
+                                 std::to_string(expected));
+        header[t.name] = {{"dtype", t.dtype},
                           {"shape", t.shape},
-                          {"data_offsets", {offset, offset + t.bytes()}}};
-        offset += t.bytes();
+                          {"data_offsets", {offset, offset + expected}}};
+        offset += expected;
     }
     try {
         std::string text = header.dump();
@@ -279,8 +326,8 @@ Result<std::string> buildHeader(const std::vector<Tensor> &tensors,
 
 } // namespace
 
-Status writeSafetensors(const std::filesystem::path &path, const std::vector<Tensor> &tensors,
-                        const std::map<std::string, std::string> &metadata) {
+Status writeSafetensorsRaw(const std::filesystem::path &path, const std::vector<RawTensor> &tensors,
+                           const std::map<std::string, std::string> &metadata) {
     LOWBIT_TRY(std::string header, buildHeader(tensors, metadata));
     std::filesystem::path temp = path;
     temp += ".partial";
@@ -294,9 +341,9 @@ Status writeSafetensors(const std::filesystem::path &path, const std::vector<Ten
             length[i] = static_cast<unsigned char>(uint64_t(header.size()) >> (8 * i));
         out.write(reinterpret_cast<const char *>(length), 8);
         out.write(header.data(), std::streamsize(header.size()));
-        for (const Tensor &t : tensors)
-            if (t.bytes() > 0)
-                out.write(reinterpret_cast<const char *>(t.data), std::streamsize(t.bytes()));
+        for (const RawTensor &t : tensors)
+            if (!t.bytes.empty())
+                out.write(reinterpret_cast<const char *>(t.bytes.data()), std::streamsize(t.bytes.size()));
         out.flush();
         if (!out) {
             std::error_code ignored;
@@ -312,6 +359,24 @@ Status writeSafetensors(const std::filesystem::path &path, const std::vector<Ten
                          path.string() + ": cannot rename the written file: " + ec.message());
     }
     return {};
+}
+
+Status writeSafetensors(const std::filesystem::path &path, const std::vector<Tensor> &tensors,
+                        const std::map<std::string, std::string> &metadata) {
+    std::vector<RawTensor> raw;
+    raw.reserve(tensors.size());
+    for (const Tensor &t : tensors) {
+        if (t.data == nullptr && t.numel() != 0)
+            return makeError(ErrorCode::InvalidArgument,
+                             "safetensors writer: tensor '" + t.name + "' has no data");
+        for (int64_t d : t.shape)
+            if (d < 0)
+                return makeError(ErrorCode::InvalidArgument, "safetensors writer: tensor '" +
+                                                                 t.name +
+                                                                 "' has a negative dimension");
+        raw.push_back({t.name, std::string(dtypeName(t.dtype)), t.shape, {t.data, t.bytes()}});
+    }
+    return writeSafetensorsRaw(path, raw, metadata);
 }
 
 } // namespace lowbit

@@ -48,4 +48,26 @@ Result<SafetensorsFile> readSafetensors(const std::filesystem::path &path);
 Status writeSafetensors(const std::filesystem::path &path, const std::vector<Tensor> &tensors,
                         const std::map<std::string, std::string> &metadata = {});
 
+// A tensor of any dtype the format defines ("U8", "I32", "F32", ...) as raw little-endian bytes:
+// for data the DType set lacks, such as packed quantization codes.
+struct RawTensor {
+    std::string name;
+    std::string dtype;
+    std::vector<int64_t> shape;
+    std::span<const std::byte> bytes; // views the caller's storage (writer) or the file (reader)
+};
+
+struct RawSafetensorsFile {
+    std::shared_ptr<MappedFile> file; // keeps every tensor's bytes valid
+    std::map<std::string, RawTensor> tensors;
+    std::map<std::string, std::string> metadata;
+};
+
+// Maps and parses `path` with the same checks as readSafetensors, but accepts every dtype of the
+// format and builds no Tensor: byte ranges only.
+Result<RawSafetensorsFile> readSafetensorsRaw(const std::filesystem::path &path);
+// As writeSafetensors, for raw tensors; each byte length must equal dtype size x shape.
+Status writeSafetensorsRaw(const std::filesystem::path &path, const std::vector<RawTensor> &tensors,
+                           const std::map<std::string, std::string> &metadata = {});
+
 } // namespace lowbit

@@ -45,6 +45,8 @@ struct QuantizeReport {
     int64_t groupSize = 0;            // 0: per-channel
     bool symmetric = false;
     std::string selection;            // LayerSelection::toString()
+    bool trueSequential = false;
+    nlohmann::json methodOptions = nlohmann::json::object();
     double bitsPerWeight = 0;         // over the quantized linears, everything stored counted
     int64_t quantizedWeights = 0;
     bool calibrated = false;

@@ -262,7 +262,7 @@ Status QuantizedTensor::validate() const {
     if (!permutation.empty()) {
         if (int64_t(permutation.size()) != cols)
             return bad("permutation length differs from the column count");
-        std::vector<bool> seen(size_t(cols), false);
+        std::vector<bool> seen(static_cast<size_t>(cols), false);
         for (int32_t p : permutation) {
             if (p < 0 || p >= cols || seen[size_t(p)])
                 return bad("permutation is not a permutation of 0.." + std::to_string(cols - 1));

@@ -123,6 +123,9 @@ struct LayerContext {
                                          // when the method needs no calibration
     nlohmann::json &notes;               // per-layer facts for quantization_config.json
     std::stop_token stop;
+    // Set when the weights were changed in a way that changes linear inputs (scales folded into
+    // a norm or a previous linear): the pipeline then gathers the statistics again.
+    bool weightsChanged = false;
 };
 
 // One linear weight to quantize.

@@ -1,0 +1,130 @@
+#include "quant/gptq.h"
+
+#include "quant/minmax_grid.h"
+#include "quant/obs_sweep.h"
+
+namespace lowbit {
+
+namespace {
+
+// The per-column quantizer of the sweep: the min-max grid of each (row, group), found when the
+// sweep enters the block holding the group's first column (gptq.py: find_params on
+// W[:, i1+i : i1+i+groupsize] when (i1 + i) % groupsize == 0).
+class GridSweep final : public SweepQuantizer {
+public:
+    GridSweep(int64_t rows, int64_t cols, int64_t groupSize, int bits, bool symmetric)
+        : m_rows(rows), m_cols(cols), m_group(groupSize), m_bits(bits), m_symmetric(symmetric),
+          m_groups((cols + groupSize - 1) / groupSize), m_params(size_t(rows * m_groups)),
+          m_codes(size_t(rows * cols)) {}
+
+    void beginBlock(int64_t first, int64_t count, const float *w) override {
+        for (int64_t c = (first + m_group - 1) / m_group * m_group; c < first + count; c += m_group) {
+            const int64_t g = c / m_group, width = std::min(m_group, m_cols - c);
+            for (int64_t r = 0; r < m_rows; ++r)
+                m_params[size_t(r * m_groups + g)] =
+                    minMaxGrid(w + r * m_cols + c, width, 1, m_bits, m_symmetric);
+        }
+    }
+
+    void quantizeColumn(int64_t col, int64_t r0, int64_t r1, const float *w, float *q) override {
+        const int64_t g = col / m_group;
+        for (int64_t r = r0; r < r1; ++r) {
+            const GridParams &p = m_params[size_t(r * m_groups + g)];
+            const uint8_t code = p.code(w[r - r0]);
+            m_codes[size_t(r * m_cols + col)] = code;
+            q[r - r0] = p.value(code);
+        }
+    }
+
+    Status fill(QuantizedTensor &t) const {
+        for (int64_t r = 0; r < m_rows; ++r)
+            for (int64_t g = 0; g < m_groups; ++g) {
+                t.scale(r, g) = m_params[size_t(r * m_groups + g)].scale;
+                t.zero(r, g) = m_params[size_t(r * m_groups + g)].zero;
+            }
+        return t.setCodes(m_codes);
+    }
+
+private:
+    int64_t m_rows, m_cols, m_group;
+    int m_bits;
+    bool m_symmetric;
+    int64_t m_groups;
+    std::vector<GridParams> m_params;
+    std::vector<uint8_t> m_codes;
+};
+
+} // namespace
+
+Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> weight, int64_t rows,
+                                     int64_t cols, const std::vector<double> &hessian,
+                                     const GptqOptions &options, std::stop_token stop,
+                                     nlohmann::json *notes) {
+    if (int64_t(weight.size()) != rows * cols)
+        return makeError(ErrorCode::InvalidArgument, name + ": weight size does not match its shape");
+    LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "gptq", rows, cols, options.bits,
+                                                          options.groupSize, options.symmetric));
+    auto prepared = prepareHessian(hessian, cols, {options.damp, options.actOrder, options.threads});
+    if (!prepared)
+        return makeError(prepared.error().code, name + ": " + prepared.error().message);
+    std::vector<float> w(weight.begin(), weight.end());
+    for (int64_t j = 0; j < cols; ++j) // gptq.py: W[:, dead] = 0
+        if (prepared->deadColumns[size_t(j)])
+            for (int64_t r = 0; r < rows; ++r)
+                w[size_t(r * cols + j)] = 0;
+    if (!prepared->permutation.empty())
+        w = permuteColumns(w, rows, cols, prepared->permutation);
+    GridSweep sweep(rows, cols, t.groupSize, options.bits, options.symmetric);
+    LOWBIT_TRY(SweepResult result, obsSweep(w, rows, cols, prepared->hinvUpper, options.blockSize,
+                                            sweep, options.threads, stop));
+    LOWBIT_CHECK(sweep.fill(t));
+    t.permutation = prepared->permutation;
+    if (notes) {
+        (*notes)["loss"] = result.loss;
+        (*notes)["damp"] = prepared->dampUsed;
+    }
+    return t;
+}
+
+namespace {
+
+class GptqQuantizer final : public Quantizer {
+public:
+    explicit GptqQuantizer(const GptqOptions &options) : m_options(options) {}
+    std::string_view name() const override { return "gptq"; }
+    CalibrationNeeds needs() const override { return {.hessian = true}; }
+    Result<QuantizedTensor> quantize(const LinearJob &job) override {
+        if (!job.stats || !job.stats->hasHessian())
+            return makeError(ErrorCode::InvalidArgument, job.name + ": gptq needs a calibration Hessian");
+        return quantizeGptq(job.name, job.weight, job.rows, job.cols, job.stats->hessian, m_options,
+                            job.stop, job.notes);
+    }
+
+private:
+    GptqOptions m_options;
+};
+
+} // namespace
+
+Result<std::unique_ptr<Quantizer>> makeGptqQuantizer(const QuantizeOptions &options) {
+    if (options.bits < 1 || options.bits > 8)
+        return makeError(ErrorCode::InvalidArgument,
+                         "gptq: --bits must be 1..8, got " + std::to_string(options.bits));
+    if (options.groupSize < 0)
+        return makeError(ErrorCode::InvalidArgument, "gptq: group size must be >= 0");
+    GptqOptions o;
+    o.bits = options.bits;
+    o.groupSize = options.groupSize;
+    o.symmetric = options.symmetric;
+    o.threads = options.threads;
+    MethodOptions method("gptq", options.methodOptions);
+    LOWBIT_TRY(o.damp, method.number("damp", 0.01));
+    LOWBIT_TRY(o.blockSize, method.integer("block", 128));
+    LOWBIT_TRY(o.actOrder, method.boolean("act_order", false));
+    LOWBIT_CHECK(method.finish());
+    if (!(o.damp > 0) || o.blockSize <= 0)
+        return makeError(ErrorCode::InvalidArgument, "gptq: damp and block must be positive");
+    return std::unique_ptr<Quantizer>(new GptqQuantizer(o));
+}
+
+} // namespace lowbit

@@ -1,0 +1,144 @@
+#include "quant/obs_sweep.h"
+
+#include "core/thread_pool.h"
+#include "quant/linalg.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <numeric>
+
+namespace lowbit {
+
+std::vector<float> permuteColumns(const std::vector<float> &in, int64_t rows, int64_t cols,
+                                  const std::vector<int32_t> &perm) {
+    std::vector<float> out(in.size());
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < cols; ++j)
+            out[size_t(r * cols + j)] = in[size_t(r * cols + perm[size_t(j)])];
+    return out;
+}
+
+Result<PreparedHessian> prepareHessian(const std::vector<double> &hessian, int64_t cols,
+                                       const HessianOptions &options) {
+    if (int64_t(hessian.size()) != cols * cols)
+        return makeError(ErrorCode::InvalidArgument,
+                         "Hessian has " + std::to_string(hessian.size()) + " entries, expected " +
+                             std::to_string(cols) + "^2");
+    PreparedHessian p;
+    p.cols = cols;
+    p.deadColumns.assign(size_t(cols), false);
+    p.diagonal.resize(size_t(cols));
+    double diagSum = 0;
+    for (int64_t j = 0; j < cols; ++j) {
+        p.diagonal[size_t(j)] = hessian[size_t(j * cols + j)];
+        p.deadColumns[size_t(j)] = p.diagonal[size_t(j)] == 0;
+        diagSum += p.deadColumns[size_t(j)] ? 1.0 : p.diagonal[size_t(j)];
+    }
+    if (options.actOrder) {
+        // torch.argsort(diag, descending=True); ties kept in index order for determinism.
+        p.permutation.resize(size_t(cols));
+        std::iota(p.permutation.begin(), p.permutation.end(), 0);
+        std::stable_sort(p.permutation.begin(), p.permutation.end(), [&](int32_t a, int32_t b) {
+            return p.diagonal[size_t(a)] > p.diagonal[size_t(b)];
+        });
+    }
+    const double meanDiag = diagSum / double(cols);
+    BlasThreads blas(options.threads);
+    double damp = options.damp;
+    for (int attempt = 0; attempt < 4; ++attempt, damp *= 10) {
+        std::vector<float> h(size_t(cols * cols));
+        for (int64_t i = 0; i < cols; ++i) {
+            const int64_t oi = p.permutation.empty() ? i : p.permutation[size_t(i)];
+            for (int64_t j = 0; j < cols; ++j) {
+                const int64_t oj = p.permutation.empty() ? j : p.permutation[size_t(j)];
+                double v = hessian[size_t(oi * cols + oj)];
+                if (oi == oj)
+                    v = (p.deadColumns[size_t(oi)] ? 1.0 : v) + damp * meanDiag;
+                h[size_t(i * cols + j)] = float(v);
+            }
+        }
+        if (choleskyInverseUpper(h, cols).ok()) {
+            p.hinvUpper = std::move(h);
+            p.dampUsed = damp;
+            return p;
+        }
+    }
+    return makeError(ErrorCode::Internal,
+                     "Hessian is not positive definite even with damping " + std::to_string(damp / 10));
+}
+
+namespace {
+
+// The in-block part of Alg. 1 for rows [r0, r1): columns of the block are transposed into `wt`
+// (count x rows, one column contiguous) so the rank-1 updates run along contiguous memory.
+double sweepRows(std::vector<float> &w, int64_t cols, const std::vector<float> &u, int64_t first,
+                 int64_t count, int64_t r0, int64_t r1, SweepQuantizer &quantizer,
+                 std::vector<float> &errT, int64_t rows) {
+    const int64_t n = r1 - r0;
+    std::vector<float> wt(static_cast<size_t>(count * n)), q(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r)
+        for (int64_t i = 0; i < count; ++i)
+            wt[size_t(i * n + r)] = w[size_t((r0 + r) * cols + first + i)];
+    double loss = 0;
+    for (int64_t i = 0; i < count; ++i) {
+        float *col = wt.data() + i * n;
+        quantizer.quantizeColumn(first + i, r0, r1, col, q.data());
+        const float *urow = u.data() + (first + i) * cols + first;
+        const float d = urow[i];
+        float *err = errT.data() + i * rows + r0;
+        for (int64_t r = 0; r < n; ++r) {
+            const float e = (col[r] - q[size_t(r)]) / d;
+            loss += double(e) * double(e) / 2; // (w - q)^2 / d^2 / 2
+            err[r] = e;
+            col[r] = q[size_t(r)];
+        }
+        for (int64_t k = i + 1; k < count; ++k) {
+            const float h = urow[k];
+            float *target = wt.data() + k * n;
+            for (int64_t r = 0; r < n; ++r)
+                target[r] -= err[r] * h;
+        }
+    }
+    for (int64_t r = 0; r < n; ++r)
+        for (int64_t i = 0; i < count; ++i)
+            w[size_t((r0 + r) * cols + first + i)] = wt[size_t(i * n + r)];
+    return loss;
+}
+
+} // namespace
+
+Result<SweepResult> obsSweep(std::vector<float> &w, int64_t rows, int64_t cols,
+                             const std::vector<float> &hinvUpper, int64_t blockSize,
+                             SweepQuantizer &quantizer, int threads, std::stop_token stop) {
+    if (int64_t(w.size()) != rows * cols || int64_t(hinvUpper.size()) != cols * cols || blockSize <= 0)
+        return makeError(ErrorCode::InvalidArgument, "obsSweep: sizes do not match");
+    ThreadPool pool(threads);
+    const int64_t chunk = std::max<int64_t>(8, (rows + pool.size() * 4 - 1) / (pool.size() * 4));
+    const int64_t chunks = (rows + chunk - 1) / chunk;
+    std::vector<double> chunkLoss(static_cast<size_t>(chunks), 0.0);
+    std::vector<float> errT(size_t(std::min(blockSize, cols) * rows));
+    for (int64_t first = 0; first < cols; first += blockSize) {
+        if (stop.stop_requested())
+            return makeError(ErrorCode::Cancelled, "quantization cancelled");
+        const int64_t count = std::min(blockSize, cols - first), last = first + count;
+        quantizer.beginBlock(first, count, w.data());
+        pool.parallelFor(chunks, [&](int64_t c, int) {
+            const int64_t r0 = c * chunk, r1 = std::min(rows, r0 + chunk);
+            chunkLoss[size_t(c)] += sweepRows(w, cols, hinvUpper, first, count, r0, r1, quantizer, errT, rows);
+        });
+        if (last < cols) { // Alg. 1 line 13: W[:, last:] -= E^T * U[first:last, last:]
+            BlasThreads blas(threads);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(rows), int(cols - last),
+                        int(count), -1.0f, errT.data(), int(rows),
+                        hinvUpper.data() + first * cols + last, int(cols), 1.0f, w.data() + last,
+                        int(cols));
+        }
+    }
+    SweepResult result;
+    for (double l : chunkLoss)
+        result.loss += l;
+    return result;
+}
+
+} // namespace lowbit
