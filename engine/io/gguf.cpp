@@ -17,10 +17,17 @@ constexpr uint64_t kMaxAlignment = uint64_t(1) << 30;
 // Smallest encoding of one value of `type`: what an array of n of them needs at least.
 uint64_t minEncodedBytes(GgufValueType type) {
     switch (type) {
-    case GgufValueType::U8: case GgufValueType::I8: case GgufValueType::Bool: return 1;
-    case GgufValueType::U16: case GgufValueType::I16: return 2;
-    case GgufValueType::U32: case GgufValueType::I32: case GgufValueType::F32: return 4;
-    case GgufValueType::U64: case GgufValueType::I64: case GgufValueType::F64: return 8;
+    case GgufValueType::U8:
+    case GgufValueType::I8:
+    case GgufValueType::Bool: return 1;
+    case GgufValueType::U16:
+    case GgufValueType::I16: return 2;
+    case GgufValueType::U32:
+    case GgufValueType::I32:
+    case GgufValueType::F32: return 4;
+    case GgufValueType::U64:
+    case GgufValueType::I64:
+    case GgufValueType::F64: return 8;
     case GgufValueType::String: return 8;
     case GgufValueType::Array: return 12;
     }
@@ -39,21 +46,24 @@ bool isSigned(GgufValueType t) {
 
 std::string printable(std::string_view s) {
     std::string out = "'";
-    for (char c : s.substr(0, 80)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+    for (char c : s.substr(0, 80))
+        out += (c >= 0x20 && c < 0x7f) ? c : '?';
     return out + (s.size() > 80 ? "...'" : "'");
 }
 
 } // namespace
 
 std::string_view ggufValueTypeName(GgufValueType type) {
-    static constexpr std::string_view kNames[] = {"u8",  "i8",     "u16",   "i16", "u32",
-                                                  "i32", "f32",    "bool",  "string",
-                                                  "array", "u64",  "i64",   "f64"};
+    static constexpr std::string_view kNames[] = {"u8",  "i8",  "u16",  "i16",    "u32",
+                                                  "i32", "f32", "bool", "string", "array",
+                                                  "u64", "i64", "f64"};
     const auto index = uint32_t(type);
     return index < std::size(kNames) ? kNames[index] : "unknown";
 }
 
-bool GgufValue::isInteger() const { return isUnsigned(type) || isSigned(type); }
+bool GgufValue::isInteger() const {
+    return isUnsigned(type) || isSigned(type);
+}
 
 std::vector<int64_t> GgufTensorInfo::shape() const {
     std::vector<int64_t> out(ne.rbegin(), ne.rend());
@@ -67,9 +77,11 @@ public:
 
     Status run() {
         LOWBIT_CHECK(readHeader());
-        for (uint64_t k = 0; k < m_kvCount; ++k) LOWBIT_CHECK(readKeyValue(k));
+        for (uint64_t k = 0; k < m_kvCount; ++k)
+            LOWBIT_CHECK(readKeyValue(k));
         LOWBIT_CHECK(readAlignment());
-        for (uint64_t t = 0; t < m_tensorCount; ++t) LOWBIT_CHECK(readTensorInfo(t));
+        for (uint64_t t = 0; t < m_tensorCount; ++t)
+            LOWBIT_CHECK(readTensorInfo(t));
         return placeTensors();
     }
 
@@ -126,7 +138,8 @@ private:
         char magic[4];
         LOWBIT_CHECK(read(magic, "header magic"));
         if (std::memcmp(magic, "GGUF", 4) != 0)
-            return fail("bad magic " + printable(std::string_view(magic, 4)) + " (not a GGUF file)");
+            return fail("bad magic " + printable(std::string_view(magic, 4)) +
+                        " (not a GGUF file)");
         uint32_t version = 0;
         LOWBIT_CHECK(read(version, "header version"));
         if (version == 1)
@@ -143,11 +156,11 @@ private:
         // Each key-value needs at least 13 bytes (empty key, type, one-byte value) and each
         // tensor info 24, so larger counts cannot be honest; reject before reserving anything.
         if (m_kvCount > remaining() / 13)
-            return fail("metadata count " + std::to_string(m_kvCount) +
-                        " cannot fit in the " + std::to_string(m_bytes.size()) + "-byte file");
+            return fail("metadata count " + std::to_string(m_kvCount) + " cannot fit in the " +
+                        std::to_string(m_bytes.size()) + "-byte file");
         if (m_tensorCount > remaining() / 24)
-            return fail("tensor count " + std::to_string(m_tensorCount) +
-                        " cannot fit in the " + std::to_string(m_bytes.size()) + "-byte file");
+            return fail("tensor count " + std::to_string(m_tensorCount) + " cannot fit in the " +
+                        std::to_string(m_bytes.size()) + "-byte file");
         return {};
     }
 
@@ -172,8 +185,7 @@ private:
             return fail(where() + ": unknown value type " + std::to_string(typeId));
         v.type = GgufValueType(typeId);
         const uint64_t size = minEncodedBytes(v.type);
-        if (v.type != GgufValueType::String && v.type != GgufValueType::Array &&
-            remaining() < size)
+        if (v.type != GgufValueType::String && v.type != GgufValueType::Array && remaining() < size)
             return need(size, where() + " (" + std::string(ggufValueTypeName(v.type)) + ")");
         const std::byte *p = m_bytes.data() + m_pos;
         auto load = [&](auto sample) {
@@ -206,8 +218,7 @@ private:
 
     Status readArray(GgufValue &v, int depth) {
         if (depth >= kMaxArrayDepth)
-            return fail(where() + ": arrays nested deeper than " +
-                        std::to_string(kMaxArrayDepth));
+            return fail(where() + ": arrays nested deeper than " + std::to_string(kMaxArrayDepth));
         uint32_t elementType = 0;
         uint64_t count = 0;
         LOWBIT_CHECK(read(elementType, where() + " array element type"));
@@ -266,8 +277,8 @@ private:
             const uint64_t ne = info.ne[d];
             if (ne > uint64_t(std::numeric_limits<int64_t>::max()) ||
                 (ne != 0 && elements > uint64_t(std::numeric_limits<int64_t>::max()) / ne))
-                return fail(what + ": dimensions overflow 63 bits (dimension " +
-                            std::to_string(d) + " is " + std::to_string(ne) + ")");
+                return fail(what + ": dimensions overflow 63 bits (dimension " + std::to_string(d) +
+                            " is " + std::to_string(ne) + ")");
             elements *= ne;
         }
         info.elements = elements;
@@ -284,8 +295,7 @@ private:
         LOWBIT_CHECK(read(info.offset, what + " offset"));
         if (info.offset % m_out.m_alignment != 0)
             return fail(what + ": data offset " + std::to_string(info.offset) +
-                        " is not a multiple of the alignment " +
-                        std::to_string(m_out.m_alignment));
+                        " is not a multiple of the alignment " + std::to_string(m_out.m_alignment));
         if (!ggmlBytesFor(info.type, elements))
             return fail(what + ": byte size overflows 64 bits");
         m_out.m_tensorIndex.emplace(info.name, m_out.m_tensors.size());
@@ -298,7 +308,10 @@ private:
         const uint64_t dataOffset = m_pos + (a - m_pos % a) % a; // no overflow: m_pos < 2^63
         m_out.m_dataOffset = dataOffset;
         const uint64_t dataSize = dataOffset <= m_bytes.size() ? m_bytes.size() - dataOffset : 0;
-        struct Extent { uint64_t begin, end; size_t index; };
+        struct Extent {
+            uint64_t begin, end;
+            size_t index;
+        };
         std::vector<Extent> extents;
         for (size_t t = 0; t < m_out.m_tensors.size(); ++t) {
             GgufTensorInfo &info = m_out.m_tensors[t];
@@ -381,8 +394,8 @@ bool integerValue(const GgufValue &v, uint64_t &magnitude) {
 #define LOWBIT_GGUF_LOOKUP(var, key)                                                               \
     const GgufValue *var = find(key);                                                              \
     if (!var)                                                                                      \
-        return makeError(ErrorCode::NotFound,                                                      \
-                         m_source + ": metadata key " + printable(key) + " is missing")
+    return makeError(ErrorCode::NotFound,                                                          \
+                     m_source + ": metadata key " + printable(key) + " is missing")
 
 Result<std::string> GgufFile::getString(std::string_view key) const {
     LOWBIT_GGUF_LOOKUP(v, key);
@@ -405,8 +418,9 @@ Result<uint64_t> GgufFile::getU64(std::string_view key) const {
 Result<uint32_t> GgufFile::getU32(std::string_view key) const {
     LOWBIT_TRY(uint64_t value, getU64(key));
     if (value > UINT32_MAX)
-        return makeError(ErrorCode::Format, m_source + ": metadata key " + printable(key) + " value " +
-                                                std::to_string(value) + " does not fit in u32");
+        return makeError(ErrorCode::Format, m_source + ": metadata key " + printable(key) +
+                                                " value " + std::to_string(value) +
+                                                " does not fit in u32");
     return uint32_t(value);
 }
 
@@ -415,8 +429,9 @@ Result<int64_t> GgufFile::getI64(std::string_view key) const {
     if (!v->isInteger())
         return wrongType(m_source, key, *v, "an integer");
     if (isUnsigned(v->type) && v->u > uint64_t(std::numeric_limits<int64_t>::max()))
-        return makeError(ErrorCode::Format, m_source + ": metadata key " + printable(key) + " value " +
-                                                std::to_string(v->u) + " does not fit in i64");
+        return makeError(ErrorCode::Format, m_source + ": metadata key " + printable(key) +
+                                                " value " + std::to_string(v->u) +
+                                                " does not fit in i64");
     return isSigned(v->type) ? v->i : int64_t(v->u);
 }
 
@@ -452,7 +467,8 @@ Result<std::vector<std::string>> GgufFile::getStringArray(std::string_view key) 
         return wrongType(m_source, key, *v, "array of string");
     std::vector<std::string> out;
     out.reserve(v->array.size());
-    for (const GgufValue &e : v->array) out.push_back(e.s);
+    for (const GgufValue &e : v->array)
+        out.push_back(e.s);
     return out;
 }
 
@@ -479,11 +495,12 @@ Result<std::vector<int32_t>> GgufFile::getI32Array(std::string_view key) const {
     out.reserve(v->array.size());
     for (size_t i = 0; i < v->array.size(); ++i) {
         const GgufValue &e = v->array[i];
-        const bool fits = isSigned(e.type) ? (e.i >= INT32_MIN && e.i <= INT32_MAX)
-                                           : e.u <= uint64_t(INT32_MAX);
+        const bool fits =
+            isSigned(e.type) ? (e.i >= INT32_MIN && e.i <= INT32_MAX) : e.u <= uint64_t(INT32_MAX);
         if (!fits)
-            return makeError(ErrorCode::Format, m_source + ": metadata key " + printable(key) + "[" +
-                                                    std::to_string(i) + "] does not fit in i32");
+            return makeError(ErrorCode::Format, m_source + ": metadata key " + printable(key) +
+                                                    "[" + std::to_string(i) +
+                                                    "] does not fit in i32");
         out.push_back(isSigned(e.type) ? int32_t(e.i) : int32_t(e.u));
     }
     return out;

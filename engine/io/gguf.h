@@ -24,8 +24,19 @@
 namespace lowbit {
 
 enum class GgufValueType : uint32_t {
-    U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, Bool = 7,
-    String = 8, Array = 9, U64 = 10, I64 = 11, F64 = 12,
+    U8 = 0,
+    I8 = 1,
+    U16 = 2,
+    I16 = 3,
+    U32 = 4,
+    I32 = 5,
+    F32 = 6,
+    Bool = 7,
+    String = 8,
+    Array = 9,
+    U64 = 10,
+    I64 = 11,
+    F64 = 12,
 };
 std::string_view ggufValueTypeName(GgufValueType type); // "u32", "string", "array", ...
 
@@ -48,7 +59,7 @@ struct GgufTensorInfo {
     std::string name;
     std::vector<uint64_t> ne; // innermost first: ne[0] is the row length
     GgmlType type = GgmlType::F32;
-    uint64_t offset = 0;      // from the start of the data section
+    uint64_t offset = 0; // from the start of the data section
     uint64_t elements = 0;
     std::span<const std::byte> data; // the tensor's bytes inside the file
 
@@ -88,7 +99,7 @@ public:
     Result<bool> getBool(std::string_view key) const;
     Result<const GgufValue *> getArray(std::string_view key) const;
     Result<std::vector<std::string>> getStringArray(std::string_view key) const;
-    Result<std::vector<float>> getF32Array(std::string_view key) const;  // any numeric elements
+    Result<std::vector<float>> getF32Array(std::string_view key) const;   // any numeric elements
     Result<std::vector<int32_t>> getI32Array(std::string_view key) const; // integers fitting i32
 
     const std::vector<GgufTensorInfo> &tensors() const { return m_tensors; }

@@ -73,7 +73,8 @@ Result<ModelConfig> readConfig(const GgufFile &file) {
     LOWBIT_TRY(c.ropeTheta, optionalFloat(file, "llama.rope.freq_base", 10000.0));
     if (c.numHeads <= 0)
         return formatError(file, "llama.attention.head_count is 0");
-    LOWBIT_TRY(c.headDim, optionalCount(file, "llama.attention.key_length", c.hiddenSize / c.numHeads));
+    LOWBIT_TRY(c.headDim,
+               optionalCount(file, "llama.attention.key_length", c.hiddenSize / c.numHeads));
     LOWBIT_TRY(int64_t valueDim, optionalCount(file, "llama.attention.value_length", c.headDim));
     if (valueDim != c.headDim)
         return makeError(ErrorCode::Unsupported,
@@ -104,9 +105,9 @@ Result<ModelConfig> readConfig(const GgufFile &file) {
 Status readRopeFreqs(const GgufFile &file, const std::vector<float> &divisors, ModelConfig &c) {
     const std::string what = "tensor 'rope_freqs.weight'";
     if (int64_t(divisors.size()) != c.headDim / 2)
-        return formatError(file, what + " has " + std::to_string(divisors.size()) +
-                                     " entries, expected head size / 2 = " +
-                                     std::to_string(c.headDim / 2));
+        return formatError(
+            file, what + " has " + std::to_string(divisors.size()) +
+                      " entries, expected head size / 2 = " + std::to_string(c.headDim / 2));
     ModelConfig candidate = c;
     candidate.ropeScaling.type = RopeScaling::Type::Llama3;
     candidate.ropeScaling.factor = *std::max_element(divisors.begin(), divisors.end());
@@ -137,15 +138,15 @@ Result<std::vector<std::byte>> decodeTensor(const GgufFile &file, const GgufTens
         return formatError(file, "tensor '" + info.name + "' has a zero dimension");
     const GgmlTypeInfo &type = ggmlTypeInfo(info.type);
     if (!type.canDequantize)
-        return makeError(ErrorCode::Unsupported,
-                         file.source() + ": tensor '" + info.name + "' has type " +
-                             std::string(type.name) + ", which lowbit cannot decode yet");
+        return makeError(ErrorCode::Unsupported, file.source() + ": tensor '" + info.name +
+                                                     "' has type " + std::string(type.name) +
+                                                     ", which lowbit cannot decode yet");
     std::vector<std::byte> bytes(size_t(info.elements) * sizeof(float)); // new[] is float-aligned
     Status decoded = dequantizeRow(info.type, info.data.data(),
                                    reinterpret_cast<float *>(bytes.data()), int64_t(info.elements));
     if (!decoded)
-        return makeError(decoded.error().code,
-                         file.source() + ": tensor '" + info.name + "': " + decoded.error().message);
+        return makeError(decoded.error().code, file.source() + ": tensor '" + info.name +
+                                                   "': " + decoded.error().message);
     return bytes;
 }
 
@@ -159,9 +160,12 @@ Result<Tensor> loadTensor(const GgufFile &file, const std::string &name) {
     t.name = name;
     t.shape = info->shape();
     std::optional<DType> plain;
-    if (info->type == GgmlType::F32) plain = DType::F32;
-    if (info->type == GgmlType::F16) plain = DType::F16;
-    if (info->type == GgmlType::BF16) plain = DType::BF16;
+    if (info->type == GgmlType::F32)
+        plain = DType::F32;
+    if (info->type == GgmlType::F16)
+        plain = DType::F16;
+    if (info->type == GgmlType::BF16)
+        plain = DType::BF16;
     if (plain) {
         t.dtype = *plain;
         // Views need natural alignment (the mapping is page-aligned and offsets are multiples of
@@ -251,7 +255,8 @@ Result<VocabExport> readVocab(const GgufFile &file) {
     LOWBIT_TRY(v.unkId, tokenId(file, "tokenizer.ggml.unknown_token_id", n));
     LOWBIT_TRY(v.padId, tokenId(file, "tokenizer.ggml.padding_token_id", n));
     // llama.cpp's defaults: SentencePiece vocabularies and the Llama 3 pre-tokenizer add BOS.
-    v.addBos = v.model == "llama" || v.pre == "llama-bpe" || v.pre == "llama3" || v.pre == "llama-v3";
+    v.addBos =
+        v.model == "llama" || v.pre == "llama-bpe" || v.pre == "llama3" || v.pre == "llama-v3";
     if (file.has("tokenizer.ggml.add_bos_token")) {
         LOWBIT_TRY(v.addBos, file.getBool("tokenizer.ggml.add_bos_token"));
     }
@@ -305,8 +310,11 @@ std::string describeValue(const GgufValue &v) {
         return "array[" + std::to_string(v.array.size()) + "] of " +
                std::string(ggufValueTypeName(v.elementType));
     case GgufValueType::Bool: return v.u ? "true" : "false";
-    case GgufValueType::F32: case GgufValueType::F64: return std::to_string(v.f);
-    case GgufValueType::I8: case GgufValueType::I16: case GgufValueType::I32:
+    case GgufValueType::F32:
+    case GgufValueType::F64: return std::to_string(v.f);
+    case GgufValueType::I8:
+    case GgufValueType::I16:
+    case GgufValueType::I32:
     case GgufValueType::I64: return std::to_string(v.i);
     default: return std::to_string(v.u);
     }
@@ -316,7 +324,8 @@ void fillMetadata(const GgufFile &file, Checkpoint &ckpt) {
     ckpt.metadata["gguf.version"] = std::to_string(file.version());
     ckpt.metadata["gguf.alignment"] = std::to_string(file.alignment());
     ckpt.metadata["gguf.tensor_count"] = std::to_string(file.tensors().size());
-    for (const auto &[key, value] : file.metadata()) ckpt.metadata[key] = describeValue(value);
+    for (const auto &[key, value] : file.metadata())
+        ckpt.metadata[key] = describeValue(value);
     for (const GgufTensorInfo &t : file.tensors())
         ckpt.bytesByStoredType[std::string(ggmlTypeName(t.type))] += t.data.size();
 }
@@ -327,7 +336,8 @@ Result<Checkpoint> checkpointFromGguf(const GgufFile &file, const LoadOptions &o
     Checkpoint ckpt;
     ckpt.format = CheckpointFormat::Gguf;
     if (file.tensors().empty())
-        return formatError(file, "has no tensors (a vocabulary-only GGUF cannot be run as a model)");
+        return formatError(file,
+                           "has no tensors (a vocabulary-only GGUF cannot be run as a model)");
     LOWBIT_TRY(ckpt.config, readConfig(file));
     LOWBIT_CHECK(ckpt.config.validate(file.source()));
     if (const GgufTensorInfo *freqs = file.findTensor("rope_freqs.weight")) {
@@ -343,7 +353,8 @@ Result<Checkpoint> checkpointFromGguf(const GgufFile &file, const LoadOptions &o
     return ckpt;
 }
 
-Result<Checkpoint> loadGgufCheckpoint(const std::filesystem::path &path, const LoadOptions &options) {
+Result<Checkpoint> loadGgufCheckpoint(const std::filesystem::path &path,
+                                      const LoadOptions &options) {
     LOWBIT_TRY(GgufFile file, GgufFile::open(path));
     LOWBIT_TRY(Checkpoint ckpt, checkpointFromGguf(file, options));
     ckpt.path = path;

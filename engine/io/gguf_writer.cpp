@@ -40,7 +40,8 @@ void putValue(std::ostream &out, const GgufValue &v) {
     case GgufValueType::Array:
         put(out, uint32_t(v.elementType));
         put<uint64_t>(out, v.array.size());
-        for (const GgufValue &e : v.array) putValue(out, e);
+        for (const GgufValue &e : v.array)
+            putValue(out, e);
         return;
     }
 }
@@ -54,7 +55,9 @@ void pad(std::ostream &out, uint64_t written, uint64_t alignment) {
     }
 }
 
-uint64_t alignUp(uint64_t x, uint64_t a) { return x + (a - x % a) % a; }
+uint64_t alignUp(uint64_t x, uint64_t a) {
+    return x + (a - x % a) % a;
+}
 
 bool storable(GgmlType t) {
     return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0;
@@ -150,16 +153,20 @@ void GgufWriter::setI32Array(const std::string &key, const std::vector<int32_t> 
 
 Status GgufWriter::addTensor(const std::string &name, const Tensor &tensor, GgmlType storeAs) {
     if (!storable(storeAs))
-        return makeError(ErrorCode::Unsupported, "GGUF writer: tensor '" + name + "': cannot store " +
+        return makeError(ErrorCode::Unsupported, "GGUF writer: tensor '" + name +
+                                                     "': cannot store " +
                                                      std::string(ggmlTypeName(storeAs)));
     if (tensor.empty() || tensor.shape.empty() || tensor.shape.size() > 4)
         return makeError(ErrorCode::InvalidArgument,
-                         "GGUF writer: tensor '" + name + "' is empty or has more than 4 dimensions");
+                         "GGUF writer: tensor '" + name +
+                             "' is empty or has more than 4 dimensions");
     PendingTensor t{name, storeAs, {}, tensor, {}, false};
-    for (auto it = tensor.shape.rbegin(); it != tensor.shape.rend(); ++it) t.ne.push_back(uint64_t(*it));
+    for (auto it = tensor.shape.rbegin(); it != tensor.shape.rend(); ++it)
+        t.ne.push_back(uint64_t(*it));
     if (storeAs == GgmlType::Q8_0 && t.ne[0] % 32 != 0)
         return makeError(ErrorCode::InvalidArgument,
-                         "GGUF writer: tensor '" + name + "' has rows of " + std::to_string(t.ne[0]) +
+                         "GGUF writer: tensor '" + name + "' has rows of " +
+                             std::to_string(t.ne[0]) +
                              " values, not a multiple of the Q8_0 block (32)");
     m_tensors.push_back(std::move(t));
     return {};
@@ -168,13 +175,15 @@ Status GgufWriter::addTensor(const std::string &name, const Tensor &tensor, Ggml
 Status GgufWriter::addRawTensor(const std::string &name, GgmlType type, std::vector<uint64_t> ne,
                                 std::vector<std::byte> data) {
     uint64_t elements = 1;
-    for (uint64_t d : ne) elements *= d;
+    for (uint64_t d : ne)
+        elements *= d;
     const std::optional<uint64_t> bytes = ggmlBytesFor(type, elements);
     if (ne.empty() || ne.size() > 4 || !bytes || *bytes != data.size() ||
         ne[0] % uint64_t(ggmlTypeInfo(type).blockSize) != 0)
         return makeError(ErrorCode::InvalidArgument,
                          "GGUF writer: tensor '" + name + "': " + std::to_string(data.size()) +
-                             " bytes do not match its " + std::string(ggmlTypeName(type)) + " shape");
+                             " bytes do not match its " + std::string(ggmlTypeName(type)) +
+                             " shape");
     m_tensors.push_back(PendingTensor{name, type, std::move(ne), {}, std::move(data), true});
     return {};
 }
@@ -203,9 +212,17 @@ Status GgufWriter::writeTensorData(std::ostream &out, const PendingTensor &t) co
             auto *half = reinterpret_cast<uint16_t *>(encoded.data());
             switch (t.type) {
             case GgmlType::F32: std::memcpy(encoded.data(), values.data(), rowLength * 4); break;
-            case GgmlType::F16: for (size_t i = 0; i < rowLength; ++i) half[i] = floatToF16(values[i]); break;
-            case GgmlType::BF16: for (size_t i = 0; i < rowLength; ++i) half[i] = floatToBf16(values[i]); break;
-            case GgmlType::Q8_0: quantizeRowQ8_0(values.data(), encoded.data(), int64_t(rowLength)); break;
+            case GgmlType::F16:
+                for (size_t i = 0; i < rowLength; ++i)
+                    half[i] = floatToF16(values[i]);
+                break;
+            case GgmlType::BF16:
+                for (size_t i = 0; i < rowLength; ++i)
+                    half[i] = floatToBf16(values[i]);
+                break;
+            case GgmlType::Q8_0:
+                quantizeRowQ8_0(values.data(), encoded.data(), int64_t(rowLength));
+                break;
             default: return makeError(ErrorCode::Internal, "GGUF writer: unexpected target type");
             }
         }
@@ -216,15 +233,17 @@ Status GgufWriter::writeTensorData(std::ostream &out, const PendingTensor &t) co
 
 Status GgufWriter::writeTo(std::ostream &out, const std::string &what) const {
     if (m_alignment == 0 || (m_alignment & (m_alignment - 1)) != 0)
-        return makeError(ErrorCode::InvalidArgument,
-                         what + ": alignment " + std::to_string(m_alignment) + " is not a power of two");
+        return makeError(ErrorCode::InvalidArgument, what + ": alignment " +
+                                                         std::to_string(m_alignment) +
+                                                         " is not a power of two");
     bool hasAlignment = false;
     for (const auto &[key, value] : m_kv)
         if (key == "general.alignment") {
             hasAlignment = true;
             if (value.type != GgufValueType::U32 || value.u != m_alignment)
                 return makeError(ErrorCode::InvalidArgument,
-                                 what + ": general.alignment must be the writer's alignment as u32");
+                                 what +
+                                     ": general.alignment must be the writer's alignment as u32");
         }
     out.write("GGUF", 4);
     put<uint32_t>(out, 3);
@@ -283,7 +302,8 @@ Status GgufWriter::write(const std::filesystem::path &path) const {
     std::error_code ec;
     std::filesystem::rename(temp, path, ec);
     if (ec)
-        return makeError(ErrorCode::Io, path.string() + ": cannot rename the written file: " + ec.message());
+        return makeError(ErrorCode::Io,
+                         path.string() + ": cannot rename the written file: " + ec.message());
     return {};
 }
 
@@ -313,8 +333,8 @@ void writeConfigKeys(GgufWriter &w, const Checkpoint &ckpt, GgmlType weightType)
     w.setString("general.architecture", "llama");
     auto name = ckpt.metadata.find("general.name");
     w.setString("general.name", name != ckpt.metadata.end() ? name->second
-                                : !ckpt.path.empty()         ? ckpt.path.stem().string()
-                                                             : std::string("lowbit"));
+                                : !ckpt.path.empty()        ? ckpt.path.stem().string()
+                                                            : std::string("lowbit"));
     w.setU32("general.file_type", fileTypeOf(weightType));
     if (weightType == GgmlType::Q8_0)
         w.setU32("general.quantization_version", 2); // GGML_QNT_VERSION
@@ -356,10 +376,11 @@ void writeTokenizerKeys(GgufWriter &w, const Checkpoint &ckpt) {
             w.setI32Array("tokenizer.ggml.token_type", v.tokenTypes);
         if (!v.merges.empty())
             w.setStringArray("tokenizer.ggml.merges", v.merges);
-        const std::pair<const char *, int32_t> ids[] = {{"tokenizer.ggml.bos_token_id", v.bosId},
-                                                        {"tokenizer.ggml.eos_token_id", v.eosId},
-                                                        {"tokenizer.ggml.unknown_token_id", v.unkId},
-                                                        {"tokenizer.ggml.padding_token_id", v.padId}};
+        const std::pair<const char *, int32_t> ids[] = {
+            {"tokenizer.ggml.bos_token_id", v.bosId},
+            {"tokenizer.ggml.eos_token_id", v.eosId},
+            {"tokenizer.ggml.unknown_token_id", v.unkId},
+            {"tokenizer.ggml.padding_token_id", v.padId}};
         for (const auto &[key, id] : ids)
             if (id >= 0)
                 w.setU32(key, uint32_t(id));
@@ -367,7 +388,8 @@ void writeTokenizerKeys(GgufWriter &w, const Checkpoint &ckpt) {
         // Further end-of-generation ids (Llama 3 instruct's <|eot_id|>, <|eom_id|>).
         std::vector<int32_t> extra;
         for (int32_t id : ckpt.config.eosIds)
-            if (id != v.eosId) extra.push_back(id);
+            if (id != v.eosId)
+                extra.push_back(id);
         if (!extra.empty())
             w.setU32("tokenizer.ggml.eot_token_id", uint32_t(extra[0]));
         if (extra.size() > 1)
@@ -384,14 +406,17 @@ Status addRopeFreqs(GgufWriter &w, const ModelConfig &c) {
     const std::vector<double> base = plain.ropeInverseFrequencies();
     const std::vector<double> scaled = c.ropeInverseFrequencies();
     std::vector<float> divisors(base.size());
-    for (size_t i = 0; i < base.size(); ++i) divisors[i] = float(base[i] / scaled[i]);
-    const Tensor t = Tensor::fromFloats("rope_freqs.weight", {int64_t(divisors.size())}, divisors.data());
+    for (size_t i = 0; i < base.size(); ++i)
+        divisors[i] = float(base[i] / scaled[i]);
+    const Tensor t =
+        Tensor::fromFloats("rope_freqs.weight", {int64_t(divisors.size())}, divisors.data());
     return w.addTensor("rope_freqs.weight", t, GgmlType::F32);
 }
 
 Status addWeight(GgufWriter &w, const std::string &name, const Tensor &t, GgmlType weightType) {
     const int64_t rowLength = t.shape.empty() ? 0 : t.shape.back();
-    const GgmlType type = weightType == GgmlType::Q8_0 && rowLength % 32 != 0 ? GgmlType::F16 : weightType;
+    const GgmlType type =
+        weightType == GgmlType::Q8_0 && rowLength % 32 != 0 ? GgmlType::F16 : weightType;
     return w.addTensor(name, t, type);
 }
 
@@ -401,7 +426,8 @@ Status writeGgufCheckpoint(const Checkpoint &ckpt, const std::filesystem::path &
                            GgmlType weightType) {
     if (!storable(weightType))
         return makeError(ErrorCode::InvalidArgument,
-                         path.string() + ": GGUF weights can be written as F32, F16, BF16 or Q8_0, not " +
+                         path.string() +
+                             ": GGUF weights can be written as F32, F16, BF16 or Q8_0, not " +
                              std::string(ggmlTypeName(weightType)));
     const ModelConfig &c = ckpt.config;
     const ModelWeights &wt = ckpt.weights;

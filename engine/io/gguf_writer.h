@@ -53,8 +53,8 @@ private:
         std::string name;
         GgmlType type;
         std::vector<uint64_t> ne;
-        Tensor source;               // converted on write, or
-        std::vector<std::byte> raw;  // written as is
+        Tensor source;              // converted on write, or
+        std::vector<std::byte> raw; // written as is
         bool isRaw = false;
     };
     Status writeTo(std::ostream &out, const std::string &what) const;

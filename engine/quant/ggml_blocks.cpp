@@ -63,9 +63,13 @@ uint16_t loadU16(const std::byte *p) {
     return v;
 }
 
-float loadF16(const std::byte *p) { return f16ToFloat(loadU16(p)); }
+float loadF16(const std::byte *p) {
+    return f16ToFloat(loadU16(p));
+}
 
-uint8_t u8(const std::byte *p, size_t i) { return uint8_t(p[i]); }
+uint8_t u8(const std::byte *p, size_t i) {
+    return uint8_t(p[i]);
+}
 
 // Type-0 blocks (no min) compute (q - offset) * d and type-1 blocks q * d + m, as ggml does, so
 // that the floats agree with llama.cpp's to the last bit.
@@ -98,7 +102,8 @@ void dequantQ5(const std::byte *b, float *y, bool hasMin) {
 
 void dequantQ8_0(const std::byte *b, float *y) {
     const float d = loadF16(b);
-    for (int j = 0; j < 32; ++j) y[j] = float(int8_t(u8(b + 2, j))) * d;
+    for (int j = 0; j < 32; ++j)
+        y[j] = float(int8_t(u8(b + 2, j))) * d;
 }
 
 // The 12 scale bytes of Q4_K/Q5_K hold eight 6-bit scales and eight 6-bit mins: sub-blocks 0-3
@@ -196,9 +201,9 @@ Status dequantizeRow(GgmlType type, const std::byte *src, float *dst, int64_t n)
         return makeError(ErrorCode::Unsupported,
                          "no decoder for GGML type " + std::string(info.name));
     if (n < 0 || n % info.blockSize != 0)
-        return makeError(ErrorCode::InvalidArgument,
-                         std::to_string(n) + " values are not a whole number of " +
-                             std::string(info.name) + " blocks");
+        return makeError(ErrorCode::InvalidArgument, std::to_string(n) +
+                                                         " values are not a whole number of " +
+                                                         std::string(info.name) + " blocks");
     const int64_t blocks = n / info.blockSize;
     const std::byte *b = src;
     switch (type) {
@@ -226,7 +231,8 @@ Status dequantizeRow(GgmlType type, const std::byte *src, float *dst, int64_t n)
 void quantizeRowQ8_0(const float *src, std::byte *dst, int64_t n) {
     for (int64_t i = 0; i + 32 <= n; i += 32, src += 32, dst += 34) {
         float amax = 0.0f;
-        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(src[j]));
+        for (int j = 0; j < 32; ++j)
+            amax = std::max(amax, std::fabs(src[j]));
         // As ggml's quantize_row_q8_0_ref: scale by the reciprocal of the unrounded d, then store
         // d rounded to F16 (so files we write match llama-quantize's byte for byte).
         const float d = amax / 127.0f;

@@ -51,16 +51,18 @@ enum class GgmlType : uint32_t {
 
 struct GgmlTypeInfo {
     GgmlType type;
-    std::string_view name;  // "Q4_K", as llama.cpp prints it
-    int64_t blockSize;      // elements per block (1 for plain types)
-    int64_t bytesPerBlock;  // bytes per block
-    bool canDequantize;     // dequantizeRow() handles it
+    std::string_view name; // "Q4_K", as llama.cpp prints it
+    int64_t blockSize;     // elements per block (1 for plain types)
+    int64_t bytesPerBlock; // bytes per block
+    bool canDequantize;    // dequantizeRow() handles it
 };
 
 // Geometry of a type id read from a file; nullopt for ids ggml never had or retired.
 std::optional<GgmlTypeInfo> ggmlTypeInfo(uint32_t id);
 const GgmlTypeInfo &ggmlTypeInfo(GgmlType type);
-inline std::string_view ggmlTypeName(GgmlType type) { return ggmlTypeInfo(type).name; }
+inline std::string_view ggmlTypeName(GgmlType type) {
+    return ggmlTypeInfo(type).name;
+}
 std::optional<GgmlType> ggmlTypeFromName(std::string_view name); // exact, upper case: "Q8_0"
 
 // Bytes that `elements` values of `type` occupy; nullopt when `elements` is not a whole number of

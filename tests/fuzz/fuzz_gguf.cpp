@@ -20,7 +20,8 @@ void checkMetadataRoundTrip(const lowbit::GgufFile &file) {
     if (file.alignment() > 65536)
         return; // valid, but the writer would honestly pad the data section to up to 1 GiB
     lowbit::GgufWriter writer(uint32_t(file.alignment()));
-    for (const auto &[key, value] : file.metadata()) writer.set(key, value);
+    for (const auto &[key, value] : file.metadata())
+        writer.set(key, value);
     auto bytes = writer.toBytes();
     if (!bytes.ok())
         __builtin_trap();

@@ -70,14 +70,18 @@ private slots:
 };
 
 void TestGgmlBlocks::typeTable() {
-    struct Row { uint32_t id; const char *name; int64_t block, bytes; };
+    struct Row {
+        uint32_t id;
+        const char *name;
+        int64_t block, bytes;
+    };
     // ggml type_traits: block size and sizeof(block_*) per type.
-    const Row rows[] = {{0, "F32", 1, 4},      {1, "F16", 1, 2},       {2, "Q4_0", 32, 18},
-                        {3, "Q4_1", 32, 20},   {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},
-                        {8, "Q8_0", 32, 34},   {9, "Q8_1", 32, 36},    {10, "Q2_K", 256, 84},
-                        {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
-                        {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {20, "IQ4_NL", 32, 18},
-                        {23, "IQ4_XS", 256, 136}, {30, "BF16", 1, 2},   {35, "TQ2_0", 256, 66}};
+    const Row rows[] = {{0, "F32", 1, 4},         {1, "F16", 1, 2},       {2, "Q4_0", 32, 18},
+                        {3, "Q4_1", 32, 20},      {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},
+                        {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 36},    {10, "Q2_K", 256, 84},
+                        {11, "Q3_K", 256, 110},   {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
+                        {14, "Q6_K", 256, 210},   {15, "Q8_K", 256, 292}, {20, "IQ4_NL", 32, 18},
+                        {23, "IQ4_XS", 256, 136}, {30, "BF16", 1, 2},     {35, "TQ2_0", 256, 66}};
     for (const Row &r : rows) {
         auto info = ggmlTypeInfo(r.id);
         QVERIFY2(info.has_value(), r.name);
@@ -114,7 +118,8 @@ void TestGgmlBlocks::plainTypes() {
 void TestGgmlBlocks::q4_0() {
     Block b(18);
     b.u16(0, kHalf0_5);
-    for (int j = 0; j < 16; ++j) b.u8(2 + j, uint8_t(j | ((15 - j) << 4)));
+    for (int j = 0; j < 16; ++j)
+        b.u8(2 + j, uint8_t(j | ((15 - j) << 4)));
     const std::vector<float> y = decode(GgmlType::Q4_0, b, 32);
     for (int j = 0; j < 16; ++j) {
         QCOMPARE(y[j], float(j - 8) * 0.5f);
@@ -126,7 +131,8 @@ void TestGgmlBlocks::q4_1() {
     Block b(20);
     b.u16(0, kHalf0_25);
     b.u16(2, kHalfMinus1_5);
-    for (int j = 0; j < 16; ++j) b.u8(4 + j, uint8_t(((j * 5) % 16) | ((j * 3 % 16) << 4)));
+    for (int j = 0; j < 16; ++j)
+        b.u8(4 + j, uint8_t(((j * 5) % 16) | ((j * 3 % 16) << 4)));
     const std::vector<float> y = decode(GgmlType::Q4_1, b, 32);
     for (int j = 0; j < 16; ++j) {
         QCOMPARE(y[j], float((j * 5) % 16) * 0.25f - 1.5f);
@@ -140,7 +146,8 @@ void TestGgmlBlocks::q5_0() {
     Block b(22);
     b.u16(0, kHalf0_125);
     b.u32(2, qh);
-    for (int j = 0; j < 16; ++j) b.u8(6 + j, uint8_t(((j * 7) % 16) | ((j * 11 % 16) << 4)));
+    for (int j = 0; j < 16; ++j)
+        b.u8(6 + j, uint8_t(((j * 7) % 16) | ((j * 11 % 16) << 4)));
     const std::vector<float> y = decode(GgmlType::Q5_0, b, 32);
     for (int j = 0; j < 16; ++j) {
         const int lo = (j * 7) % 16 + 16 * int((qh >> j) & 1);
@@ -156,7 +163,8 @@ void TestGgmlBlocks::q5_1() {
     b.u16(0, kHalf2);
     b.u16(2, kHalf0_5);
     b.u32(4, qh);
-    for (int j = 0; j < 16; ++j) b.u8(8 + j, uint8_t((15 - j) | ((j * 9 % 16) << 4)));
+    for (int j = 0; j < 16; ++j)
+        b.u8(8 + j, uint8_t((15 - j) | ((j * 9 % 16) << 4)));
     const std::vector<float> y = decode(GgmlType::Q5_1, b, 32);
     for (int j = 0; j < 16; ++j) {
         const int lo = (15 - j) + 16 * int((qh >> j) & 1);
@@ -169,9 +177,11 @@ void TestGgmlBlocks::q5_1() {
 void TestGgmlBlocks::q8_0() {
     Block b(34);
     b.u16(0, kHalf1_16th);
-    for (int j = 0; j < 32; ++j) b.u8(2 + j, uint8_t(int8_t((j * 37) % 255 - 127)));
+    for (int j = 0; j < 32; ++j)
+        b.u8(2 + j, uint8_t(int8_t((j * 37) % 255 - 127)));
     const std::vector<float> y = decode(GgmlType::Q8_0, b, 32);
-    for (int j = 0; j < 32; ++j) QCOMPARE(y[j], float((j * 37) % 255 - 127) / 16.0f);
+    for (int j = 0; j < 32; ++j)
+        QCOMPARE(y[j], float((j * 37) % 255 - 127) / 16.0f);
 }
 
 // Q4_K: 256 values in 8 sub-blocks of 32; value = d * scale[sb] * q - dmin * min[sb]. The nibbles
@@ -184,7 +194,8 @@ void TestGgmlBlocks::q4_K() {
     b.u16(2, kHalf0_25);
     packScalesK(b, 4, sc, mn);
     for (int c = 0; c < 4; ++c)
-        for (int l = 0; l < 32; ++l) b.u8(16 + 32 * c + l, uint8_t(q(64 * c + l) | (q(64 * c + 32 + l) << 4)));
+        for (int l = 0; l < 32; ++l)
+            b.u8(16 + 32 * c + l, uint8_t(q(64 * c + l) | (q(64 * c + 32 + l) << 4)));
     const std::vector<float> y = decode(GgmlType::Q4_K, b, 256);
     for (int i = 0; i < 256; ++i)
         QCOMPARE(y[i], 0.5f * float(sc[i / 32] * q(i)) - 0.25f * float(mn[i / 32]));
@@ -224,7 +235,8 @@ void TestGgmlBlocks::q6_K() {
         const size_t highAt = size_t(128 + 32 * h + l);
         b.u8(highAt, uint8_t(b.get(highAt) | ((q(i) >> 4) << (2 * k))));
     }
-    for (int s = 0; s < 16; ++s) b.u8(192 + s, uint8_t(sc[s]));
+    for (int s = 0; s < 16; ++s)
+        b.u8(192 + s, uint8_t(sc[s]));
     b.u16(208, kHalf1_128th);
     const std::vector<float> y = decode(GgmlType::Q6_K, b, 256);
     for (int i = 0; i < 256; ++i)
@@ -264,7 +276,8 @@ void TestGgmlBlocks::quantizeQ8_0() {
     std::mt19937 rng(1234);
     std::normal_distribution<float> normal(0.0f, 0.7f);
     std::vector<float> x(96);
-    for (float &v : x) v = normal(rng);
+    for (float &v : x)
+        v = normal(rng);
     x[40] = 0.0f;
     std::vector<std::byte> q(3 * 34);
     quantizeRowQ8_0(x.data(), q.data(), 96);
@@ -272,7 +285,8 @@ void TestGgmlBlocks::quantizeQ8_0() {
     QVERIFY(dequantizeRow(GgmlType::Q8_0, q.data(), y.data(), 96).ok());
     for (int blk = 0; blk < 3; ++blk) {
         double amax = 0;
-        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(double(x[32 * blk + j])));
+        for (int j = 0; j < 32; ++j)
+            amax = std::max(amax, std::fabs(double(x[32 * blk + j])));
         const double d = amax / 127.0;
         uint16_t dBits;
         std::memcpy(&dBits, q.data() + 34 * blk, 2);
@@ -292,7 +306,8 @@ void TestGgmlBlocks::quantizeQ8_0() {
     std::vector<float> zeros(32, 0.0f);
     std::vector<std::byte> qz(34, std::byte{0x55});
     quantizeRowQ8_0(zeros.data(), qz.data(), 32);
-    for (std::byte v : qz) QCOMPARE(int(v), 0);
+    for (std::byte v : qz)
+        QCOMPARE(int(v), 0);
 }
 
 QTEST_APPLESS_MAIN(TestGgmlBlocks)

@@ -35,17 +35,21 @@ struct Bytes {
     Bytes &kvU32(const std::string &key, uint32_t v) { return str(key).u32(4).u32(v); }
     Bytes &kvF32(const std::string &key, float v) { return str(key).u32(6).put(v); }
     Bytes &kvStr(const std::string &key, const std::string &v) { return str(key).u32(8).str(v); }
-    Bytes &tensor(const std::string &name, std::vector<uint64_t> ne, uint32_t type, uint64_t offset) {
+    Bytes &tensor(const std::string &name, std::vector<uint64_t> ne, uint32_t type,
+                  uint64_t offset) {
         str(name).u32(uint32_t(ne.size()));
-        for (uint64_t d : ne) u64(d);
+        for (uint64_t d : ne)
+            u64(d);
         return u32(type).u64(offset);
     }
     Bytes &padTo(size_t alignment) {
-        while (b.size() % alignment) b += '\0';
+        while (b.size() % alignment)
+            b += '\0';
         return *this;
     }
     Bytes &data(size_t n) {
-        for (size_t i = 0; i < n; ++i) b += char(0x3c + i % 7); // small positive floats
+        for (size_t i = 0; i < n; ++i)
+            b += char(0x3c + i % 7); // small positive floats
         return *this;
     }
 };
@@ -67,9 +71,15 @@ std::string tinyLlama(const std::string &skip, const std::string &arch = "llama"
                       const std::string &skipTensor = "", const std::string &emptyTensor = "",
                       bool q2kRopeFreqs = false) {
     const std::vector<std::pair<std::string, uint32_t>> counts = {
-        {"llama.context_length", 64}, {"llama.embedding_length", 32}, {"llama.block_count", 1},
-        {"llama.feed_forward_length", 32}, {"llama.attention.head_count", 2}};
-    struct T { std::string name; std::vector<uint64_t> ne; };
+        {"llama.context_length", 64},
+        {"llama.embedding_length", 32},
+        {"llama.block_count", 1},
+        {"llama.feed_forward_length", 32},
+        {"llama.attention.head_count", 2}};
+    struct T {
+        std::string name;
+        std::vector<uint64_t> ne;
+    };
     std::vector<T> tensors = {
         {"token_embd.weight", {32, 4}},         {"output_norm.weight", {32}},
         {"blk.0.attn_norm.weight", {32}},       {"blk.0.attn_q.weight", {32, 32}},
@@ -79,18 +89,22 @@ std::string tinyLlama(const std::string &skip, const std::string &arch = "llama"
         {"blk.0.ffn_down.weight", {32, 32}}};
     std::erase_if(tensors, [&](const T &t) { return t.name == skipTensor; });
     for (T &t : tensors)
-        if (t.name == emptyTensor) t.ne.back() = 0;
+        if (t.name == emptyTensor)
+            t.ne.back() = 0;
     uint64_t kvs = 2;
-    for (const auto &c : counts) kvs += c.first != skip;
+    for (const auto &c : counts)
+        kvs += c.first != skip;
     Bytes b = header(3, tensors.size() + q2kRopeFreqs, kvs);
     b.kvStr("general.architecture", arch);
     for (const auto &[key, value] : counts)
-        if (key != skip) b.kvU32(key, value);
+        if (key != skip)
+            b.kvU32(key, value);
     b.kvF32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
     uint64_t offset = 0, total = 0;
     for (const T &t : tensors) {
         uint64_t n = 4;
-        for (uint64_t d : t.ne) n *= d;
+        for (uint64_t d : t.ne)
+            n *= d;
         b.tensor(t.name, t.ne, 0, offset);
         offset += (n + 31) / 32 * 32;
         total = offset;
@@ -117,7 +131,8 @@ bool sameBits(const std::vector<float> &a, const std::vector<float> &b) {
 
 std::vector<float> decoded(const GgufTensorInfo &t) {
     std::vector<float> out(size_t(t.elements));
-    if (!dequantizeRow(t.type, t.data.data(), out.data(), int64_t(t.elements)).ok()) out.clear();
+    if (!dequantizeRow(t.type, t.data.data(), out.data(), int64_t(t.elements)).ok())
+        out.clear();
     return out;
 }
 
@@ -226,9 +241,12 @@ void TestGguf::loadsStories260KAsTheLlama2cFileDoes() {
 void TestGguf::quantizedFilesMatchF32WithinBound_data() {
     QTest::addColumn<QString>("file");
     QTest::addColumn<QString>("mainType");
-    QTest::newRow("Q8_0") << "stories260K-Q8_0.gguf" << "Q8_0";
-    QTest::newRow("Q4_0") << "stories260K-Q4_0.gguf" << "Q4_0";
-    QTest::newRow("Q4_K_M") << "stories260K-Q4_K_M.gguf" << "Q5_0";
+    QTest::newRow("Q8_0") << "stories260K-Q8_0.gguf"
+                          << "Q8_0";
+    QTest::newRow("Q4_0") << "stories260K-Q4_0.gguf"
+                          << "Q4_0";
+    QTest::newRow("Q4_K_M") << "stories260K-Q4_K_M.gguf"
+                            << "Q5_0";
 }
 
 // Per block of 32 with amax = max |x| of the F32 original, llama.cpp's reference quantizers give
@@ -267,7 +285,8 @@ void TestGguf::quantizedFilesMatchF32WithinBound() {
         bool anyError = false;
         for (size_t b = 0; b < x.size(); b += 32) {
             double amax = 0;
-            for (size_t j = b; j < b + 32; ++j) amax = std::max(amax, std::fabs(double(x[j])));
+            for (size_t j = b; j < b + 32; ++j)
+                amax = std::max(amax, std::fabs(double(x[j])));
             const double bound = amax * (stepsOfAmax + std::ldexp(1.0, -10)) + 1e-9;
             for (size_t j = b; j < b + 32; ++j) {
                 const double err = std::fabs(double(x[j]) - double(y[j]));
@@ -296,7 +315,8 @@ void TestGguf::q8_0FileBlocksAreOurQuantizer() {
     QVERIFY(ref.ok() && quant.ok());
     int compared = 0;
     for (const GgufTensorInfo &t : quant->tensors()) {
-        if (t.type != GgmlType::Q8_0) continue;
+        if (t.type != GgmlType::Q8_0)
+            continue;
         const std::vector<float> x = decoded(*ref->findTensor(t.name));
         std::vector<std::byte> ours(t.data.size());
         quantizeRowQ8_0(x.data(), ours.data(), int64_t(x.size()));
@@ -369,7 +389,7 @@ void TestGguf::parsesAllValueTypes() {
     b.str("t.str").u32(8).str("héllo").str("t.u64").u32(10).u64(~uint64_t(0));
     b.str("t.i64").u32(11).put(int64_t(-1) << 40).str("t.f64").u32(12).put(0.1);
     b.str("t.arr").u32(9).u32(8).u64(2).str("a").str(""); // array of strings
-    b.str("t.nested").u32(9).u32(9).u64(2);                // array of arrays of i16
+    b.str("t.nested").u32(9).u32(9).u64(2);               // array of arrays of i16
     b.u32(3).u64(1).put(int16_t(-2)).u32(3).u64(0);
     auto file = parseBytes(b.b);
     QVERIFY2(file.ok(), file.ok() ? "" : file.error().message.c_str());
@@ -407,44 +427,60 @@ void TestGguf::rejectsBadFiles_data() {
                             << checkpoint;
     };
     // A valid single-tensor file with one kv, built with a patchable tensor-info tail.
-    auto oneTensor = [](std::vector<uint64_t> ne, uint32_t type, uint64_t offset, size_t dataBytes) {
-        return header(3, 1, 1).kvStr("general.name", "t").tensor("w", ne, type, offset).padTo(32).data(dataBytes).b;
+    auto oneTensor = [](std::vector<uint64_t> ne, uint32_t type, uint64_t offset,
+                        size_t dataBytes) {
+        return header(3, 1, 1)
+            .kvStr("general.name", "t")
+            .tensor("w", ne, type, offset)
+            .padTo(32)
+            .data(dataBytes)
+            .b;
     };
     row("bad magic", "GGUX" + header(3, 0, 0).b.substr(4), format, "bad magic 'GGUX'");
     row("version 1", header(1, 0, 0).b, unsupported, "GGUF version 1");
     row("version 99", header(99, 0, 0).b, unsupported, "GGUF version 99");
     row("truncated header", header(3, 0, 0).b.substr(0, 10), format, "truncated");
-    row("tensor count huge", header(3, uint64_t(1) << 62, 0).b, format, "tensor count 4611686018427387904");
-    row("kv count huge", header(3, 0, ~uint64_t(0)).b, format, "metadata count 18446744073709551615");
-    row("string length past end", header(3, 0, 1).u64(1000).b + "general", format, "string length 1000");
+    row("tensor count huge", header(3, uint64_t(1) << 62, 0).b, format,
+        "tensor count 4611686018427387904");
+    row("kv count huge", header(3, 0, ~uint64_t(0)).b, format,
+        "metadata count 18446744073709551615");
+    row("string length past end", header(3, 0, 1).u64(1000).b + "general", format,
+        "string length 1000");
     row("key length overflow", header(3, 0, 1).u64(~uint64_t(0)).b + "k.k.k.k.k.k.k", format,
         "string length 18446744073709551615");
     row("array length overflow", header(3, 0, 1).str("a").u32(9).u32(4).u64(uint64_t(1) << 62).b,
         format, "array of 4611686018427387904 u32");
-    row("unknown value type", header(3, 0, 1).str("a").u32(13).u32(0).b, format, "unknown value type 13");
+    row("unknown value type", header(3, 0, 1).str("a").u32(13).u32(0).b, format,
+        "unknown value type 13");
     row("unknown array element type", header(3, 0, 1).str("a").u32(9).u32(77).u64(0).b, format,
         "unknown array element type 77");
-    row("bool not 0/1", header(3, 0, 1).str("a").u32(7).put(uint8_t(2)).b, format, "bool byte is 2");
+    row("bool not 0/1", header(3, 0, 1).str("a").u32(7).put(uint8_t(2)).b, format,
+        "bool byte is 2");
     row("duplicate key", header(3, 0, 2).kvU32("a.b", 1).kvU32("a.b", 2).b, format,
         "duplicate metadata key 'a.b'");
     Bytes deep = header(3, 0, 1).str("deep").u32(9);
-    for (int i = 0; i < 12; ++i) deep.u32(9).u64(1);
+    for (int i = 0; i < 12; ++i)
+        deep.u32(9).u64(1);
     row("arrays nested too deep", deep.u32(0).u64(0).b, format, "nested deeper than 8");
-    row("alignment 0", header(3, 0, 1).kvU32("general.alignment", 0).b, format, "general.alignment 0 ");
+    row("alignment 0", header(3, 0, 1).kvU32("general.alignment", 0).b, format,
+        "general.alignment 0 ");
     row("alignment 48", header(3, 0, 1).kvU32("general.alignment", 48).b, format,
         "general.alignment 48 is not a power of two");
     row("alignment as string", header(3, 0, 1).kvStr("general.alignment", "32").b, format,
         "general.alignment has type string");
     row("n_dims 5", oneTensor({2, 2, 2, 2, 2}, 0, 0, 128), format, "has 5 dimensions");
     row("n_dims 0", oneTensor({}, 0, 0, 32), format, "has 0 dimensions");
-    row("dims product overflow", oneTensor({uint64_t(1) << 32, uint64_t(1) << 32}, 0, 0, 32), format,
-        "dimensions overflow");
-    row("tensor data past end", oneTensor({1024}, 0, 0, 64), format, "ends past the end of the file");
+    row("dims product overflow", oneTensor({uint64_t(1) << 32, uint64_t(1) << 32}, 0, 0, 32),
+        format, "dimensions overflow");
+    row("tensor data past end", oneTensor({1024}, 0, 0, 64), format,
+        "ends past the end of the file");
     row("tensor offset past end", oneTensor({8}, 0, uint64_t(1) << 60, 64), format,
         "ends past the end of the file");
-    row("unaligned offset", oneTensor({8}, 0, 4, 64), format, "data offset 4 is not a multiple of the alignment 32");
+    row("unaligned offset", oneTensor({8}, 0, 4, 64), format,
+        "data offset 4 is not a multiple of the alignment 32");
     row("unknown ggml type", oneTensor({8}, 4, 0, 64), format, "unknown GGML type id 4");
-    row("row not whole blocks", oneTensor({33}, 2, 0, 64), format, "not a multiple of the Q4_0 block size");
+    row("row not whole blocks", oneTensor({33}, 2, 0, 64), format,
+        "not a multiple of the Q4_0 block size");
     row("overlapping tensors",
         header(3, 2, 0).tensor("a", {16}, 0, 0).tensor("b", {16}, 0, 32).padTo(32).data(96).b,
         format, "tensors 'a' and 'b' overlap");

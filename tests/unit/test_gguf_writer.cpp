@@ -24,8 +24,8 @@ namespace {
 std::vector<const Tensor *> allWeights(const ModelWeights &w) {
     std::vector<const Tensor *> out = {&w.tokenEmbedding, &w.finalNorm, &w.output};
     for (const LayerWeights &l : w.layers)
-        for (const Tensor *t : {&l.attnNorm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffnNorm, &l.wGate,
-                                &l.wUp, &l.wDown})
+        for (const Tensor *t :
+             {&l.attnNorm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffnNorm, &l.wGate, &l.wUp, &l.wDown})
             out.push_back(t);
     return out;
 }
@@ -80,17 +80,19 @@ void TestGgufWriter::f32RoundTripReproducesLlamaCppFile() {
     }
     for (const char *key : {"general.architecture", "general.name", "tokenizer.ggml.model"})
         QCOMPARE(*b->getString(key), *a->getString(key));
-    for (const char *key : {"llama.embedding_length", "llama.block_count", "llama.feed_forward_length",
-                            "llama.attention.head_count", "llama.attention.head_count_kv",
-                            "llama.rope.dimension_count", "llama.context_length",
-                            "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-                            "tokenizer.ggml.unknown_token_id"})
+    for (const char *key :
+         {"llama.embedding_length", "llama.block_count", "llama.feed_forward_length",
+          "llama.attention.head_count", "llama.attention.head_count_kv",
+          "llama.rope.dimension_count", "llama.context_length", "tokenizer.ggml.bos_token_id",
+          "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id"})
         QCOMPARE(*b->getU32(key), *a->getU32(key));
     QCOMPARE(b->find("general.alignment")->type, GgufValueType::U32);
     QCOMPARE(*b->getU32("general.alignment"), 32u);
-    QCOMPARE(*b->getStringArray("tokenizer.ggml.tokens"), *a->getStringArray("tokenizer.ggml.tokens"));
+    QCOMPARE(*b->getStringArray("tokenizer.ggml.tokens"),
+             *a->getStringArray("tokenizer.ggml.tokens"));
     QCOMPARE(*b->getF32Array("tokenizer.ggml.scores"), *a->getF32Array("tokenizer.ggml.scores"));
-    QCOMPARE(*b->getI32Array("tokenizer.ggml.token_type"), *a->getI32Array("tokenizer.ggml.token_type"));
+    QCOMPARE(*b->getI32Array("tokenizer.ggml.token_type"),
+             *a->getI32Array("tokenizer.ggml.token_type"));
     QVERIFY(!b->has("tokenizer.ggml.padding_token_id")); // none (u32 -1 in the original)
 
     // Checkpoint level: identical config and weights.
@@ -101,7 +103,8 @@ void TestGgufWriter::f32RoundTripReproducesLlamaCppFile() {
     QCOMPARE(again->config.rmsNormEps, ckpt->config.rmsNormEps);
     QCOMPARE(again->config.eosIds, ckpt->config.eosIds);
     const auto w0 = allWeights(ckpt->weights), w1 = allWeights(again->weights);
-    for (size_t i = 0; i < w0.size(); ++i) QVERIFY2(sameBits(*w0[i], *w1[i]), w0[i]->name.c_str());
+    for (size_t i = 0; i < w0.size(); ++i)
+        QVERIFY2(sameBits(*w0[i], *w1[i]), w0[i]->name.c_str());
 }
 
 // Q8_0: ffn_down rows (172) are not whole blocks and fall back to F16 as in llama-quantize; every
@@ -146,7 +149,8 @@ void TestGgufWriter::q8_0MatchesLlamaQuantizeAndBound() {
         }
         for (size_t b = 0; b < x.size(); b += 32) {
             double amax = 0;
-            for (size_t j = b; j < b + 32; ++j) amax = std::max(amax, std::fabs(double(x[j])));
+            for (size_t j = b; j < b + 32; ++j)
+                amax = std::max(amax, std::fabs(double(x[j])));
             const double d = amax / 127, d16 = f16ToFloat(floatToF16(float(d)));
             const double bound = d / 2 + 127 * std::fabs(d - d16) + 1e-7;
             for (size_t j = b; j < b + 32; ++j)
@@ -157,14 +161,16 @@ void TestGgufWriter::q8_0MatchesLlamaQuantizeAndBound() {
 
 void TestGgufWriter::f16AndBf16WithinRounding() {
     auto ckpt = loadStories();
-    if (!ckpt.ok()) QSKIP("stories260K.gguf missing");
+    if (!ckpt.ok())
+        QSKIP("stories260K.gguf missing");
     Fixture fx;
     for (auto [type, bits] : {std::pair{GgmlType::F16, 11}, std::pair{GgmlType::BF16, 8}}) {
         const fs::path out = fx.path(type == GgmlType::F16 ? "f16.gguf" : "bf16.gguf");
         QVERIFY(writeGgufCheckpoint(*ckpt, out, type).ok());
         auto again = loadGgufCheckpoint(out, {});
         QVERIFY2(again.ok(), again.ok() ? "" : again.error().message.c_str());
-        QCOMPARE(again->weights.layers[2].wUp.dtype, type == GgmlType::F16 ? DType::F16 : DType::BF16);
+        QCOMPARE(again->weights.layers[2].wUp.dtype,
+                 type == GgmlType::F16 ? DType::F16 : DType::BF16);
         const auto w0 = allWeights(ckpt->weights), w1 = allWeights(again->weights);
         for (size_t i = 0; i < w0.size(); ++i) {
             const std::vector<float> x = tensorToFloats(*w0[i]), y = tensorToFloats(*w1[i]);
@@ -176,7 +182,8 @@ void TestGgufWriter::f16AndBf16WithinRounding() {
 
 void TestGgufWriter::tiedHeadIsOmitted() {
     auto ckpt = loadStories();
-    if (!ckpt.ok()) QSKIP("stories260K.gguf missing");
+    if (!ckpt.ok())
+        QSKIP("stories260K.gguf missing");
     ckpt->weights.output = ckpt->weights.tokenEmbedding;
     ckpt->config.tieWordEmbeddings = true;
     Fixture fx;
@@ -196,7 +203,8 @@ void TestGgufWriter::tiedHeadIsOmitted() {
 // original/low) must be stored, and loading must recover the same scaling.
 void TestGgufWriter::ropeScalingRoundTrips() {
     auto ckpt = loadStories();
-    if (!ckpt.ok()) QSKIP("stories260K.gguf missing");
+    if (!ckpt.ok())
+        QSKIP("stories260K.gguf missing");
     Fixture fx;
     RopeScaling llama3;
     llama3.type = RopeScaling::Type::Llama3;
@@ -218,7 +226,8 @@ void TestGgufWriter::ropeScalingRoundTrips() {
             const double smooth = (1024.0 / wavelen - 1) / (4 - 1);
             expected = 1 / ((1 - smooth) / 8 + smooth);
         }
-        QVERIFY2(std::fabs(stored[i] - expected) <= 1e-6 * expected, qPrintable(QString::number(i)));
+        QVERIFY2(std::fabs(stored[i] - expected) <= 1e-6 * expected,
+                 qPrintable(QString::number(i)));
     }
     QVERIFY(stored[2] > 1 && stored[2] < 8); // one frequency in the smooth band
     auto again = loadGgufCheckpoint(fx.path("l3.gguf"), {});
@@ -237,7 +246,11 @@ void TestGgufWriter::ropeScalingRoundTrips() {
 
 void TestGgufWriter::writerEncodesAllValueTypes() {
     GgufWriter w(64);
-    auto value = [](GgufValueType t) { GgufValue v; v.type = t; return v; };
+    auto value = [](GgufValueType t) {
+        GgufValue v;
+        v.type = t;
+        return v;
+    };
     GgufValue u8 = value(GgufValueType::U8), i16 = value(GgufValueType::I16);
     u8.u = 200;
     i16.i = -1234;
@@ -327,14 +340,16 @@ void TestGgufWriter::permuteInverseUndoesPermute() {
     std::mt19937 rng(7);
     std::uniform_real_distribution<float> dist(-1, 1);
     std::vector<float> x(12 * 5);
-    for (float &v : x) v = dist(rng);
+    for (float &v : x)
+        v = dist(rng);
     const Tensor t = Tensor::fromFloats("w", {12, 5}, x.data());
     const std::vector<float> inv = tensorToFloats(permuteRopeRowsInverse(t, 2, 6));
     for (int h = 0; h < 2; ++h)
         for (int s = 0; s < 2; ++s)
             for (int j = 0; j < 3; ++j)
                 for (int c = 0; c < 5; ++c)
-                    QCOMPARE(inv[size_t((h * 6 + 2 * j + s) * 5 + c)], x[size_t((h * 6 + 3 * s + j) * 5 + c)]);
+                    QCOMPARE(inv[size_t((h * 6 + 2 * j + s) * 5 + c)],
+                             x[size_t((h * 6 + 3 * s + j) * 5 + c)]);
     QVERIFY(sameBits(permuteRopeRows(permuteRopeRowsInverse(t, 2, 6), 2, 6), t));
     QVERIFY(sameBits(permuteRopeRowsInverse(permuteRopeRows(t, 2, 6), 2, 6), t));
 }
