@@ -260,6 +260,9 @@ Result<VocabExport> readVocab(const GgufFile &file) {
     if (file.has("tokenizer.ggml.add_bos_token")) {
         LOWBIT_TRY(v.addBos, file.getBool("tokenizer.ggml.add_bos_token"));
     }
+    if (file.has("tokenizer.ggml.add_space_prefix")) { // SentencePiece's dummy prefix; default on
+        LOWBIT_TRY(v.addSpacePrefix, file.getBool("tokenizer.ggml.add_space_prefix"));
+    }
     return v;
 }
 

@@ -385,6 +385,8 @@ void writeTokenizerKeys(GgufWriter &w, const Checkpoint &ckpt) {
             if (id >= 0)
                 w.setU32(key, uint32_t(id));
         w.setBool("tokenizer.ggml.add_bos_token", v.addBos);
+        if (v.model == "llama")
+            w.setBool("tokenizer.ggml.add_space_prefix", v.addSpacePrefix);
         // Further end-of-generation ids (Llama 3 instruct's <|eot_id|>, <|eom_id|>).
         std::vector<int32_t> extra;
         for (int32_t id : ckpt.config.eosIds)
