@@ -2,9 +2,12 @@
 // method plugs in"). Rows are listed explicitly rather than self-registered, because objects of
 // a static library that nothing references are dropped by the linker.
 #include "quant/quantizer.h"
+#include "quant/awq.h"
 #include "quant/gptq.h"
 #include "quant/nf4.h"
+#include "quant/quip.h"
 #include "quant/rtn.h"
+#include "quant/smoothquant.h"
 
 namespace lowbit {
 
@@ -14,6 +17,12 @@ const QuantizerInfo kMethods[] = {
     {"rtn", makeRtnQuantizer, "round-to-nearest min-max, 1-8 bits, per-channel or grouped"},
     {"gptq", makeGptqQuantizer, "GPTQ: Hessian-aware column sweep (damp, block, act_order)"},
     {"nf4", makeNf4Quantizer, "4-bit NormalFloat, 64-weight absmax blocks, double-quantized scales"},
+    {"awq", makeAwqQuantizer,
+     "AWQ: activation-aware scales (grid of 20) folded into norms/linears, clip search, RTN"},
+    {"smoothquant", makeSmoothQuantQuantizer,
+     "SmoothQuant: alpha-smoothing folded into norms, W/A absmax per channel/token (W8A8)"},
+    {"quip", makeQuipQuantizer,
+     "QuIP: rescale + random orthogonal butterflies (seeded), LDLQ rounding, 2-4 bits"},
 };
 
 } // namespace
