@@ -14,6 +14,8 @@ packages=(
     libqcustomplot-dev libqcustomplot2.1-qt6
     # engine, storage
     libpcre2-dev libopenblas-dev liblapack-dev nlohmann-json3-dev libsqlite3-dev
+    # evaluators: HellaSwag ships bzip2-compressed
+    libbz2-dev
     # fuzz targets (libFuzzer runtime)
     clang libclang-rt-14-dev
     # GUI tests and screenshots under a virtual display
