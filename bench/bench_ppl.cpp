@@ -49,10 +49,14 @@ struct Row {
     int64_t chunks = 0;
     int64_t tokens = 0; // evaluated tokens (chunks * ctx)
     double seconds = 0;
-    double cpuSeconds = 0; // process CPU time over the evaluation, every thread summed
+    double cpuSeconds = 0; // least process CPU time of an evaluation, every thread summed
     double tokensPerSecond = 0;
     double perplexity = 0;
-    std::optional<LlamaCppResult> reference;
+    std::optional<LlamaCppResult> reference; // its fastest run (wall clock)
+    double referenceCpuSeconds = 0;          // its least process CPU time over the runs
+    // llama-perplexity's fixed CPU cost (load, tokenizing the whole text, warm-up), estimated from
+    // a 1-chunk run as cpu(1) - (cpu(N) - cpu(1)) / (N - 1); subtracted from its CPU figure.
+    double referenceOverheadCpu = 0;
     std::string referenceNote; // why there is no reference figure
 };
 
@@ -205,8 +209,9 @@ void printHeader() {
     std::fflush(stdout);
 }
 
-// speed ratio: lowbit tok/s over llama.cpp's (wall clock); cpu ratio: llama.cpp's process CPU
-// seconds over lowbit's evaluation CPU seconds (> 1: lowbit spends less CPU).
+// speed ratio: lowbit tok/s over llama.cpp's (wall clock, fastest runs); cpu ratio: llama.cpp's
+// CPU seconds (least run, fixed cost removed) over lowbit's (> 1: lowbit spends less CPU). On a
+// loaded machine the CPU figures are the steadier ones.
 void printRow(const Row &r, int64_t ctx) {
     std::printf("| %s | %s | %s | %d | %lld | %lld | %lld | %.2f |", r.model.c_str(),
                 formatParams(r.params).c_str(), r.dtype.c_str(), r.threads, (long long)ctx,
@@ -218,11 +223,12 @@ void printRow(const Row &r, int64_t ctx) {
         return;
     }
     const LlamaCppResult &ref = *r.reference;
+    const double refCpu = r.referenceCpuSeconds - r.referenceOverheadCpu;
     auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
     std::printf(" %.2f | %.1f | %.1f | %.2fx | %.2f | %.2f | %.2fx | %.4f | %.4f |\n",
                 ref.evalSeconds, r.tokensPerSecond, ref.tokensPerSecond,
-                ratio(r.tokensPerSecond, ref.tokensPerSecond), r.cpuSeconds, ref.cpuSeconds,
-                ratio(ref.cpuSeconds, r.cpuSeconds), r.perplexity, ref.perplexity);
+                ratio(r.tokensPerSecond, ref.tokensPerSecond), r.cpuSeconds, refCpu,
+                ratio(refCpu, r.cpuSeconds), r.perplexity, ref.perplexity);
     std::fflush(stdout);
 }
 
@@ -245,18 +251,20 @@ Status measureLowbit(Model &model, std::span<const int32_t> tokens, const Option
     LOWBIT_TRY(PerplexityReport report, evaluatePerplexity(model, tokens, po, progress));
     const double cpuSeconds = processCpuSeconds() - cpuStart;
     std::fprintf(stderr, "\n");
+    if (row.cpuSeconds == 0 || cpuSeconds < row.cpuSeconds)
+        row.cpuSeconds = cpuSeconds;
     if (row.seconds > 0 && report.seconds >= row.seconds)
         return {};
     row.chunks = report.chunks;
     row.tokens = report.chunks * o.contextTokens;
     row.seconds = report.seconds;
-    row.cpuSeconds = cpuSeconds;
     row.tokensPerSecond = report.tokensPerSecond;
     row.perplexity = report.perplexity;
     return {};
 }
 
-// One llama-perplexity measurement on the chunks lowbit ran; kept when the fastest so far.
+// One llama-perplexity measurement on the chunks lowbit ran; kept when the fastest so far. The
+// first time, a 1-chunk run estimates its fixed CPU cost.
 void measureLlamaCpp(Row &row, const Options &o, const std::optional<fs::path> &binary,
                      const fs::path &model, const fs::path &text) {
     if (!binary) {
@@ -272,8 +280,18 @@ void measureLlamaCpp(Row &row, const Options &o, const std::optional<fs::path> &
         row.referenceNote = "llama.cpp failed (see stderr)";
         return;
     }
-    std::fprintf(stderr, "  llama.cpp: %.1f tok/s  (%s)\n", result->tokensPerSecond,
-                 result->commandLine.c_str());
+    std::fprintf(stderr, "  llama.cpp: %.1f tok/s, %.2f cpu s  (%s)\n", result->tokensPerSecond,
+                 result->cpuSeconds, result->commandLine.c_str());
+    if (!row.reference && row.chunks > 1) {
+        run.chunks = 1;
+        if (Result<LlamaCppResult> one = runLlamaPerplexity(*binary, run); one) {
+            const double perChunk = (result->cpuSeconds - one->cpuSeconds) / double(row.chunks - 1);
+            row.referenceOverheadCpu = std::max(0.0, one->cpuSeconds - perChunk);
+            std::fprintf(stderr, "  llama.cpp fixed cost: %.2f cpu s\n", row.referenceOverheadCpu);
+        }
+    }
+    if (row.referenceCpuSeconds == 0 || result->cpuSeconds < row.referenceCpuSeconds)
+        row.referenceCpuSeconds = result->cpuSeconds;
     if (!row.reference || result->evalSeconds < row.reference->evalSeconds)
         row.reference = *result;
 }
