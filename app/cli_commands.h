@@ -12,6 +12,8 @@ int runTokenize(const std::vector<std::string> &args);
 int runLogits(const std::vector<std::string> &args);
 int runGenerate(const std::vector<std::string> &args);
 int runPerplexity(const std::vector<std::string> &args);
+int runEval(const std::vector<std::string> &args);
+int runTasks(const std::vector<std::string> &args);
 int runQuantize(const std::vector<std::string> &args);
 
 } // namespace lowbit::cli

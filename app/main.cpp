@@ -37,6 +37,12 @@ const std::map<std::string, Command> &commands() {
                                    "      [--calib FILE] [--calib-samples N] [--calib-len L] [--seed S] [--layers SPEC]\n"
                                    "      [--act-order] [--method-options JSON] [--no-true-sequential] [--hessian f32|f64]\n"
                                    "      [--tokenizer FILE] [--threads N] [--json]   ->  a checkpoint directory any command loads"}},
+        {"eval", {runEval, "eval MODEL --tasks a,b,c [--limit N --shots K --batch B --ctx N --seed S]\n"
+                           "      [--mode paper|llamacpp] [--guard GUARD] [--kld-write FILE | --kld-base FILE]\n"
+                           "      [--max-tokens N] [--bos] [--chat|--no-chat] [--data DIR] [--samples FILE.jsonl]\n"
+                           "      [--options JSON] [--threads N] [--json]   ->  metrics per task (lm-eval semantics)"}},
+        {"tasks", {runTasks, "tasks [--data DIR] [--json]\n"
+                             "      the evaluation tasks, their data files and whether they were found"}},
     };
     return table;
 }
