@@ -7,6 +7,13 @@ namespace lowbit {
 
 namespace {
 
+// The LDL form rounds exactly as the inverse form only when the grid comes from the original
+// weights (per-channel): group grids are found from partially updated columns, and those partial
+// sums differ between the two forms (only complete ones agree, QuIP Thm. 6).
+bool useLdl(const GptqOptions &options, int64_t cols) {
+    return options.groupSize <= 0 || options.groupSize >= cols;
+}
+
 // The per-column quantizer of the sweep: the min-max grid of each (row, group), found when the
 // sweep enters the block holding the group's first column (gptq.py: find_params on
 // W[:, i1+i : i1+i+groupsize] when (i1 + i) % groupsize == 0).
@@ -57,33 +64,41 @@ private:
 } // namespace
 
 Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> weight, int64_t rows,
+                                     int64_t cols, const PreparedHessian &prepared,
+                                     const GptqOptions &options, std::stop_token stop,
+                                     nlohmann::json *notes) {
+    if (int64_t(weight.size()) != rows * cols || prepared.cols != cols)
+        return makeError(ErrorCode::InvalidArgument, name + ": weight or Hessian size does not match its shape");
+    LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "gptq", rows, cols, options.bits,
+                                                          options.groupSize, options.symmetric));
+    std::vector<float> w(weight.begin(), weight.end());
+    for (int64_t j = 0; j < cols; ++j) // gptq.py: W[:, dead] = 0
+        if (prepared.deadColumns[size_t(j)])
+            for (int64_t r = 0; r < rows; ++r)
+                w[size_t(r * cols + j)] = 0;
+    if (!prepared.permutation.empty())
+        w = permuteColumns(w, rows, cols, prepared.permutation);
+    GridSweep sweep(rows, cols, t.groupSize, options.bits, options.symmetric);
+    LOWBIT_TRY(SweepResult result, obsSweep(w, rows, cols, prepared, options.blockSize, sweep,
+                                            options.threads, stop));
+    LOWBIT_CHECK(sweep.fill(t));
+    t.permutation = prepared.permutation;
+    if (notes) {
+        (*notes)["loss"] = result.loss;
+        (*notes)["damp"] = prepared.dampUsed;
+    }
+    return t;
+}
+
+Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> weight, int64_t rows,
                                      int64_t cols, const std::vector<double> &hessian,
                                      const GptqOptions &options, std::stop_token stop,
                                      nlohmann::json *notes) {
-    if (int64_t(weight.size()) != rows * cols)
-        return makeError(ErrorCode::InvalidArgument, name + ": weight size does not match its shape");
-    LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "gptq", rows, cols, options.bits,
-                                                          options.groupSize, options.symmetric));
-    auto prepared = prepareHessian(hessian, cols, {options.damp, options.actOrder, options.threads});
+    auto prepared = prepareHessian(hessian, cols, {options.damp, options.actOrder, options.threads,
+                                                   useLdl(options, cols)});
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
-    std::vector<float> w(weight.begin(), weight.end());
-    for (int64_t j = 0; j < cols; ++j) // gptq.py: W[:, dead] = 0
-        if (prepared->deadColumns[size_t(j)])
-            for (int64_t r = 0; r < rows; ++r)
-                w[size_t(r * cols + j)] = 0;
-    if (!prepared->permutation.empty())
-        w = permuteColumns(w, rows, cols, prepared->permutation);
-    GridSweep sweep(rows, cols, t.groupSize, options.bits, options.symmetric);
-    LOWBIT_TRY(SweepResult result, obsSweep(w, rows, cols, prepared->hinvUpper, options.blockSize,
-                                            sweep, options.threads, stop));
-    LOWBIT_CHECK(sweep.fill(t));
-    t.permutation = prepared->permutation;
-    if (notes) {
-        (*notes)["loss"] = result.loss;
-        (*notes)["damp"] = prepared->dampUsed;
-    }
-    return t;
+    return quantizeGptq(std::move(name), weight, rows, cols, *prepared, options, stop, notes);
 }
 
 namespace {
@@ -96,12 +111,32 @@ public:
     Result<QuantizedTensor> quantize(const LinearJob &job) override {
         if (!job.stats || !job.stats->hasHessian())
             return makeError(ErrorCode::InvalidArgument, job.name + ": gptq needs a calibration Hessian");
-        return quantizeGptq(job.name, job.weight, job.rows, job.cols, job.stats->hessian, m_options,
+        // q/k/v (and gate/up) share their input's statistics: prepare H^-1 once for them.
+        const Key key{job.layer, linearInputOf(job.kind), job.stats, job.stats->tokens};
+        if (!(key == m_key) || m_prepared.cols != job.cols) {
+            auto prepared = prepareHessian(job.stats->hessian, job.cols,
+                                           {m_options.damp, m_options.actOrder, m_options.threads,
+                                            useLdl(m_options, job.cols)});
+            if (!prepared)
+                return prepared.error();
+            m_prepared = std::move(*prepared);
+            m_key = key;
+        }
+        return quantizeGptq(job.name, job.weight, job.rows, job.cols, m_prepared, m_options,
                             job.stop, job.notes);
     }
 
 private:
+    struct Key {
+        int64_t layer = -1;
+        LinearInput input = LinearInput::Attention;
+        const LinearStats *stats = nullptr;
+        int64_t tokens = 0;
+        bool operator==(const Key &) const = default;
+    };
     GptqOptions m_options;
+    Key m_key;
+    PreparedHessian m_prepared;
 };
 
 } // namespace

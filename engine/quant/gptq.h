@@ -1,12 +1,14 @@
 // GPTQ (Frantar, Ashkboos, Hoefler, Alistarh 2022, "GPTQ: Accurate Post-Training Quantization for
 // Generative Pre-trained Transformers", Algorithm 1), as gptq.py's fasterquant does it: dead
 // columns zeroed, damping 0.01 * mean(diag H), optional act-order (columns by decreasing H_jj),
-// U = chol(H^-1) upper, column sweep in blocks of 128 with lazy batch updates
-// (engine/quant/obs_sweep.h), min-max grid (engine/quant/minmax_grid.h) of a group found from the
-// weights as updated so far when the sweep reaches the group's first column.
+// column sweep in blocks of 128 with lazy batch updates (engine/quant/obs_sweep.h), min-max grid
+// (engine/quant/minmax_grid.h) of a group found from the weights as updated so far when the
+// sweep reaches the group's first column. Per-channel runs use the sweep's LDL form (the same
+// rounding with one Cholesky of H instead of chol(H^-1): half the factorization flops).
 #pragma once
 
 #include "quant/calibration.h"
+#include "quant/obs_sweep.h"
 #include "quant/quantizer.h"
 
 #include <nlohmann/json.hpp>
@@ -30,6 +32,13 @@ struct GptqOptions {
 // set, receives {"loss", "damp"}.
 Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> weight, int64_t rows,
                                      int64_t cols, const std::vector<double> &hessian,
+                                     const GptqOptions &options, std::stop_token stop = {},
+                                     nlohmann::json *notes = nullptr);
+
+// The same with H already prepared (damped, permuted, factored; either form of obs_sweep.h):
+// q/k/v and gate/up share one.
+Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> weight, int64_t rows,
+                                     int64_t cols, const PreparedHessian &prepared,
                                      const GptqOptions &options, std::stop_token stop = {},
                                      nlohmann::json *notes = nullptr);
 

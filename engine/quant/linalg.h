@@ -27,4 +27,9 @@ public:
 // Errors: Internal "not positive definite (leading minor k)" when spotrf fails.
 Status choleskyInverseUpper(std::vector<float> &h, int64_t n);
 
+// In place: h (n x n, symmetric positive definite) becomes the upper-triangular V with H = V V^T
+// (strictly lower part zeroed): V = J chol(J H J) J, one Cholesky (n^3/3 flops). V = U^{-1} for the
+// U above, which lets GPTQ run on V without any inverse (engine/quant/obs_sweep.h, LDL form).
+Status reverseCholeskyUpper(std::vector<float> &h, int64_t n);
+
 } // namespace lowbit

@@ -58,7 +58,21 @@ Result<PreparedHessian> prepareHessian(const std::vector<double> &hessian, int64
                 h[size_t(i * cols + j)] = float(v);
             }
         }
-        if (choleskyInverseUpper(h, cols).ok()) {
+        if (options.ldl && reverseCholeskyUpper(h, cols).ok()) {
+            p.ldlScale.resize(size_t(cols));
+            for (int64_t k = 0; k < cols; ++k)
+                p.ldlScale[size_t(k)] = h[size_t(k * cols + k)];
+            for (int64_t j = 0; j < cols; ++j) {
+                float *row = h.data() + j * cols;
+                row[j] = 0;
+                for (int64_t k = j + 1; k < cols; ++k)
+                    row[k] /= p.ldlScale[size_t(k)];
+            }
+            p.ldlUpper = std::move(h);
+            p.dampUsed = damp;
+            return p;
+        }
+        if (!options.ldl && choleskyInverseUpper(h, cols).ok()) {
             p.hinvUpper = std::move(h);
             p.dampUsed = damp;
             return p;
@@ -70,9 +84,18 @@ Result<PreparedHessian> prepareHessian(const std::vector<double> &hessian, int64
 
 namespace {
 
+// The factor the sweep runs on. Inverse form: m = U, err_j = (w~_j - q_j) / U_jj, updates
+// -err_j U_jk. LDL form: m = A, err_j = W_j - q_j (original weights), updates +err_j A_jk.
+struct SweepFactor {
+    const float *m = nullptr;
+    const float *orig = nullptr;  // LDL form: the weights before the sweep
+    const float *scale = nullptr; // LDL form: V_jj, for the loss
+    bool ldl() const { return orig != nullptr; }
+};
+
 // The in-block part of Alg. 1 for rows [r0, r1): columns of the block are transposed into `wt`
 // (count x rows, one column contiguous) so the rank-1 updates run along contiguous memory.
-double sweepRows(std::vector<float> &w, int64_t cols, const std::vector<float> &u, int64_t first,
+double sweepRows(std::vector<float> &w, int64_t cols, const SweepFactor &f, int64_t first,
                  int64_t count, int64_t r0, int64_t r1, SweepQuantizer &quantizer,
                  std::vector<float> &errT, int64_t rows) {
     const int64_t n = r1 - r0;
@@ -80,24 +103,36 @@ double sweepRows(std::vector<float> &w, int64_t cols, const std::vector<float> &
     for (int64_t r = 0; r < n; ++r)
         for (int64_t i = 0; i < count; ++i)
             wt[size_t(i * n + r)] = w[size_t((r0 + r) * cols + first + i)];
+    const float sign = f.ldl() ? 1.0f : -1.0f;
     double loss = 0;
     for (int64_t i = 0; i < count; ++i) {
+        const int64_t j = first + i;
         float *col = wt.data() + i * n;
-        quantizer.quantizeColumn(first + i, r0, r1, col, q.data());
-        const float *urow = u.data() + (first + i) * cols + first;
-        const float d = urow[i];
+        quantizer.quantizeColumn(j, r0, r1, col, q.data());
+        const float *mrow = f.m + j * cols + first;
         float *err = errT.data() + i * rows + r0;
-        for (int64_t r = 0; r < n; ++r) {
-            const float e = (col[r] - q[size_t(r)]) / d;
-            loss += double(e) * double(e) / 2; // (w - q)^2 / d^2 / 2
-            err[r] = e;
-            col[r] = q[size_t(r)];
+        if (f.ldl()) {
+            const double v = f.scale[j];
+            for (int64_t r = 0; r < n; ++r) {
+                const double d = (double(col[r]) - q[size_t(r)]) * v;
+                loss += d * d / 2; // (w~ - q)^2 / U_jj^2 / 2, U_jj = 1 / V_jj
+                err[r] = f.orig[(r0 + r) * cols + j] - q[size_t(r)];
+                col[r] = q[size_t(r)];
+            }
+        } else {
+            const float d = mrow[i];
+            for (int64_t r = 0; r < n; ++r) {
+                const float e = (col[r] - q[size_t(r)]) / d;
+                loss += double(e) * double(e) / 2; // (w - q)^2 / d^2 / 2
+                err[r] = e;
+                col[r] = q[size_t(r)];
+            }
         }
         for (int64_t k = i + 1; k < count; ++k) {
-            const float h = urow[k];
+            const float h = sign * mrow[k];
             float *target = wt.data() + k * n;
             for (int64_t r = 0; r < n; ++r)
-                target[r] -= err[r] * h;
+                target[r] += err[r] * h;
         }
     }
     for (int64_t r = 0; r < n; ++r)
@@ -106,13 +141,9 @@ double sweepRows(std::vector<float> &w, int64_t cols, const std::vector<float> &
     return loss;
 }
 
-} // namespace
-
-Result<SweepResult> obsSweep(std::vector<float> &w, int64_t rows, int64_t cols,
-                             const std::vector<float> &hinvUpper, int64_t blockSize,
-                             SweepQuantizer &quantizer, int threads, std::stop_token stop) {
-    if (int64_t(w.size()) != rows * cols || int64_t(hinvUpper.size()) != cols * cols || blockSize <= 0)
-        return makeError(ErrorCode::InvalidArgument, "obsSweep: sizes do not match");
+Result<SweepResult> runSweep(std::vector<float> &w, int64_t rows, int64_t cols, const SweepFactor &f,
+                             int64_t blockSize, SweepQuantizer &quantizer, int threads,
+                             std::stop_token stop) {
     ThreadPool pool(threads);
     const int64_t chunk = std::max<int64_t>(8, (rows + pool.size() * 4 - 1) / (pool.size() * 4));
     const int64_t chunks = (rows + chunk - 1) / chunk;
@@ -125,20 +156,42 @@ Result<SweepResult> obsSweep(std::vector<float> &w, int64_t rows, int64_t cols,
         quantizer.beginBlock(first, count, w.data());
         pool.parallelFor(chunks, [&](int64_t c, int) {
             const int64_t r0 = c * chunk, r1 = std::min(rows, r0 + chunk);
-            chunkLoss[size_t(c)] += sweepRows(w, cols, hinvUpper, first, count, r0, r1, quantizer, errT, rows);
+            chunkLoss[size_t(c)] += sweepRows(w, cols, f, first, count, r0, r1, quantizer, errT, rows);
         });
         if (last < cols) { // Alg. 1 line 13: W[:, last:] -= E^T * U[first:last, last:]
             BlasThreads blas(threads);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(rows), int(cols - last),
-                        int(count), -1.0f, errT.data(), int(rows),
-                        hinvUpper.data() + first * cols + last, int(cols), 1.0f, w.data() + last,
-                        int(cols));
+                        int(count), f.ldl() ? 1.0f : -1.0f, errT.data(), int(rows),
+                        f.m + first * cols + last, int(cols), 1.0f, w.data() + last, int(cols));
         }
     }
     SweepResult result;
     for (double l : chunkLoss)
         result.loss += l;
     return result;
+}
+
+} // namespace
+
+Result<SweepResult> obsSweep(std::vector<float> &w, int64_t rows, int64_t cols,
+                             const std::vector<float> &hinvUpper, int64_t blockSize,
+                             SweepQuantizer &quantizer, int threads, std::stop_token stop) {
+    if (int64_t(w.size()) != rows * cols || int64_t(hinvUpper.size()) != cols * cols || blockSize <= 0)
+        return makeError(ErrorCode::InvalidArgument, "obsSweep: sizes do not match");
+    return runSweep(w, rows, cols, {hinvUpper.data()}, blockSize, quantizer, threads, stop);
+}
+
+Result<SweepResult> obsSweep(std::vector<float> &w, int64_t rows, int64_t cols,
+                             const PreparedHessian &prepared, int64_t blockSize,
+                             SweepQuantizer &quantizer, int threads, std::stop_token stop) {
+    if (prepared.ldlUpper.empty())
+        return obsSweep(w, rows, cols, prepared.hinvUpper, blockSize, quantizer, threads, stop);
+    if (int64_t(w.size()) != rows * cols || int64_t(prepared.ldlUpper.size()) != cols * cols ||
+        int64_t(prepared.ldlScale.size()) != cols || blockSize <= 0)
+        return makeError(ErrorCode::InvalidArgument, "obsSweep: sizes do not match");
+    const std::vector<float> orig = w;
+    return runSweep(w, rows, cols, {prepared.ldlUpper.data(), orig.data(), prepared.ldlScale.data()},
+                    blockSize, quantizer, threads, stop);
 }
 
 } // namespace lowbit

@@ -11,6 +11,12 @@
 //
 // Rows are independent, so the in-block loop runs over row ranges on a thread pool; the lazy
 // update is one sgemm.
+//
+// LDL form (QuIP's LDLQ, Chee et al. 2023, Thm. 6: the same rounding as GPTQ): with H = V V^T,
+// V upper (V = U^{-1}), A_jk = V_jk / V_kk (j < k), the column to quantize is
+//   w~_k = W_k + sum_{j<k} (W_j - q_j) A_jk,
+// so one Cholesky (n^3/3) replaces GPTQ's Cholesky + triangular inverse (2n^3/3), and the sweep
+// keeps the same blocked shape (in-block rank-1 updates, one GEMM per block).
 #pragma once
 
 #include "core/result.h"
@@ -25,6 +31,8 @@ namespace lowbit {
 struct PreparedHessian {
     int64_t cols = 0;
     std::vector<float> hinvUpper;     // U, upper triangular, H'^{-1} = U^T U (H' damped, permuted)
+    std::vector<float> ldlUpper;      // LDL form instead of U: A (strictly upper, zero diagonal)
+    std::vector<float> ldlScale;      // LDL form: V_jj = 1 / U_jj
     std::vector<int32_t> permutation; // empty, or act-order: position j holds original column p[j]
     std::vector<bool> deadColumns;    // original columns with H_jj == 0 (weights forced to 0)
     double dampUsed = 0;              // the damping factor that made H' positive definite
@@ -35,6 +43,7 @@ struct HessianOptions {
     double damp = 0.01;      // percdamp: H += damp * mean(diag H) * I
     bool actOrder = false;   // sort columns by decreasing diag(H) (GPTQ "act-order")
     int threads = 0;         // BLAS/LAPACK threads
+    bool ldl = false;        // prepare the LDL form (ldlUpper/ldlScale) instead of hinvUpper
 };
 
 // Dead columns get H_jj = 1; damping is added; columns are permuted when actOrder; then U is
@@ -66,6 +75,11 @@ struct SweepResult {
 // (checked once per block).
 Result<SweepResult> obsSweep(std::vector<float> &w, int64_t rows, int64_t cols,
                              const std::vector<float> &hinvUpper, int64_t blockSize,
+                             SweepQuantizer &quantizer, int threads, std::stop_token stop = {});
+
+// The same on a prepared Hessian of either form (GPTQ's fast path uses the LDL form).
+Result<SweepResult> obsSweep(std::vector<float> &w, int64_t rows, int64_t cols,
+                             const PreparedHessian &prepared, int64_t blockSize,
                              SweepQuantizer &quantizer, int threads, std::stop_token stop = {});
 
 // Columns of a rows x cols row-major matrix reordered: out[:, j] = in[:, perm[j]].
