@@ -3,11 +3,14 @@
 // a static library that nothing references are dropped by the linker.
 #include "quant/quantizer.h"
 #include "quant/awq.h"
+#include "quant/billm.h"
 #include "quant/gptq.h"
 #include "quant/nf4.h"
+#include "quant/pb_llm.h"
 #include "quant/quip.h"
 #include "quant/rtn.h"
 #include "quant/smoothquant.h"
+#include "quant/slim_llm.h"
 
 namespace lowbit {
 
@@ -17,6 +20,12 @@ const QuantizerInfo kMethods[] = {
     {"rtn", makeRtnQuantizer, "round-to-nearest min-max, 1-8 bits, per-channel or grouped"},
     {"gptq", makeGptqQuantizer, "GPTQ: Hessian-aware column sweep (damp, block, act_order)"},
     {"nf4", makeNf4Quantizer, "4-bit NormalFloat, 64-weight absmax blocks, double-quantized scales"},
+    {"pb-llm", makePbLlmQuantizer,
+     "PB-LLM: salient weights at 8 bits, the rest binarized, GPTQ compensation (target_bits)"},
+    {"billm", makeBillmQuantizer,
+     "BiLLM: residual-binarized salient columns, split binarization of the rest (--bits 1)"},
+    {"slim-llm", makeSlimLlmQuantizer,
+     "SliM-LLM: group-wise N-1/N/N+1 bits by salience, salience-weighted grids, GPTQ sweep"},
     {"awq", makeAwqQuantizer,
      "AWQ: activation-aware scales (grid of 20) folded into norms/linears, clip search, RTN"},
     {"smoothquant", makeSmoothQuantQuantizer,
