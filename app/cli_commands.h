@@ -15,5 +15,10 @@ int runPerplexity(const std::vector<std::string> &args);
 int runEval(const std::vector<std::string> &args);
 int runTasks(const std::vector<std::string> &args);
 int runQuantize(const std::vector<std::string> &args);
+int runRun(const std::vector<std::string> &args);
+int runResume(const std::vector<std::string> &args);
+int runRuns(const std::vector<std::string> &args);
+int runCompare(const std::vector<std::string> &args);
+int runExport(const std::vector<std::string> &args);
 
 } // namespace lowbit::cli

@@ -43,6 +43,19 @@ const std::map<std::string, Command> &commands() {
                            "      [--options JSON] [--threads N] [--json]   ->  metrics per task (lm-eval semantics)"}},
         {"tasks", {runTasks, "tasks [--data DIR] [--json]\n"
                              "      the evaluation tasks, their data files and whether they were found"}},
+        {"run", {runRun, "run SPEC.json | run --model M --tasks a,b [--method none|rtn|gptq|... --bits B --group G\n"
+                         "      --sym --layers S --calib FILE --calib-samples N --calib-len L --calib-seed S\n"
+                         "      --method-options JSON] [--limit N --shots K --ctx N --batch B --task-options JSON]\n"
+                         "      [--tokenizer FILE --device cpu --threads N --seed S] [--db DB] [--data DIR] [--force]\n"
+                         "      a stored, resumable run; metrics, then the run id as the last line of stdout"}},
+        {"resume", {runResume, "resume RUN [--db DB] [--data DIR]\n"
+                               "      continue an interrupted, failed or cancelled run after its last stored sample"}},
+        {"runs", {runRuns, "runs list [--model M --method X --task T --status S] | runs show RUN | runs delete RUN\n"
+                           "      [--db DB] [--json]   the stored runs (list: one a line, id first)"}},
+        {"compare", {runCompare, "compare RUN RUN... [--task T] [--resamples N] [--seed S] [--db DB] [--json]\n"
+                                 "      metric deltas vs the first run; McNemar (accuracy) or paired bootstrap (NLL)"}},
+        {"export", {runExport, "export RUN... --format csv|json|markdown|lm-eval --out PATH [--db DB]\n"
+                               "      lm-eval: a folder with results_runN.json + samples_TASK_runN.jsonl"}},
     };
     return table;
 }

@@ -260,11 +260,12 @@ json toJson(const MethodSpec &method) {
                 {"symmetric", method.symmetric},
                 {"layers", method.layers},
                 {"options", method.options}};
-    if (method.calibration)
-        out["calibration"] = {{"dataset", method.calibration->dataset},
-                              {"samples", method.calibration->samples},
-                              {"tokens", method.calibration->tokens},
-                              {"seed", method.calibration->seed}};
+    if (method.calibration) {
+        const CalibrationSpec &c = *method.calibration;
+        out["calibration"] = {{"samples", c.samples}, {"tokens", c.tokens}, {"seed", c.seed}};
+        if (!c.dataset.empty()) // empty: the quantizer's default text
+            out["calibration"]["dataset"] = c.dataset;
+    }
     return out;
 }
 

@@ -84,6 +84,13 @@ void TestJobSpec::fullSpecRoundTrips() {
     auto again = parseJobSpec(toJson(*spec));
     QVERIFY(again.ok());
     QCOMPARE(toJson(*again).dump(), toJson(*spec).dump());
+    // A calibration without a dataset (the quantizer's default) round-trips too.
+    json noDataset = full;
+    noDataset["method"]["calibration"].erase("dataset");
+    auto parsedNoDataset = parseJobSpec(noDataset);
+    QVERIFY(parsedNoDataset.ok());
+    QVERIFY(parseJobSpec(toJson(*parsedNoDataset)).ok());
+    QVERIFY(parsedNoDataset->method.calibration->dataset.empty());
     const TaskOptions options = taskOptions(*spec, spec->tasks[0]);
     QCOMPARE(options.limit, int64_t(40));
     QCOMPARE(options.seed, uint64_t(1234));
