@@ -25,11 +25,18 @@ using nlohmann::json;
 
 namespace {
 
-PipelineContext makeContext(const std::filesystem::path &text, int sampleBatch) {
+// `real`: the evaluators' tasks (makeTask over the shared data folder); else the test-support
+// LineNllTask, which can be told to stall (LOWBIT_TEST_STALL_AFTER).
+PipelineContext makeContext(const std::filesystem::path &text, int sampleBatch, bool real = false) {
     PipelineContext context;
-    context.makeTask = [text](const std::string &name) -> Result<std::unique_ptr<Task>> {
-        return std::unique_ptr<Task>(std::make_unique<test::LineNllTask>(text, name));
-    };
+    if (real)
+        context.makeTask = [](const std::string &name) {
+            return makeTask(name, test::sharedPath("data"));
+        };
+    else
+        context.makeTask = [text](const std::string &name) -> Result<std::unique_ptr<Task>> {
+            return std::unique_ptr<Task>(std::make_unique<test::LineNllTask>(text, name));
+        };
     context.sampleBatch = sampleBatch;
     context.commitIntervalMs =
         3600 * 1000; // commit by count only: the test knows what is committed
@@ -49,13 +56,14 @@ std::filesystem::path textPath() {
 }
 
 // Child: submit (forced) and execute `runs` runs of task `task`; prints each run id.
-int childRun(const std::string &db, const std::string &task, int64_t limit, int runs, int batch) {
+int childRun(const std::string &db, const std::string &task, int64_t limit, int runs, int batch,
+             bool real) {
     auto store = RunStore::open(db);
     if (!store.ok()) {
         std::fprintf(stderr, "%s\n", store.error().toString().c_str());
         return 3;
     }
-    const PipelineContext context = makeContext(textPath(), batch);
+    const PipelineContext context = makeContext(textPath(), batch, real);
     for (int r = 0; r < runs; ++r) {
         auto spec = parseJobSpec(specJson(task, limit));
         auto submission = submitJob(*store, *spec, context, /*force=*/true);
@@ -119,6 +127,7 @@ class TestRunCrash : public QObject {
 private slots:
     void init();
     void killNineThenResume();
+    void killNineThenResumePerplexityTask();
     void twoProcessesWriteOneDatabase();
 };
 
@@ -209,6 +218,74 @@ void TestRunCrash::killNineThenResume() {
     QCOMPARE(integrity(db), std::string("ok"));
 }
 
+void TestRunCrash::killNineThenResumePerplexityTask() {
+    // The same with the evaluators' tinystories perplexity task (one sample per 40-token chunk),
+    // killed once at least two batches are committed: it cannot be told to stall, so the number
+    // stored at the kill is whatever whole batches had been committed by then.
+    TempDir dir;
+    const auto db = dir / "runs.sqlite";
+    const int batch = 5, limit = 1500;
+    QProcess child;
+    startChild(child, {"run", QString::fromStdString(db.string()), "tinystories",
+                       QString::number(limit), "1", QString::number(batch), "real"});
+    QVERIFY(child.waitForStarted());
+    QVERIFY(child.waitForReadyRead(60000));
+    const int64_t runId = child.readLine().trimmed().toLongLong();
+    QVERIFY(runId > 0);
+    std::vector<SampleRecord> seen;
+    for (int attempt = 0; attempt < 6000 && seen.size() < 10; ++attempt) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        auto reader = RunStore::open(db, {.readOnly = true});
+        if (!reader.ok())
+            continue;
+        auto samples = reader->samples(runId, "tinystories");
+        if (samples.ok())
+            seen = *samples;
+    }
+    QVERIFY(seen.size() >= 10);
+    child.kill();
+    QVERIFY(child.waitForFinished());
+    QCOMPARE(integrity(db), std::string("ok"));
+    {
+        RunStore store = RunStore::open(db).value();
+        QCOMPARE(store.run(runId)->status, RunStatus::Interrupted);
+        const auto after = store.samples(runId, "tinystories").value();
+        QVERIFY2(after.size() < size_t(limit), "the child finished before it was killed");
+        QCOMPARE(after.size() % batch, size_t(0)); // whole batches only
+        QVERIFY(after.size() >= seen.size());
+        for (size_t i = 0; i < seen.size(); ++i) { // nothing committed was lost or changed
+            QCOMPARE(after[i].docId, seen[i].docId);
+            QCOMPARE(after[i].nll, seen[i].nll);
+        }
+    }
+    QProcess resumer;
+    startChild(resumer,
+               {"resume", QString::fromStdString(db.string()), QString::number(runId), "real"});
+    QVERIFY(resumer.waitForFinished(300000));
+    QVERIFY2(resumer.exitCode() == 0, resumer.readAllStandardError().constData());
+    RunStore store = RunStore::open(db).value();
+    const PipelineContext context = makeContext(textPath(), batch, true);
+    auto fresh =
+        submitJob(store, parseJobSpec(specJson("tinystories", limit)).value(), context, true);
+    QVERIFY(fresh.ok() && fresh->runId);
+    NullProgress progress;
+    QCOMPARE(executeRun(store, *fresh->runId, context, progress)->status, RunStatus::Done);
+    const auto resumed = store.samples(runId, "tinystories").value();
+    const auto uninterrupted = store.samples(*fresh->runId, "tinystories").value();
+    QCOMPARE(resumed.size(), size_t(limit));
+    QCOMPARE(resumed.size(), uninterrupted.size());
+    const auto a = store.metrics(runId).value(), b = store.metrics(*fresh->runId).value();
+    QVERIFY(!a.empty());
+    QCOMPARE(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+        QCOMPARE(a[i].metric.name, b[i].metric.name);
+        QCOMPARE(a[i].metric.value, b[i].metric.value); // bit for bit
+        QCOMPARE(a[i].metric.stderr_, b[i].metric.stderr_);
+        QCOMPARE(a[i].metric.n, b[i].metric.n);
+    }
+    QCOMPARE(integrity(db), std::string("ok"));
+}
+
 void TestRunCrash::twoProcessesWriteOneDatabase() {
     TempDir dir;
     const auto db = dir / "runs.sqlite";
@@ -255,18 +332,18 @@ void TestRunCrash::twoProcessesWriteOneDatabase() {
 int main(int argc, char **argv) {
     if (argc >= 2 && std::string(argv[1]) == "--child") {
         const std::vector<std::string> args(argv + 2, argv + argc);
-        if (args.size() == 6 && args[0] == "run")
+        if ((args.size() == 6 || args.size() == 7) && args[0] == "run")
             return childRun(args[1], args[2], std::stoll(args[3]), std::stoi(args[4]),
-                            std::stoi(args[5]));
+                            std::stoi(args[5]), args.size() == 7);
         if (args.size() == 3 && args[0] == "hold")
             return childHold(args[1], std::stoi(args[2]));
-        if (args.size() == 3 && args[0] == "resume") {
+        if ((args.size() == 3 || args.size() == 4) && args[0] == "resume") {
             auto store = RunStore::open(args[1]);
             if (!store.ok())
                 return 3;
             NullProgress progress;
-            auto outcome =
-                executeRun(*store, std::stoll(args[2]), makeContext(textPath(), 5), progress);
+            auto outcome = executeRun(*store, std::stoll(args[2]),
+                                      makeContext(textPath(), 5, args.size() == 4), progress);
             return outcome.ok() && outcome->status == RunStatus::Done ? 0 : 5;
         }
         return 2;
