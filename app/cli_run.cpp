@@ -215,7 +215,7 @@ int runResume(const std::vector<std::string> &argv) {
         return fail(ids.error());
     if (ids->size() != 1)
         return fail("resume: one run id");
-    auto store = openStoreArg(*args);
+    auto store = openStoreForReading(*args);
     if (!store)
         return fail(store.error());
     auto run = store->run(ids->front());

@@ -49,7 +49,7 @@ int listRuns(const Args &args) {
             return fail(parsed.error());
         filter.status = *parsed;
     }
-    auto store = openStoreArg(args, /*readOnly=*/true);
+    auto store = openStoreForReading(args);
     if (!store && store.error().code == ErrorCode::NotFound)
         return 0; // no database yet: no runs
     if (!store)
@@ -99,7 +99,7 @@ int showRun(const Args &args) {
     auto id = parseRunId(args.positionals()[1]);
     if (!id)
         return fail(id.error());
-    auto store = openStoreArg(args, /*readOnly=*/true);
+    auto store = openStoreForReading(args);
     if (!store)
         return fail(store.error());
     auto run = store->run(*id);
@@ -148,7 +148,7 @@ int deleteRun(const Args &args) {
         std::vector<std::string>(args.positionals().begin() + 1, args.positionals().end()), 1);
     if (!ids)
         return fail(ids.error());
-    auto store = openStoreArg(args);
+    auto store = openStoreForReading(args);
     if (!store)
         return fail(store.error());
     for (int64_t id : *ids) {
@@ -194,7 +194,7 @@ int runCompare(const std::vector<std::string> &argv) {
         return fail("compare: --resamples must be in [100, 1000000]");
     options.bootstrapResamples = int(*resamples);
     options.seed = uint64_t(*seed);
-    auto store = openStoreArg(*args, /*readOnly=*/true);
+    auto store = openStoreForReading(*args);
     if (!store)
         return fail(store.error());
     auto comparison = compareRuns(*store, *ids, options);
@@ -220,7 +220,7 @@ int runExport(const std::vector<std::string> &argv) {
     const auto out = args->value("out");
     if (!out)
         return fail("export: --out PATH is required");
-    auto store = openStoreArg(*args, /*readOnly=*/true);
+    auto store = openStoreForReading(*args);
     if (!store)
         return fail(store.error());
     if (auto status = exportRuns(*store, *ids, *format, *out); !status.ok())

@@ -13,8 +13,18 @@ std::filesystem::path databaseArg(const Args &args) {
     return defaultDatabasePath();
 }
 
-Result<RunStore> openStoreArg(const Args &args, bool readOnly) {
-    return RunStore::open(databaseArg(args), {.readOnly = readOnly});
+Result<RunStore> openStoreArg(const Args &args) {
+    return RunStore::open(databaseArg(args));
+}
+
+Result<RunStore> openStoreForReading(const Args &args) {
+    const std::filesystem::path path = databaseArg(args);
+    if (!std::filesystem::exists(path))
+        return makeError(ErrorCode::NotFound, path.string() + ": no run store there");
+    auto store = RunStore::open(path);
+    if (!store.ok() && store.error().code == ErrorCode::Io)
+        return RunStore::open(path, {.readOnly = true});
+    return store;
 }
 
 std::filesystem::path dataDirArg(const Args &args) {

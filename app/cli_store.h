@@ -13,8 +13,11 @@
 namespace lowbit::cli {
 
 std::filesystem::path databaseArg(const Args &args);
-// Opens the store (read-only when `readOnly`: nothing is created or changed).
-Result<RunStore> openStoreArg(const Args &args, bool readOnly = false);
+// Opens the store for writing (creating it when missing).
+Result<RunStore> openStoreArg(const Args &args);
+// For the reading commands: the store must exist; opened for writing when the file allows it (so
+// that runs of dead processes are marked interrupted), else read-only.
+Result<RunStore> openStoreForReading(const Args &args);
 std::filesystem::path dataDirArg(const Args &args);
 PipelineContext cliPipelineContext(const std::filesystem::path &dataDir);
 Result<int64_t> parseRunId(const std::string &text);
