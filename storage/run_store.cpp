@@ -369,8 +369,8 @@ Status RunStore::deleteRun(int64_t runId) {
                          "run " + std::to_string(runId) + " does not exist in " + path().string());
     LOWBIT_TRY(RunStatus status, parseRunStatus(query.text(0)));
     const ProcessIdentity owner = readOwner(query, 1);
-    if ((status == RunStatus::Running || status == RunStatus::Queued) &&
-        !sameProcess(owner, ProcessIdentity::current()) && owner.alive())
+    // Also when this process owns it: a runner here may be executing it right now.
+    if ((status == RunStatus::Running || status == RunStatus::Queued) && owner.alive())
         return makeError(ErrorCode::InvalidArgument, "run " + std::to_string(runId) + " is " +
                                                          runStatusName(status) + " in process " +
                                                          std::to_string(owner.pid) + " on " +

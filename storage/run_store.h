@@ -53,7 +53,7 @@ public:
     Result<RunRecord> run(int64_t runId) const;
     Result<std::vector<RunRecord>> listRuns(const RunFilter &filter = {}) const;
     // Deletes a run with its tasks, metrics, samples and log; its artifacts stay (unlinked).
-    // Refused while a live process runs it.
+    // Refused while it is queued or running in a live process (this one included).
     Status deleteRun(int64_t runId);
 
     // Tasks, samples, metrics ------------------------------------------------------------------

@@ -55,6 +55,27 @@ private:
     int64_t m_committed = 0;
 };
 
+// Passes progress on and refreshes the run's heartbeat about once a minute, so that a long phase
+// without samples (quantizing a large model) does not look dead to a store on another host.
+class HeartbeatProgress final : public ProgressSink {
+public:
+    HeartbeatProgress(RunStore &store, int64_t runId, ProgressSink &next)
+        : m_store(store), m_runId(runId), m_next(next), m_last(Clock::now()) {}
+    void report(const ProgressEvent &event) override {
+        m_next.report(event);
+        if (Clock::now() - m_last >= std::chrono::seconds(60)) {
+            m_last = Clock::now();
+            (void)m_store.heartbeat(m_runId); // best effort: a missed beat only ages the stamp
+        }
+    }
+
+private:
+    RunStore &m_store;
+    int64_t m_runId;
+    ProgressSink &m_next;
+    Clock::time_point m_last;
+};
+
 json configJson(const ModelConfig &c) {
     return {{"vocab_size", c.vocabSize},
             {"hidden_size", c.hiddenSize},
@@ -349,7 +370,8 @@ Result<RunOutcome> executeRun(RunStore &store, int64_t runId, const PipelineCont
                 makeError(ErrorCode::Format, "the stored spec of run " + std::to_string(runId) +
                                                  " is unreadable: " + spec.error().message);
         } else {
-            Executor executor(store, std::move(run), std::move(spec).value(), context, progress,
+            HeartbeatProgress beating(store, runId, progress);
+            Executor executor(store, std::move(run), std::move(spec).value(), context, beating,
                               stop);
             status = executor.execute();
         }

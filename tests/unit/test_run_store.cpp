@@ -399,6 +399,11 @@ void TestRunStore::claimRules() {
     QVERIFY(store.finishRun(runId, RunStatus::Done).ok());
     QVERIFY(!store.claimRun(runId, ProcessIdentity::current()).ok());
     QCOMPARE(store.claimRun(999, ProcessIdentity::current()).error().code, ErrorCode::NotFound);
+    // A queued run of this (live) process may be executing in a runner here: not deleted.
+    const int64_t queued = store.createRun(newRun()).value();
+    QVERIFY(!store.deleteRun(queued).ok());
+    QVERIFY(store.finishRun(queued, RunStatus::Cancelled).ok());
+    QVERIFY(store.deleteRun(queued).ok());
 }
 
 QTEST_APPLESS_MAIN(TestRunStore)
