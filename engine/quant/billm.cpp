@@ -149,6 +149,20 @@ struct BillmState {
     std::vector<uint8_t> salientColumn;         // cols
     std::vector<float> params;                  // rows x blocks x 6
     std::vector<BinaryParams> concentrated;     // rows x blocks
+
+    static BillmState make(int64_t rows, int64_t cols, int64_t blocks) {
+        BillmState s;
+        s.rows = rows;
+        s.cols = cols;
+        s.blocks = blocks;
+        s.codes.assign(size_t(rows * cols), 0);
+        s.labels.assign(size_t(rows * cols), kConcentrated);
+        s.second.assign(size_t(rows * cols), 0);
+        s.salientColumn.assign(size_t(cols), 0);
+        s.params.assign(size_t(rows * blocks * 6), 0);
+        s.concentrated.assign(size_t(rows * blocks), {});
+        return s;
+    }
 };
 
 // Step 2 and the binarization of the split groups for one block; q receives B_b (rows x width).
@@ -190,6 +204,30 @@ void binarizeBlock(const std::vector<float> &b, int64_t width, int64_t c0, int64
             }
         }
     });
+}
+
+// Block-wise OBC (Algorithm 1, last two lines): E = (W_b - B_b) / diag(U_bb), then
+// W[:, b+beta:] -= E U[b:b+beta, b+beta:]. Returns the block's share of GPTQ's loss.
+double compensate(std::vector<float> &w, int64_t rows, int64_t cols, int64_t c0, int64_t width,
+                  const std::vector<float> &b, const std::vector<float> &q,
+                  const std::vector<float> &u, int threads) {
+    std::vector<float> e(size_t(rows * width));
+    double loss = 0;
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < width; ++j) {
+            const float err = (b[size_t(r * width + j)] - q[size_t(r * width + j)]) /
+                              u[size_t((c0 + j) * cols + c0 + j)];
+            e[size_t(r * width + j)] = err;
+            loss += double(err) * err / 2;
+        }
+    const int64_t last = c0 + width;
+    if (last < cols) {
+        BlasThreads blas(threads);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(cols - last),
+                    int(width), -1.0f, e.data(), int(width), u.data() + c0 * cols + last, int(cols),
+                    1.0f, w.data() + last, int(cols));
+    }
+    return loss;
 }
 
 Status fillTensor(QuantizedTensor &t, const BillmState &s) {
@@ -244,27 +282,16 @@ Result<QuantizedTensor> quantizeBillm(std::string name, std::span<const float> w
             for (int64_t r = 0; r < rows; ++r)
                 w[size_t(r * cols + j)] = 0;
 
-    const int64_t beta = t.groupSize;
-    BillmState s;
-    s.rows = rows;
-    s.cols = cols;
-    s.blocks = t.groups();
-    s.codes.assign(w.size(), 0);
-    s.labels.assign(w.size(), kConcentrated);
-    s.second.assign(w.size(), 0);
-    s.salientColumn.assign(size_t(cols), 0);
-    s.params.assign(size_t(rows * s.blocks * 6), 0);
-    s.concentrated.assign(size_t(rows * s.blocks), {});
-    RowPool pool(options.threads, rows, beta);
+    BillmState s = BillmState::make(rows, cols, t.groups());
+    RowPool pool(options.threads, rows, t.groupSize);
     double loss = 0;
-    std::vector<float> b, q, e;
+    std::vector<float> b, q;
     for (int64_t block = 0; block < s.blocks; ++block) {
         if (stop.stop_requested())
             return makeError(ErrorCode::Cancelled, "quantization cancelled");
-        const int64_t c0 = block * beta, width = std::min(beta, cols - c0), last = c0 + width;
+        const int64_t c0 = block * t.groupSize, width = std::min(t.groupSize, cols - c0);
         b.resize(size_t(rows * width));
         q.assign(size_t(rows * width), 0);
-        e.resize(size_t(rows * width));
         std::vector<double> score(static_cast<size_t>(width), 0.0);
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t j = 0; j < width; ++j) {
@@ -276,19 +303,7 @@ Result<QuantizedTensor> quantizeBillm(std::string name, std::span<const float> w
         const BlockChoice choice =
             searchBlock(b, rows, width, score, options.maxSalientColumns, pool);
         binarizeBlock(b, width, c0, block, choice, s, q, pool);
-        for (int64_t r = 0; r < rows; ++r)
-            for (int64_t j = 0; j < width; ++j) {
-                const float err = (b[size_t(r * width + j)] - q[size_t(r * width + j)]) /
-                                  u[size_t((c0 + j) * cols + c0 + j)];
-                e[size_t(r * width + j)] = err;
-                loss += double(err) * err / 2;
-            }
-        if (last < cols) { // Algorithm 1: W[:, b+beta:] -= E * H^c[b:b+beta, b+beta:]
-            BlasThreads blas(options.threads);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(cols - last),
-                        int(width), -1.0f, e.data(), int(width), u.data() + c0 * cols + last,
-                        int(cols), 1.0f, w.data() + last, int(cols));
-        }
+        loss += compensate(w, rows, cols, c0, width, b, q, u, options.threads);
     }
     LOWBIT_CHECK(fillTensor(t, s));
     if (notes) {

@@ -1,5 +1,6 @@
 #include "quant/slim_llm.h"
 
+#include "core/thread_pool.h"
 #include "quant/binarize.h"
 #include "quant/linalg.h"
 #include "quant/minmax_grid.h"
@@ -54,6 +55,7 @@ GridParams sqcGrid(const float *x, int64_t n, const uint8_t *salient, int bits,
     GridParams best;
     best.maxq = (1 << bits) - 1;
     double bestErr = INFINITY;
+    const float norm = float(o.norm);
     const int candidates = 1 + 2 * o.tauSteps;
     for (int c = 0; c < candidates; ++c) {
         // The reference's order: 1, then up to 1 + tau, then down to 1 - tau.
@@ -66,7 +68,8 @@ GridParams sqcGrid(const float *x, int64_t n, const uint8_t *salient, int bits,
         g.zero = std::nearbyint(-float(p) * xmin / g.scale);
         double err = 0;
         for (int64_t i = 0; i < n; ++i) {
-            const double e = std::pow(std::abs(double(g.fakeQuant(x[i])) - x[i]), o.norm);
+            // float pow: this loop is most of SliM-LLM's time (101 candidates per weight)
+            const double e = std::pow(std::abs(g.fakeQuant(x[i]) - x[i]), norm);
             err += salient[i] ? o.lambda * e : e;
         }
         if (err < bestErr) {
@@ -84,7 +87,7 @@ public:
     SlimSweep(int64_t rows, int64_t cols, int64_t groupSize, const std::vector<uint8_t> &widths,
               const std::vector<float> &hinvUpper, const SlimLlmOptions &options)
         : m_rows(rows), m_cols(cols), m_group(groupSize), m_groups(int64_t(widths.size())),
-          m_widths(widths), m_u(hinvUpper), m_options(options),
+          m_widths(widths), m_u(hinvUpper), m_options(options), m_pool(options.threads),
           m_quantizers(size_t(rows * m_groups)), m_codes(size_t(rows * cols)) {}
 
     void beginBlock(int64_t first, int64_t count, const float *w) override {
@@ -152,6 +155,7 @@ private:
     const std::vector<uint8_t> &m_widths;
     const std::vector<float> &m_u;
     const SlimLlmOptions &m_options;
+    ThreadPool m_pool; // SQC's search, over rows (beginBlock runs while the sweep's pool waits)
     std::vector<GroupQuantizer> m_quantizers;
     std::vector<uint8_t> m_codes;
 };
@@ -192,12 +196,12 @@ struct Allocation {
     double error = 0, errorUniform = 0; // the search criterion: KL or squared output error
 };
 
-// SBA (header, step 1). Output of allocation i is updated from i - 1 by the two groups it changes.
-Allocation allocateBits(const std::vector<float> &w, int64_t rows, int64_t cols, int64_t group,
-                        int bits, const std::vector<float> &u, const LinearStats &stats,
-                        const SlimLlmOptions &options) {
-    const int64_t groups = (cols + group - 1) / group, m = stats.sampleCount;
-    std::vector<int64_t> full; // equal-width groups: trading their widths keeps the average at N
+// The equal-width groups (trading their widths keeps the average at N), by increasing salience
+// sum w^2 / [U]_jj^2 (SliM-LLM Eq. 5, the OBS criterion summed over the group).
+std::vector<int64_t> rankGroups(const std::vector<float> &w, int64_t rows, int64_t cols,
+                                int64_t group, const std::vector<float> &u) {
+    const int64_t groups = (cols + group - 1) / group;
+    std::vector<int64_t> full;
     std::vector<double> salience(static_cast<size_t>(groups), 0.0);
     for (int64_t g = 0; g < groups; ++g) {
         const int64_t c0 = g * group, width = std::min(group, cols - c0);
@@ -212,22 +216,33 @@ Allocation allocateBits(const std::vector<float> &w, int64_t rows, int64_t cols,
     std::stable_sort(full.begin(), full.end(), [&](int64_t a, int64_t b) {
         return salience[size_t(a)] < salience[size_t(b)];
     });
-    // Round-to-nearest values of group g at `b` bits, rows x width.
-    auto rtnGroup = [&](int64_t g, int b) {
-        const int64_t c0 = g * group, width = std::min(group, cols - c0);
-        std::vector<float> out(size_t(rows * width));
-        for (int64_t r = 0; r < rows; ++r) {
-            const GroupQuantizer q = rtnQuantizer(w.data() + r * cols + c0, width, b);
-            for (int64_t j = 0; j < width; ++j)
-                out[size_t(r * width + j)] = q.value(q.code(w[size_t(r * cols + c0 + j)]));
-        }
-        return out;
-    };
+    return full;
+}
+
+// Round-to-nearest values of columns [c0, c0 + width) at `bits` (rows x width).
+std::vector<float> rtnGroup(const std::vector<float> &w, int64_t rows, int64_t cols, int64_t c0,
+                            int64_t width, int bits) {
+    std::vector<float> out(size_t(rows * width));
+    for (int64_t r = 0; r < rows; ++r) {
+        const GroupQuantizer q = rtnQuantizer(w.data() + r * cols + c0, width, bits);
+        for (int64_t j = 0; j < width; ++j)
+            out[size_t(r * width + j)] = q.value(q.code(w[size_t(r * cols + c0 + j)]));
+    }
+    return out;
+}
+
+// SBA (header, step 1). The outputs of allocation i are those of i - 1 plus the change of the
+// two groups it re-quantizes: one GEMM of the group's width each.
+Allocation allocateBits(const std::vector<float> &w, int64_t rows, int64_t cols, int64_t group,
+                        int bits, const std::vector<float> &u, const LinearStats &stats,
+                        const SlimLlmOptions &options) {
+    const int64_t groups = (cols + group - 1) / group, m = stats.sampleCount;
+    const std::vector<int64_t> full = rankGroups(w, rows, cols, group, u);
     BlasThreads blas(options.threads);
     std::vector<float> uniform(w.size());
-    for (int64_t g = 0; g < groups; ++g) {
-        const int64_t c0 = g * group, width = std::min(group, cols - c0);
-        const std::vector<float> v = rtnGroup(g, bits);
+    for (int64_t c0 = 0; c0 < cols; c0 += group) {
+        const int64_t width = std::min(group, cols - c0);
+        const std::vector<float> v = rtnGroup(w, rows, cols, c0, width, bits);
         for (int64_t r = 0; r < rows; ++r)
             std::copy_n(v.data() + r * width, width, uniform.data() + r * cols + c0);
     }
@@ -244,11 +259,11 @@ Allocation allocateBits(const std::vector<float> &w, int64_t rows, int64_t cols,
     best.widths.assign(size_t(groups), uint8_t(bits));
     best.error = best.errorUniform = criterion();
     const int64_t f = options.sba ? int64_t(full.size()) : 0;
+    std::vector<float> delta(size_t(rows * group));
     for (int64_t i = 1; i <= f / 2; ++i) {
         for (const auto &[g, b] :
              {std::pair{full[size_t(i - 1)], bits - 1}, std::pair{full[size_t(f - i)], bits + 1}}) {
-            const std::vector<float> v = rtnGroup(g, b);
-            std::vector<float> delta(v.size());
+            const std::vector<float> v = rtnGroup(w, rows, cols, g * group, group, b);
             for (int64_t r = 0; r < rows; ++r)
                 for (int64_t j = 0; j < group; ++j)
                     delta[size_t(r * group + j)] =

@@ -192,12 +192,20 @@ void TestQuantSalienceStories260K::methodTable() {
     qInfo("| FP32 | | 32 | 32 | %.3f | 0 |", m_fpPpl);
     qInfo("| sign binarization | mean|w| x sign(w), per row | 1 | %.3f | %.3f | %.4f |",
           signBits / signWeights, signScores.ppl, signScores.kl);
+    // clang-format off
     const Run runs[] = {
-        {"PB-LLM", "pb-llm", 2, 0, {}}, {"PB-LLM", "pb-llm", 2, 0, {{"target_bits", 1.7}}},
-        {"BiLLM", "billm", 1, 0, {}},   {"SliM-LLM", "slim-llm", 2, 32, {}},
-        {"GPTQ", "gptq", 2, 32, {}},    {"SliM-LLM", "slim-llm", 3, 32, {}},
+        {"PB-LLM", "pb-llm", 2, 0, {}},
+        {"PB-LLM", "pb-llm", 2, 0, {{"target_bits", 1.7}}},
+        {"BiLLM", "billm", 1, 0, {}},
+        {"SliM-LLM", "slim-llm", 2, 32, {}},
+        {"SliM-LLM", "slim-llm", 2, 32, {{"sba_squared_error", true}}},
+        {"SliM-LLM", "slim-llm", 2, 32, {{"sba", false}}},
+        {"GPTQ", "gptq", 2, 32, {}},
+        {"SliM-LLM", "slim-llm", 3, 32, {}},
+        {"SliM-LLM", "slim-llm", 3, 32, {{"sba_squared_error", true}}},
         {"GPTQ", "gptq", 3, 32, {}},
     };
+    // clang-format on
     std::map<std::string, Scores> byRun;
     for (const Run &run : runs) {
         NullProgress progress;

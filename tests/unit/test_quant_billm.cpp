@@ -79,7 +79,9 @@ class TestQuantBillm : public QObject {
     Q_OBJECT
 private slots:
     void layoutAndBits();
-    void identityHessianMatchesFloat64();
+    void salientColumnsBestCount();
+    void splitIsBestQuantile();
+    void valuesMatchFloat64();
     void beatsSignBinarization();
     void realLayersBeatSignBinarization();
     void brokenExtras();
@@ -124,116 +126,138 @@ void TestQuantBillm::layoutAndBits() {
           t->bitsPerWeight());
 }
 
-void TestQuantBillm::identityHessianMatchesFloat64() {
-    LinearProblem p = randomProblem(22, 48, 128, 16);
-    p.stats.hessian = identityHessian(p.cols);
-    BillmOptions o;
-    auto t = quantizeBillm("w", p.w, p.rows, p.cols, p.stats.hessian, o);
-    QVERIFY(t.ok());
-    auto q = dequantizeBillm(*t);
-    QVERIFY(q.ok());
+namespace {
+
+// BiLLM with H = I on a random block of 128 columns, and the masks it chose, in float64.
+struct IdentityCase {
+    LinearProblem p;
+    std::vector<float> q; // dequantized
+    std::vector<std::vector<double>> rows;
+    std::vector<bool> sal; // per column
+    std::vector<std::vector<bool>> conc, sparse;
+    int64_t salientCount = 0;
+};
+
+IdentityCase identityCase() {
+    IdentityCase c;
+    c.p = randomProblem(22, 48, 128, 16);
+    c.p.stats.hessian = identityHessian(c.p.cols);
+    auto t = quantizeBillm("w", c.p.w, c.p.rows, c.p.cols, c.p.stats.hessian, {});
+    auto q = t.ok() ? dequantizeBillm(*t) : Result<std::vector<float>>(t.error());
+    if (!q.ok())
+        return c;
+    c.q = *q;
+    c.rows = rowsOf(c.p);
     const auto columns = t->extra.at("salient_columns").u8();
     const auto sparseMask = t->extra.at("sparse_mask").u8();
-    const auto rows = rowsOf(p);
-    std::vector<bool> sal(size_t(p.cols)), rest(size_t(p.cols));
-    int64_t k = 0;
-    for (int64_t j = 0; j < p.cols; ++j) {
-        sal[size_t(j)] = columns[size_t(j)] != 0;
-        rest[size_t(j)] = !sal[size_t(j)];
-        k += sal[size_t(j)];
+    for (int64_t j = 0; j < c.p.cols; ++j) {
+        c.sal.push_back(columns[size_t(j)] != 0);
+        c.salientCount += columns[size_t(j)] != 0;
     }
-    // The salient columns are the k of largest sum w^2 (H = I), k the best of 1..49.
-    std::vector<double> score(size_t(p.cols), 0.0);
-    for (const auto &row : rows)
-        for (int64_t j = 0; j < p.cols; ++j)
+    size_t next = 0;
+    for (int64_t r = 0; r < c.p.rows; ++r) {
+        c.conc.emplace_back(size_t(c.p.cols), false);
+        c.sparse.emplace_back(size_t(c.p.cols), false);
+        for (int64_t j = 0; j < c.p.cols; ++j)
+            if (!c.sal[size_t(j)])
+                (sparseMask[next++] ? c.sparse : c.conc)[size_t(r)][size_t(j)] = true;
+    }
+    return c;
+}
+
+} // namespace
+
+// The salient columns are the k of largest sum w^2 (H = I), k the best of 1..49 for the order-2
+// error of both parts.
+void TestQuantBillm::salientColumnsBestCount() {
+    const IdentityCase c = identityCase();
+    QVERIFY(!c.q.empty());
+    const int64_t cols = c.p.cols;
+    std::vector<double> score(size_t(cols), 0.0);
+    for (const auto &row : c.rows)
+        for (int64_t j = 0; j < cols; ++j)
             score[size_t(j)] += row[size_t(j)] * row[size_t(j)];
-    std::vector<int64_t> order(size_t(p.cols));
+    std::vector<int64_t> order(static_cast<size_t>(cols));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),
                      [&](int64_t a, int64_t b) { return score[size_t(a)] > score[size_t(b)]; });
-    for (int64_t i = 0; i < k; ++i)
-        QVERIFY(sal[size_t(order[size_t(i)])]);
-    auto columnError = [&](const std::vector<bool> &s, const std::vector<bool> &r) {
+    for (int64_t i = 0; i < c.salientCount; ++i)
+        QVERIFY(c.sal[size_t(order[size_t(i)])]);
+    auto error = [&](const std::vector<bool> &s) {
+        std::vector<bool> rest(s.size());
+        for (size_t j = 0; j < s.size(); ++j)
+            rest[j] = !s[j];
         double e = 0;
-        for (const auto &row : rows)
-            e += sse(row, residual64(row, s, 2), s) + sse(row, residual64(row, r, 2), r);
+        for (const auto &row : c.rows)
+            e += sse(row, residual64(row, s, 2), s) + sse(row, residual64(row, rest, 2), rest);
         return e;
     };
     double best = INFINITY;
-    for (int64_t i = 1; i < 50; ++i) {
-        std::vector<bool> s(size_t(p.cols), false), r(size_t(p.cols), true);
-        for (int64_t c = 0; c < i; ++c) {
-            s[size_t(order[size_t(c)])] = true;
-            r[size_t(order[size_t(c)])] = false;
-        }
-        best = std::min(best, columnError(s, r));
+    for (int64_t k = 1; k < 50; ++k) {
+        std::vector<bool> s(size_t(cols), false);
+        for (int64_t i = 0; i < k; ++i)
+            s[size_t(order[size_t(i)])] = true;
+        best = std::min(best, error(s));
     }
-    QVERIFY2(columnError(sal, rest) <= best * (1 + 1e-6), qPrintable(QString("k = %1").arg(k)));
+    QVERIFY2(error(c.sal) <= best * (1 + 1e-6), qPrintable(QString("k = %1").arg(c.salientCount)));
+}
 
-    // One magnitude threshold: every sparse |w| above every concentrated one.
-    std::vector<std::vector<bool>> conc(size_t(p.rows)), sparse(size_t(p.rows));
+// One magnitude threshold splits the rest (every sparse |w| above every concentrated one), and
+// the split is no worse than any of the 81 quantile thresholds of |W| with salient columns zeroed.
+void TestQuantBillm::splitIsBestQuantile() {
+    const IdentityCase c = identityCase();
+    QVERIFY(!c.q.empty());
     double maxConc = 0, minSparse = INFINITY;
-    size_t next = 0;
-    for (int64_t r = 0; r < p.rows; ++r) {
-        conc[size_t(r)].assign(size_t(p.cols), false);
-        sparse[size_t(r)].assign(size_t(p.cols), false);
-        for (int64_t j = 0; j < p.cols; ++j)
-            if (!sal[size_t(j)]) {
-                const bool isSparse = sparseMask[next++] != 0;
-                (isSparse ? sparse : conc)[size_t(r)][size_t(j)] = true;
-                const double a = std::abs(rows[size_t(r)][size_t(j)]);
-                (isSparse ? minSparse : maxConc) =
-                    isSparse ? std::min(minSparse, a) : std::max(maxConc, a);
-            }
-    }
-    QVERIFY(maxConc < minSparse);
-    // The split is no worse than any of the 81 quantile thresholds of |W| (salient zeroed).
     std::vector<double> mags;
-    for (const auto &row : rows)
-        for (int64_t j = 0; j < p.cols; ++j)
-            mags.push_back(sal[size_t(j)] ? 0.0 : std::abs(row[size_t(j)]));
-    std::sort(mags.begin(), mags.end());
-    auto splitError = [&](const std::vector<std::vector<bool>> &c,
-                          const std::vector<std::vector<bool>> &s) {
-        double e = 0;
-        for (int64_t r = 0; r < p.rows; ++r) {
-            const auto &row = rows[size_t(r)];
-            e += sse(row, binarize64(row, c[size_t(r)]), c[size_t(r)]) +
-                 sse(row, binarize64(row, s[size_t(r)]), s[size_t(r)]);
+    for (int64_t r = 0; r < c.p.rows; ++r)
+        for (int64_t j = 0; j < c.p.cols; ++j) {
+            const double a = std::abs(c.rows[size_t(r)][size_t(j)]);
+            mags.push_back(c.sal[size_t(j)] ? 0.0 : a);
+            if (c.sparse[size_t(r)][size_t(j)])
+                minSparse = std::min(minSparse, a);
+            if (c.conc[size_t(r)][size_t(j)])
+                maxConc = std::max(maxConc, a);
         }
+    QVERIFY(maxConc < minSparse);
+    std::sort(mags.begin(), mags.end());
+    auto splitError = [&](const std::vector<std::vector<bool>> &conc,
+                          const std::vector<std::vector<bool>> &sparse) {
+        double e = 0;
+        for (size_t r = 0; r < c.rows.size(); ++r)
+            e += sse(c.rows[r], binarize64(c.rows[r], conc[r]), conc[r]) +
+                 sse(c.rows[r], binarize64(c.rows[r], sparse[r]), sparse[r]);
         return e;
     };
-    const double chosen = splitError(conc, sparse);
+    const double chosen = splitError(c.conc, c.sparse);
     for (int step = 0; step <= 80; ++step) {
         const double pos = (0.10 + 0.01 * step) * double(mags.size() - 1);
-        const size_t lo = size_t(pos);
-        const double thr =
-            mags[lo] + (mags[std::min(lo + 1, mags.size() - 1)] - mags[lo]) * (pos - double(lo));
-        std::vector<std::vector<bool>> c = conc, s = sparse;
-        for (int64_t r = 0; r < p.rows; ++r)
-            for (int64_t j = 0; j < p.cols; ++j) {
-                const bool in = !sal[size_t(j)];
-                c[size_t(r)][size_t(j)] = in && std::abs(rows[size_t(r)][size_t(j)]) < thr;
-                s[size_t(r)][size_t(j)] = in && std::abs(rows[size_t(r)][size_t(j)]) >= thr;
+        const size_t lo = size_t(pos), hi = std::min(lo + 1, mags.size() - 1);
+        const double thr = mags[lo] + (mags[hi] - mags[lo]) * (pos - double(lo));
+        auto conc = c.conc, sparse = c.sparse;
+        for (size_t r = 0; r < c.rows.size(); ++r)
+            for (size_t j = 0; j < c.sal.size(); ++j) {
+                conc[r][j] = !c.sal[j] && std::abs(c.rows[r][j]) < thr;
+                sparse[r][j] = !c.sal[j] && std::abs(c.rows[r][j]) >= thr;
             }
-        QVERIFY(chosen <= splitError(c, s) * (1 + 1e-6));
+        QVERIFY(chosen <= splitError(conc, sparse) * (1 + 1e-6));
     }
-    // The dequantized values: residual binarization of the salient columns, mu +- alpha of each
-    // split group, per row (float64 re-computation).
-    for (int64_t r = 0; r < p.rows; ++r) {
-        const auto &row = rows[size_t(r)];
-        const auto a = residual64(row, sal, 2), b = binarize64(row, conc[size_t(r)]),
-                   c = binarize64(row, sparse[size_t(r)]);
-        for (int64_t j = 0; j < p.cols; ++j) {
-            const double expected = sal[size_t(j)]                 ? a[size_t(j)]
-                                    : sparse[size_t(r)][size_t(j)] ? c[size_t(j)]
-                                                                   : b[size_t(j)];
-            QVERIFY2(std::abs((*q)[size_t(r * p.cols + j)] - expected) < 1e-5,
-                     qPrintable(QString("(%1, %2): %3 vs %4")
-                                    .arg(r)
-                                    .arg(j)
-                                    .arg((*q)[size_t(r * p.cols + j)])
-                                    .arg(expected)));
+}
+
+// The dequantized values: residual binarization of the salient columns, mu +- alpha of each
+// split group, per row.
+void TestQuantBillm::valuesMatchFloat64() {
+    const IdentityCase c = identityCase();
+    QVERIFY(!c.q.empty());
+    for (size_t r = 0; r < c.rows.size(); ++r) {
+        const auto &row = c.rows[r];
+        const auto a = residual64(row, c.sal, 2), b = binarize64(row, c.conc[r]),
+                   d = binarize64(row, c.sparse[r]);
+        for (size_t j = 0; j < row.size(); ++j) {
+            const double expected = c.sal[j] ? a[j] : c.sparse[r][j] ? d[j] : b[j];
+            const float got = c.q[r * row.size() + j];
+            QVERIFY2(
+                std::abs(got - expected) < 1e-5,
+                qPrintable(QString("(%1, %2): %3 vs %4").arg(r).arg(j).arg(got).arg(expected)));
         }
     }
 }
