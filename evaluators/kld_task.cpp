@@ -54,41 +54,64 @@ private:
     CorpusSpec m_corpus;
 };
 
+// The base file for this run: created (kld_write) or opened and checked against this run's
+// corpus, context, mode and vocabulary (kld_base).
+Result<std::unique_ptr<KldBaseFile>> openBase(const std::string &task, const TaskOptions &options,
+                                              const nlohmann::json &header) {
+    const std::string *writePath = extraString(options, "kld_write");
+    const std::string *basePath = extraString(options, "kld_base");
+    if (!writePath == !basePath)
+        return makeError(ErrorCode::InvalidArgument, task + ": give exactly one of kld_write (base run) and kld_base (compare)");
+    if (writePath)
+        return KldBaseFile::create(*writePath, header);
+    LOWBIT_TRY(auto file, KldBaseFile::open(*basePath));
+    for (const char *key : {"corpus", "token_hash", "ctx", "mode", "vocab", "chunks", "positions"})
+        if (file->header().value(key, nlohmann::json()) != header[key])
+            return makeError(ErrorCode::InvalidArgument, *basePath + ": base run differs in '" + key + "' (base " +
+                                                             file->header().value(key, nlohmann::json()).dump() +
+                                                             ", this run " + header[key].dump() + ")");
+    return file;
+}
+
+// One chunk's positions against the base: per-token KLD and Δp, top-1 agreements, both NLLs.
+Status compareChunk(KldBaseFile &file, int64_t chunk, const Logits &logits, std::span<const int32_t> targets,
+                    SampleRecord &s) {
+    LOWBIT_TRY(auto base, file.readChunk(chunk));
+    nlohmann::json kld = nlohmann::json::array(), dp = nlohmann::json::array();
+    int64_t agree = 0;
+    double baseNll = 0;
+    for (size_t t = 0; t < targets.size(); ++t) {
+        const KldPoint point = compareToBase(base[t], logits.row(int64_t(t)), logits.vocab, targets[t]);
+        kld.push_back(float(point.kld));
+        dp.push_back(float(point.deltaP));
+        agree += point.top1Agrees ? 1 : 0;
+        s.nll += point.nll;
+        baseNll -= double(base[t].targetLogProb);
+    }
+    s.extra["kld"] = std::move(kld);
+    s.extra["delta_p"] = std::move(dp);
+    s.extra["top1_agree"] = agree;
+    s.extra["base_nll"] = baseNll;
+    return {};
+}
+
 Status KldTask::run(TaskContext &context) {
     const Tokenizer *tokenizer = context.model.tokenizer();
     if (!tokenizer)
         return makeError(ErrorCode::InvalidArgument, m_name + ": the model has no tokenizer");
-    const std::string *writePath = extraString(context.options, "kld_write");
-    const std::string *basePath = extraString(context.options, "kld_base");
-    if (!writePath == !basePath)
-        return makeError(ErrorCode::InvalidArgument, m_name + ": give exactly one of kld_write (base run) and kld_base (compare)");
     LOWBIT_TRY(PerplexityProtocol mode, perplexityMode(context.options));
     const int64_t ctx = perplexityContext(context.model, context.options);
     LOWBIT_TRY(CorpusChunks corpus, loadCorpusChunks(m_corpus, *tokenizer, ctx, context.options));
     const int64_t firstScored = mode == PerplexityProtocol::LlamaCpp ? ctx / 2 : 0;
-    const int64_t positions = ctx - 1 - firstScored;
-    const int64_t vocab = context.model.config().vocabSize;
-    const nlohmann::json header = {{"version", 1},
-                                   {"corpus", m_corpus.name},
-                                   {"token_hash", corpus.tokenHash},
-                                   {"ctx", ctx},
-                                   {"mode", mode == PerplexityProtocol::LlamaCpp ? "llamacpp" : "paper"},
-                                   {"vocab", vocab},
-                                   {"top_k", std::min<int64_t>(topKOf(context.options), vocab)},
-                                   {"chunks", int64_t(corpus.chunks.size())},
+    const int64_t positions = ctx - 1 - firstScored, vocab = context.model.config().vocabSize;
+    const int topK = int(std::min<int64_t>(topKOf(context.options), vocab));
+    const nlohmann::json header = {{"version", 1}, {"corpus", m_corpus.name}, {"token_hash", corpus.tokenHash},
+                                   {"ctx", ctx}, {"mode", mode == PerplexityProtocol::LlamaCpp ? "llamacpp" : "paper"},
+                                   {"vocab", vocab}, {"top_k", topK}, {"chunks", int64_t(corpus.chunks.size())},
                                    {"positions", positions}};
-    std::unique_ptr<KldBaseFile> file;
-    if (writePath) {
-        LOWBIT_TRY(file, KldBaseFile::create(*writePath, header));
-    } else {
-        LOWBIT_TRY(file, KldBaseFile::open(*basePath));
-        for (const char *key : {"corpus", "token_hash", "ctx", "mode", "vocab", "chunks", "positions"})
-            if (file->header().value(key, nlohmann::json()) != header[key])
-                return makeError(ErrorCode::InvalidArgument, *basePath + ": base run differs in '" + key + "' (base " +
-                                                                 file->header().value(key, nlohmann::json()).dump() +
-                                                                 ", this run " + header[key].dump() + ")");
-    }
-    int32_t bos = tokenizer->bosId() >= 0 ? tokenizer->bosId() : context.model.config().bosId;
+    LOWBIT_TRY(auto file, openBase(m_name, context.options, header));
+    const bool writing = extraString(context.options, "kld_write") != nullptr;
+    const int32_t bos = tokenizer->bosId() >= 0 ? tokenizer->bosId() : context.model.config().bosId;
     if (mode == PerplexityProtocol::LlamaCpp && bos < 0)
         return makeError(ErrorCode::InvalidArgument, m_name + ": the llama.cpp protocol needs a BOS token");
     KvCache cache = context.model.makeCache(1, ctx);
@@ -101,37 +124,22 @@ Status KldTask::run(TaskContext &context) {
         cache.clear(0);
         const SequenceInput input{0, tokens, LogitsWanted::All, firstScored};
         LOWBIT_TRY(Logits logits, context.model.forward(cache, {&input, 1}));
+        const std::span<const int32_t> targets(tokens.data() + firstScored + 1, size_t(positions));
         SampleRecord s;
         s.docId = docId(chunk[0]);
         s.docHash = hashHex({reinterpret_cast<const char *>(tokens.data()), tokens.size() * sizeof(int32_t)});
         s.promptHash = s.docHash;
         s.tokens = positions;
-        auto target = [&](int64_t t) { return tokens[size_t(firstScored + t + 1)]; };
-        if (file && writePath) {
+        if (writing) {
             std::vector<BaseTokenDistribution> dists;
             for (int64_t t = 0; t < positions; ++t) {
-                dists.push_back(topKDistribution(logits.row(t), vocab, int(header["top_k"].get<int64_t>()), target(t)));
+                dists.push_back(topKDistribution(logits.row(t), vocab, topK, targets[size_t(t)]));
                 s.nll -= double(dists.back().targetLogProb);
             }
             LOWBIT_CHECK(file->writeChunk(chunk[0], dists));
-            return context.samples.onSample(s);
+        } else {
+            LOWBIT_CHECK(compareChunk(*file, chunk[0], logits, targets, s));
         }
-        LOWBIT_TRY(auto base, file->readChunk(chunk[0]));
-        nlohmann::json kld = nlohmann::json::array(), dp = nlohmann::json::array();
-        int64_t agree = 0;
-        double baseNll = 0;
-        for (int64_t t = 0; t < positions; ++t) {
-            const KldPoint point = compareToBase(base[size_t(t)], logits.row(t), vocab, target(t));
-            kld.push_back(float(point.kld));
-            dp.push_back(float(point.deltaP));
-            agree += point.top1Agrees ? 1 : 0;
-            s.nll += point.nll;
-            baseNll -= double(base[size_t(t)].targetLogProb);
-        }
-        s.extra["kld"] = std::move(kld);
-        s.extra["delta_p"] = std::move(dp);
-        s.extra["top1_agree"] = agree;
-        s.extra["base_nll"] = baseNll;
         return context.samples.onSample(s);
     });
 }

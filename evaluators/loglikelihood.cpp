@@ -178,98 +178,107 @@ Result<std::vector<LoglikelihoodResult>> LoglikelihoodEngine::scoreTokens(std::s
     return results;
 }
 
-Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const TokenizedRequest> requests,
-                                     std::vector<LoglikelihoodResult> &results) {
+LoglikelihoodEngine::GroupPlan LoglikelihoodEngine::planGroup(std::span<const Member> members) {
     const Member &first = members[0];
-    int64_t capacity = 1, minScoreFrom = first.scoreFrom, header = first.header;
+    GroupPlan plan;
+    int64_t minScoreFrom = first.scoreFrom;
+    plan.header = first.header;
     for (const Member &m : members) {
-        capacity = std::max(capacity, int64_t(m.input.size()));
+        plan.capacity = std::max(plan.capacity, int64_t(m.input.size()));
         minScoreFrom = std::min(minScoreFrom, m.scoreFrom);
-        if (m.header != header || commonPrefix(m.input, first.input) < header)
-            header = 0;
+        if (m.header != plan.header || commonPrefix(m.input, first.input) < plan.header)
+            plan.header = 0;
     }
-    header = std::min(header, minScoreFrom);
+    plan.header = std::min(plan.header, minScoreFrom);
     // The group's prefix: the shared prefix for a lone request; else the members' common input
     // up to and including the last context token, whose logits (the first continuation token's
     // distribution) every member then shares, unless that token lies in the shared prefix.
-    int64_t prefix = header;
+    plan.prefix = plan.header;
     if (members.size() > 1) {
         int64_t common = int64_t(first.input.size());
         for (const Member &m : members)
             common = std::min(common, commonPrefix(first.input, m.input));
-        prefix = std::min(common, minScoreFrom + 1);
-        if (prefix - 1 < header)
-            prefix = std::min(common, minScoreFrom);
-        prefix = std::max(prefix, header);
+        plan.prefix = std::min(common, minScoreFrom + 1);
+        if (plan.prefix - 1 < plan.header)
+            plan.prefix = std::min(common, minScoreFrom);
+        plan.prefix = std::max(plan.prefix, plan.header);
     }
-    const bool sharedRow = prefix > header && prefix == minScoreFrom + 1;
-    ensureCache(int(members.size()) + 1, capacity);
+    plan.sharedRow = plan.prefix > plan.header && plan.prefix == minScoreFrom + 1;
+    return plan;
+}
+
+Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const TokenizedRequest> requests,
+                                     std::vector<LoglikelihoodResult> &results) {
+    const GroupPlan plan = planGroup(members);
+    const Member &first = members[0];
+    ensureCache(int(members.size()) + 1, plan.capacity);
     const int home = 1;
-    if (header > 0) {
-        LOWBIT_CHECK(ensureHeader({first.input.data(), size_t(header)}));
-        m_cache.copyPrefix(0, home, header);
+    if (plan.header > 0) {
+        LOWBIT_CHECK(ensureHeader({first.input.data(), size_t(plan.header)}));
+        m_cache.copyPrefix(0, home, plan.header);
     } else {
         m_cache.clear(home);
     }
     Logits prefixLogits;
-    if (prefix > header) {
-        const SequenceInput input{home, {first.input.data() + header, size_t(prefix - header)},
-                                  sharedRow ? LogitsWanted::Last : LogitsWanted::None};
+    if (plan.prefix > plan.header) {
+        const SequenceInput input{home, {first.input.data() + plan.header, size_t(plan.prefix - plan.header)},
+                                  plan.sharedRow ? LogitsWanted::Last : LogitsWanted::None};
         LOWBIT_CHECK(forward({&input, 1}, &prefixLogits));
     }
-    // Scored rows in order: member j's rows [scoreFrom_j, L_j); a row below `prefix` is the
-    // shared prefix row, the others come from the members' forward.
+    // Scored rows in order: member j's rows [scoreFrom_j, L_j); a row below the prefix is the
+    // shared prefix row, the others come from the members' forward, one slot per member.
+    ScoredRows rows;
     std::vector<SequenceInput> inputs;
-    std::vector<const float *> rowPointers;
-    std::vector<int32_t> targets;
-    std::vector<std::pair<size_t, size_t>> memberRows; // [begin, end) into rowPointers
-    std::vector<std::vector<size_t>> pendingRows(members.size());
+    std::vector<size_t> pending; // indices into rows.logits, in the members' forward row order
     for (size_t j = 0; j < members.size(); ++j) {
         const Member &m = members[j];
         const auto &continuation = requests[m.request].continuation;
-        const size_t begin = rowPointers.size();
+        const size_t begin = rows.logits.size();
         for (int64_t r = m.scoreFrom; r < int64_t(m.input.size()); ++r) {
-            targets.push_back(continuation[size_t(r - m.scoreFrom)]);
-            rowPointers.push_back(r < prefix ? prefixLogits.row(0) : nullptr);
-            if (r >= prefix)
-                pendingRows[j].push_back(rowPointers.size() - 1);
+            rows.targets.push_back(continuation[size_t(r - m.scoreFrom)]);
+            rows.logits.push_back(r < plan.prefix ? prefixLogits.row(0) : nullptr);
+            if (r >= plan.prefix)
+                pending.push_back(rows.logits.size() - 1);
         }
-        memberRows.emplace_back(begin, rowPointers.size());
-        if (int64_t(m.input.size()) > prefix) {
+        rows.members.emplace_back(begin, rows.logits.size());
+        if (int64_t(m.input.size()) > plan.prefix) {
             if (j > 0)
-                m_cache.copyPrefix(home, home + int(j), prefix);
-            inputs.push_back({home + int(j), {m.input.data() + prefix, m.input.size() - size_t(prefix)},
-                              LogitsWanted::All, std::max<int64_t>(0, m.scoreFrom - prefix)});
+                m_cache.copyPrefix(home, home + int(j), plan.prefix);
+            inputs.push_back({home + int(j), {m.input.data() + plan.prefix, m.input.size() - size_t(plan.prefix)},
+                              LogitsWanted::All, std::max<int64_t>(0, m.scoreFrom - plan.prefix)});
         }
     }
     Logits logits;
     if (!inputs.empty()) {
         LOWBIT_CHECK(forward(inputs, &logits));
-        int64_t row = 0;
-        for (const auto &pending : pendingRows)
-            for (size_t index : pending)
-                rowPointers[index] = logits.row(row++);
+        for (size_t k = 0; k < pending.size(); ++k)
+            rows.logits[pending[k]] = logits.row(int64_t(k));
     }
-    const int64_t rows = int64_t(rowPointers.size()), vocab = m_model.config().vocabSize;
-    std::vector<double> logProbs(static_cast<size_t>(rows));
-    std::vector<char> greedy(static_cast<size_t>(rows));
-    m_pool->parallelFor(rows, [&](int64_t r, int) {
-        const float *row = rowPointers[size_t(r)];
-        logProbs[size_t(r)] = logProbability(row, vocab, targets[size_t(r)]);
-        greedy[size_t(r)] = argmax({row, size_t(vocab)}) == targets[size_t(r)];
-    });
-    for (size_t j = 0; j < members.size(); ++j) {
-        LoglikelihoodResult &out = results[members[j].request];
-        const auto [begin, end] = memberRows[j];
-        out.tokens = int64_t(end - begin);
-        out.logLikelihood = 0;
-        out.isGreedy = true;
-        for (size_t r = begin; r < end; ++r) {
-            out.logLikelihood += logProbs[r];
-            out.isGreedy = out.isGreedy && greedy[r];
-        }
-    }
+    for (size_t j = 0; j < members.size(); ++j)
+        results[members[j].request] = sumRows(rows, j);
     return {};
+}
+
+LoglikelihoodResult LoglikelihoodEngine::sumRows(ScoredRows &rows, size_t member) {
+    if (rows.logProbs.empty()) { // first call: every row's log-softmax, in parallel
+        const int64_t count = int64_t(rows.logits.size()), vocab = m_model.config().vocabSize;
+        rows.logProbs.resize(size_t(count));
+        rows.greedy.resize(size_t(count));
+        m_pool->parallelFor(count, [&](int64_t r, int) {
+            const float *row = rows.logits[size_t(r)];
+            rows.logProbs[size_t(r)] = logProbability(row, vocab, rows.targets[size_t(r)]);
+            rows.greedy[size_t(r)] = argmax({row, size_t(vocab)}) == rows.targets[size_t(r)];
+        });
+    }
+    const auto [begin, end] = rows.members[member];
+    LoglikelihoodResult out;
+    out.tokens = int64_t(end - begin);
+    out.isGreedy = true;
+    for (size_t r = begin; r < end; ++r) {
+        out.logLikelihood += rows.logProbs[r];
+        out.isGreedy = out.isGreedy && rows.greedy[r];
+    }
+    return out;
 }
 
 } // namespace lowbit

@@ -85,6 +85,21 @@ public:
 
 private:
     struct Member;
+    struct GroupPlan {
+        int64_t header = 0;     // leading tokens taken from the shared-prefix slot
+        int64_t prefix = 0;     // tokens run once for the whole group (>= header)
+        int64_t capacity = 1;   // longest member input
+        bool sharedRow = false; // the prefix's last row scores every member's first token
+    };
+    struct ScoredRows {
+        std::vector<const float *> logits; // one logit row per scored continuation token
+        std::vector<int32_t> targets;
+        std::vector<std::pair<size_t, size_t>> members; // [begin, end) rows of each member
+        std::vector<double> logProbs;
+        std::vector<char> greedy;
+    };
+    static GroupPlan planGroup(std::span<const Member> members);
+    LoglikelihoodResult sumRows(ScoredRows &rows, size_t member);
     Status runGroup(std::span<Member> members, std::span<const TokenizedRequest> requests,
                     std::vector<LoglikelihoodResult> &results);
     Status ensureHeader(std::span<const int32_t> header);
