@@ -273,7 +273,7 @@ void TestQuantBillm::beatsSignBinarization() {
         QVERIFY(q.ok());
         const double err = outputError(p, *q),
                      sign = outputError(p, signBinarize(p.w, p.rows, p.cols));
-        qInfo("seed %u: ||(W-Q)X||^2 BiLLM %.4g, sign binarization %.4g", seed, err, sign);
+        qInfo("seed %u: ||(W-Q)X||^2 BiLLM %.5g, sign binarization %.5g", seed, err, sign);
         QVERIFY(err < sign);
     }
 }
@@ -285,6 +285,7 @@ void TestQuantBillm::realLayersBeatSignBinarization() {
             QFAIL("stories260K or the WikiText-2 prefix missing");
         QSKIP("stories260K or the WikiText-2 prefix missing");
     }
+    double sumBillm = 0, sumSign = 0;
     for (const LinearProblem &p : problems) {
         BillmOptions o;
         o.threads = 2;
@@ -294,9 +295,13 @@ void TestQuantBillm::realLayersBeatSignBinarization() {
         QVERIFY(q.ok());
         const double err = outputError(p, *q),
                      sign = outputError(p, signBinarize(p.w, p.rows, p.cols));
+        sumBillm += err;
+        sumSign += sign;
         QVERIFY2(err < sign,
                  qPrintable(QString("%1: %2 vs sign %3").arg(p.name.c_str()).arg(err).arg(sign)));
     }
+    qInfo("sum over %zu stories260K linears of ||(W-Q)X||^2: BiLLM %.5g, sign binarization %.5g",
+          problems.size(), sumBillm, sumSign);
 }
 
 void TestQuantBillm::brokenExtras() {
