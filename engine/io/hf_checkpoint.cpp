@@ -2,6 +2,7 @@
 // listed in model.safetensors.index.json, tokenizer.json + tokenizer_config.json,
 // generation_config.json; without tokenizer.json, lowbit_vocab.json (tokenizer/vocab_json.h).
 // Field names and defaults follow transformers' LlamaConfig.
+#include "io/gptq_checkpoint.h"
 #include "io/safetensors.h"
 #include "model/checkpoint.h"
 #include "tokenizer/tokenizer_loaders.h"
@@ -272,6 +273,26 @@ Result<StoredWeights> readWeights(const fs::path &dir) {
     return out;
 }
 
+// GPTQ / AWQ checkpoints (engine/io/gptq_checkpoint.h) are dequantized to the compute dtype
+// (torch_dtype, else float16 as their kernels compute) while loading.
+Result<StoredWeights> readWeightsOrPacked(const fs::path &dir, const Json &config,
+                                          Checkpoint &ckpt) {
+    LOWBIT_TRY(std::optional<PackedQuantConfig> packed, detectPackedQuantization(dir, config));
+    if (!packed)
+        return readWeights(dir);
+    DType compute = DType::F16;
+    if (const auto it = config.find("torch_dtype"); it != config.end() && it->is_string())
+        compute = *it == "float32" ? DType::F32 : *it == "bfloat16" ? DType::BF16 : DType::F16;
+    LOWBIT_TRY(PackedWeights weights, loadPackedQuantizedWeights(dir, *packed, compute));
+    ckpt.metadata["quantization"] =
+        std::string(packed->method == PackedQuantMethod::Awq ? "awq" : "gptq") + " " +
+        std::to_string(packed->bits) + "-bit group " + std::to_string(packed->groupSize) +
+        (packed->descAct ? " act-order" : "");
+    ckpt.metadata["packed_linears"] = std::to_string(weights.packedLinears);
+    return StoredWeights{std::move(weights.tensors), std::move(weights.files),
+                         std::move(weights.source)};
+}
+
 class WeightMapper {
 public:
     explicit WeightMapper(const StoredWeights &stored) : m_stored(stored) {}
@@ -419,7 +440,7 @@ Result<Checkpoint> loadHuggingFaceCheckpoint(const std::filesystem::path &dir,
     LOWBIT_TRY(ckpt.config, parseConfig(configJson, configPath.string()));
     LOWBIT_CHECK(ckpt.config.validate(configPath.string()));
 
-    LOWBIT_TRY(StoredWeights stored, readWeights(dir));
+    LOWBIT_TRY(StoredWeights stored, readWeightsOrPacked(dir, configJson, ckpt));
     WeightMapper mapper(stored);
     LOWBIT_TRY(ckpt.weights, mapWeights(mapper, ckpt.config));
     LOWBIT_CHECK(ckpt.weights.validate(ckpt.config, stored.source));
