@@ -163,18 +163,14 @@ Result<Comparison> compareRuns(const RunStore &store, std::span<const int64_t> r
     return comparison;
 }
 
-std::string formatComparison(const Comparison &c) {
-    std::string out = "runs:\n";
-    for (const RunRecord &run : c.runs)
-        out += "  #" + std::to_string(run.id) + "  " + runStatusName(run.status) + "  " +
-               fileName(run.model) + "  " + methodLabel(run) + "\n";
-    std::set<std::pair<std::string, int64_t>> flagged;
-    for (const PairComparison &p : c.pairs)
-        if (!p.protocolDifferences.empty())
-            flagged.insert({p.task, p.otherRun});
+namespace {
+
+// One line per metric: the value of each run, and its delta to the first ("!" when flagged).
+std::string formatMetricTable(const Comparison &c,
+                              const std::set<std::pair<std::string, int64_t>> &flagged) {
     char line[512];
     std::snprintf(line, sizeof line, "\n%-24s %-18s", "task", "metric");
-    out += line;
+    std::string out = line;
     for (size_t r = 0; r < c.runs.size(); ++r) {
         const std::string id = "#" + std::to_string(c.runs[r].id);
         std::snprintf(line, sizeof line, r == 0 ? "%12s" : "  %12s %-12s", id.c_str(), "delta");
@@ -197,38 +193,55 @@ std::string formatComparison(const Comparison &c) {
         }
         out += "\n";
     }
+    return out;
+}
+
+std::string formatPair(const PairComparison &p) {
+    std::string out =
+        p.task + ": #" + std::to_string(p.otherRun) + " vs #" + std::to_string(p.baseRun) + ": ";
+    if (!p.protocolDifferences.empty()) {
+        out += "NOT COMPARED, protocols differ:";
+        for (const std::string &d : p.protocolDifferences)
+            out += "\n    " + d;
+        return out + "\n";
+    }
+    out += std::to_string(p.pairedDocuments) + " paired documents";
+    if (p.unpairedDocuments > 0)
+        out += " (" + std::to_string(p.unpairedDocuments) + " unpaired, left out)";
+    const auto interval = [](const BootstrapInterval &i, const char *pattern) {
+        return format(pattern, i.estimate) + " [" + format(pattern, i.low) + ", " +
+               format(pattern, i.high) + "]";
+    };
+    if (p.test == "mcnemar")
+        out += "; right->wrong " + std::to_string(p.rightToWrong) + ", wrong->right " +
+               std::to_string(p.wrongToRight) + "; exact McNemar p = " + format("%.4g", p.pValue);
+    else if (p.test == "bootstrap")
+        out += "; mean NLL delta " + interval(p.nll.meanNllDelta, "%+.5f") +
+               " nats/token, PPL delta " + interval(p.nll.pplDelta, "%+.4f") +
+               " (paired bootstrap, " + std::to_string(p.nll.meanNllDelta.resamples) +
+               " resamples)";
+    else
+        out += "; no paired test applies";
+    return out + "\n";
+}
+
+} // namespace
+
+std::string formatComparison(const Comparison &c) {
+    std::string out = "runs:\n";
+    for (const RunRecord &run : c.runs)
+        out += "  #" + std::to_string(run.id) + "  " + runStatusName(run.status) + "  " +
+               fileName(run.model) + "  " + methodLabel(run) + "\n";
+    std::set<std::pair<std::string, int64_t>> flagged;
+    for (const PairComparison &p : c.pairs)
+        if (!p.protocolDifferences.empty())
+            flagged.insert({p.task, p.otherRun});
+    out += formatMetricTable(c, flagged);
     if (!flagged.empty())
         out += "(! the protocols differ: the delta compares different measurements)\n";
     out += "\n";
-    for (const PairComparison &p : c.pairs) {
-        out += p.task + ": #" + std::to_string(p.otherRun) + " vs #" + std::to_string(p.baseRun) +
-               ": ";
-        if (!p.protocolDifferences.empty()) {
-            out += "NOT COMPARED, protocols differ:";
-            for (const std::string &d : p.protocolDifferences)
-                out += "\n    " + d;
-            out += "\n";
-            continue;
-        }
-        out += std::to_string(p.pairedDocuments) + " paired documents";
-        if (p.unpairedDocuments > 0)
-            out += " (" + std::to_string(p.unpairedDocuments) + " unpaired, left out)";
-        if (p.test == "mcnemar")
-            out += "; right->wrong " + std::to_string(p.rightToWrong) + ", wrong->right " +
-                   std::to_string(p.wrongToRight) +
-                   "; exact McNemar p = " + format("%.4g", p.pValue);
-        else if (p.test == "bootstrap")
-            out += "; mean NLL delta " + format("%+.5f", p.nll.meanNllDelta.estimate) +
-                   " nats/token [" + format("%+.5f", p.nll.meanNllDelta.low) + ", " +
-                   format("%+.5f", p.nll.meanNllDelta.high) + "], PPL delta " +
-                   format("%+.4f", p.nll.pplDelta.estimate) + " [" +
-                   format("%+.4f", p.nll.pplDelta.low) + ", " +
-                   format("%+.4f", p.nll.pplDelta.high) + "] (paired bootstrap, " +
-                   std::to_string(p.nll.meanNllDelta.resamples) + " resamples)";
-        else
-            out += "; no paired test applies";
-        out += "\n";
-    }
+    for (const PairComparison &p : c.pairs)
+        out += formatPair(p);
     return out;
 }
 

@@ -169,6 +169,23 @@ Result<json> runJson(const RunStore &store, const RunData &data) {
                 {"artifacts", artifactList}};
 }
 
+// The harness's "config" block: how the model was called.
+json harnessConfig(const RunRecord &run) {
+    const json &spec = run.spec;
+    const json firstTask =
+        spec.contains("tasks") && !spec["tasks"].empty() ? spec["tasks"][0] : json::object();
+    const auto seed = spec.value("seed", 0);
+    return {{"model", "lowbit"},
+            {"model_args", "pretrained=" + run.model + ",method=" + methodLabel(run)},
+            {"batch_size", firstTask.value("batch_size", 1)},
+            {"device", run.device},
+            {"limit", firstTask.value("limit", 0)},
+            {"random_seed", seed},
+            {"numpy_seed", seed},
+            {"torch_seed", seed},
+            {"fewshot_seed", seed}};
+}
+
 } // namespace
 
 Result<ExportFormat> parseExportFormat(const std::string &name) {
@@ -263,20 +280,7 @@ Result<json> lmEvalResults(const RunStore &store, int64_t runId) {
         higher[task.task] = better;
         nSamples[task.task] = {{"original", task.samples}, {"effective", task.samples}};
     }
-    const json spec = data.run.spec;
-    const json config = {
-        {"model", "lowbit"},
-        {"model_args", "pretrained=" + data.run.model + ",method=" + methodLabel(data.run)},
-        {"batch_size", spec.contains("tasks") && !spec["tasks"].empty()
-                           ? spec["tasks"][0].value("batch_size", 1)
-                           : 1},
-        {"device", data.run.device},
-        {"limit",
-         spec.contains("tasks") && !spec["tasks"].empty() ? spec["tasks"][0].value("limit", 0) : 0},
-        {"random_seed", spec.value("seed", 0)},
-        {"numpy_seed", spec.value("seed", 0)},
-        {"torch_seed", spec.value("seed", 0)},
-        {"fewshot_seed", spec.value("seed", 0)}};
+    const json config = harnessConfig(data.run);
     return json{{"results", results},
                 {"group_subtasks", groups},
                 {"configs", configs},
