@@ -135,7 +135,7 @@ std::vector<float> rescale(std::vector<float> &w, std::vector<double> &h, int64_
 
 // Step 2: H <- H n / tr(H) + 0.01 I, then W <- U W V^T, H <- V H V^T.
 void incoherence(std::vector<float> &w, std::vector<double> &h, int64_t rows, int64_t cols,
-                 const RandomButterfly &u, const RandomButterfly &v, int threads) {
+                 const RandomButterfly *u, const RandomButterfly &v, int threads) {
     double trace = 0;
     for (int64_t j = 0; j < cols; ++j)
         trace += h[size_t(j * cols + j)];
@@ -145,9 +145,11 @@ void incoherence(std::vector<float> &w, std::vector<double> &h, int64_t rows, in
     for (int64_t j = 0; j < cols; ++j)
         h[size_t(j * cols + j)] += 1e-2;
     v.applyRows(w.data(), rows, false, threads); // W V^T
-    std::vector<float> wt = transposed(w, rows, cols);
-    u.applyRows(wt.data(), cols, false, threads); // (U W)^T
-    w = transposed(wt, cols, rows);
+    if (u) {
+        std::vector<float> wt = transposed(w, rows, cols);
+        u->applyRows(wt.data(), cols, false, threads); // (U W)^T
+        w = transposed(wt, cols, rows);
+    }
     v.applyRows(h.data(), cols, false, threads); // H V^T, whose transpose is V H
     for (int64_t i = 0; i < cols; ++i)
         for (int64_t j = i + 1; j < cols; ++j)
@@ -193,7 +195,7 @@ Result<QuantizedTensor> quantizeQuip(std::string name, std::span<const float> we
     LOWBIT_TRY(RandomButterfly u, RandomButterfly::create(rows, uint64_t(seeds.first)));
     LOWBIT_TRY(RandomButterfly v, RandomButterfly::create(cols, uint64_t(seeds.second)));
     if (options.incoherence)
-        incoherence(w, h, rows, cols, u, v, options.threads);
+        incoherence(w, h, rows, cols, options.rotateRows ? &u : nullptr, v, options.threads);
     auto prepared = prepareHessian(h, cols, {options.damp, false, options.threads});
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
@@ -207,7 +209,7 @@ Result<QuantizedTensor> quantizeQuip(std::string name, std::span<const float> we
     LOWBIT_TRY(SweepResult result, obsSweep(w, rows, cols, prepared->hinvUpper, options.blockSize,
                                             sweep, options.threads, stop));
     LOWBIT_CHECK(sweep.fill(t));
-    const int32_t seedValues[2] = {options.incoherence ? seeds.first : -1,
+    const int32_t seedValues[2] = {options.incoherence && options.rotateRows ? seeds.first : -1,
                                    options.incoherence ? seeds.second : -1};
     t.extra[kSeedsKey] = QuantExtra::fromI32({2}, seedValues, 32);
     if (options.rescale)
@@ -232,12 +234,14 @@ Result<std::vector<float>> dequantizeQuip(const QuantizedTensor &tensor, int thr
     const int64_t rows = tensor.rows, cols = tensor.cols;
     std::vector<float> w = tensor.dequantizeStored();
     const auto seeds = seedsIt->second.i32();
-    if (seeds[0] >= 0 && seeds[1] >= 0) { // W = U^T Q V
-        LOWBIT_TRY(RandomButterfly u, RandomButterfly::create(rows, uint64_t(seeds[0])));
+    if (seeds[1] >= 0) { // Q V
         LOWBIT_TRY(RandomButterfly v, RandomButterfly::create(cols, uint64_t(seeds[1])));
-        v.applyRows(w.data(), rows, true, threads); // Q V
+        v.applyRows(w.data(), rows, true, threads);
+    }
+    if (seeds[0] >= 0) { // U^T (Q V)
+        LOWBIT_TRY(RandomButterfly u, RandomButterfly::create(rows, uint64_t(seeds[0])));
         std::vector<float> wt = transposed(w, rows, cols);
-        u.applyRows(wt.data(), cols, true, threads); // (U^T Q V)^T
+        u.applyRows(wt.data(), cols, true, threads);
         w = transposed(wt, cols, rows);
     }
     const auto rescaleIt = tensor.extra.find(kRescaleKey);
@@ -305,6 +309,7 @@ Result<std::unique_ptr<Quantizer>> makeQuipQuantizer(const QuantizeOptions &opti
     MethodOptions method("quip", rest);
     LOWBIT_TRY(o.rescale, method.boolean("rescale", true));
     LOWBIT_TRY(o.incoherence, method.boolean("incoherence", true));
+    LOWBIT_TRY(o.rotateRows, method.boolean("rotate_rows", true));
     LOWBIT_TRY(o.damp, method.number("damp", 0.01));
     LOWBIT_TRY(o.blockSize, method.integer("block", 128));
     LOWBIT_TRY(int64_t seed, method.integer("seed", 0));

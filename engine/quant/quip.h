@@ -38,6 +38,7 @@ struct QuipOptions {
     char qfn = 'b';          // 'b' (incoherent, symmetric) or 'a' (min-max)
     bool rescale = true;     // step 1
     bool incoherence = true; // step 2 (off: plain LDLQ, for ablations)
+    bool rotateRows = true;  // U of step 2 (off: V only, an ablation)
     double damp = 0.01;
     int64_t blockSize = 128;
     uint64_t seed = 0; // base seed; each linear derives its own U and V seeds
