@@ -3,6 +3,7 @@
 #include "cli_support.h"
 
 #include "perplexity.h"
+#include "quant/activation_quant.h"
 #include "runtime/generator.h"
 #include "runtime/model.h"
 #include "tokenizer/chat_template.h"
@@ -61,7 +62,9 @@ json configJson(const ModelConfig &c) {
 
 Result<std::unique_ptr<Model>> makeModel(const Args &args, std::shared_ptr<const Checkpoint> checkpoint) {
     LOWBIT_TRY(int64_t threads, args.integer("threads", 0));
-    return Model::create(std::move(checkpoint), RuntimeOptions{int(threads)});
+    LOWBIT_TRY(auto model, Model::create(std::move(checkpoint), RuntimeOptions{int(threads)}));
+    LOWBIT_CHECK(installActivationQuant(*model)); // a W8A8 (SmoothQuant) checkpoint's activation quantization
+    return model;
 }
 
 Result<std::vector<int32_t>> parseIdList(const std::string &text) {
