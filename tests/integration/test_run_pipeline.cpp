@@ -114,6 +114,7 @@ private slots:
     void taskFailureIsRecorded();
     void quantizationSeamAndArtifactReuse();
     void destroyingTheRunnerCancels();
+    void oneJobPerDeviceInOrder();
 
 private:
     Fixture m_fixture;
@@ -387,6 +388,39 @@ void TestRunPipeline::destroyingTheRunnerCancels() {
     QVERIFY(store.samples(runId, "lines")->size() < 5000);
     // The queued one stays queued, owned by this (live) process; it can be resumed later.
     QCOMPARE(store.listRuns({.status = RunStatus::Queued})->size(), size_t(1));
+}
+
+void TestRunPipeline::oneJobPerDeviceInOrder() {
+    TempDir dir;
+    std::mutex mutex;
+    std::vector<std::pair<JobEvent::Kind, int64_t>> events;
+    std::vector<std::string> phases;
+    JobRunner runner(dir / "runs.sqlite", makeContext(m_fixture), [&](const JobEvent &event) {
+        std::lock_guard lock(mutex);
+        if (event.kind == JobEvent::Kind::Progress) {
+            if (phases.empty() || phases.back() != event.progress.phase)
+                phases.push_back(event.progress.phase);
+            return;
+        }
+        events.emplace_back(event.kind, event.runId);
+    });
+    auto first =
+        runner.submit(spec(specJson(m_fixture, json::array({{{"name", "lines"}, {"limit", 8}}}))));
+    auto second =
+        runner.submit(spec(specJson(m_fixture, json::array({{{"name", "lines2"}, {"limit", 8}}}))));
+    QVERIFY(first.ok() && second.ok());
+    runner.waitUntilIdle();
+    QCOMPARE(runner.activeJobs(), size_t(0));
+    std::lock_guard lock(mutex);
+    auto position = [&](JobEvent::Kind kind, int64_t run) {
+        return std::find(events.begin(), events.end(), std::make_pair(kind, run)) - events.begin();
+    };
+    const int64_t a = *first->runId, b = *second->runId;
+    QVERIFY(position(JobEvent::Kind::Queued, a) < position(JobEvent::Kind::Started, a));
+    QVERIFY(position(JobEvent::Kind::Finished, a) < position(JobEvent::Kind::Started, b));
+    QVERIFY(position(JobEvent::Kind::Finished, b) < int64_t(events.size()));
+    // Progress phases: loading, then the task, for each job in turn.
+    QCOMPARE(phases, (std::vector<std::string>{"load", "lines", "load", "lines2"}));
 }
 
 QTEST_APPLESS_MAIN(TestRunPipeline)
