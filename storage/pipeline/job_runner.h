@@ -2,8 +2,10 @@
 // device's queue one job at a time (a CPU job and a cuda:0 job may run side by side). Each worker
 // has its own RunStore connection to the same database.
 //
-// Events (queued, started, progress, finished) go to the listener on the worker's thread; a GUI
-// forwards them through a queued signal and throttles progress there. cancel() requests the
+// Events (queued, started, progress, finished) go to the listener on the thread that caused them
+// (the submitting thread for "queued", a worker for the rest; workers of different devices may
+// call it at the same time, so it must be thread-safe); a GUI forwards them through a queued
+// signal and throttles progress there. The listener may call cancel(). cancel() requests the
 // running job's stop token (tasks check it between batches, so it takes effect within about a
 // second) or drops a queued job (marked cancelled). The destructor cancels everything and joins.
 #pragma once
