@@ -281,8 +281,9 @@ Result<StoredWeights> readWeightsOrPacked(const fs::path &dir, const Json &confi
     if (!packed)
         return readWeights(dir);
     DType compute = DType::F16;
-    if (const auto it = config.find("torch_dtype"); it != config.end() && it->is_string())
-        compute = *it == "float32" ? DType::F32 : *it == "bfloat16" ? DType::BF16 : DType::F16;
+    for (const char *key : {"torch_dtype", "dtype"})
+        if (const auto it = config.find(key); it != config.end() && it->is_string())
+            compute = *it == "float32" ? DType::F32 : *it == "bfloat16" ? DType::BF16 : DType::F16;
     LOWBIT_TRY(PackedWeights weights, loadPackedQuantizedWeights(dir, *packed, compute));
     ckpt.metadata["quantization"] =
         std::string(packed->method == PackedQuantMethod::Awq ? "awq" : "gptq") + " " +
