@@ -24,7 +24,8 @@ public:
                          static_cast<long long>(e.done), static_cast<long long>(e.total),
                          std::max(0.0, e.etaSeconds));
         else if (e.done == 0)
-            std::fprintf(stderr, "[%s] %lld windows...\n", e.phase.c_str(), static_cast<long long>(e.total));
+            std::fprintf(stderr, "[%s] %lld windows...\n", e.phase.c_str(),
+                         static_cast<long long>(e.total));
     }
 };
 
@@ -50,11 +51,13 @@ Result<QuantizeOptions> parseOptions(const Args &args, const Checkpoint &checkpo
     const std::string hessian = args.value("hessian").value_or("f32");
     if (hessian != "f32" && hessian != "f64")
         return makeError(ErrorCode::InvalidArgument, "quantize: --hessian must be f32 or f64");
-    o.calibration.precision = hessian == "f64" ? HessianPrecision::Float64 : HessianPrecision::BlockedFloat32;
+    o.calibration.precision =
+        hessian == "f64" ? HessianPrecision::Float64 : HessianPrecision::BlockedFloat32;
     if (auto extra = args.value("method-options")) {
         o.methodOptions = json::parse(*extra, nullptr, false);
         if (o.methodOptions.is_discarded() || !o.methodOptions.is_object())
-            return makeError(ErrorCode::InvalidArgument, "quantize: --method-options must be a JSON object");
+            return makeError(ErrorCode::InvalidArgument,
+                             "quantize: --method-options must be a JSON object");
     }
     if (args.has("act-order"))
         o.methodOptions["act_order"] = true;
@@ -69,16 +72,21 @@ int runQuantize(const std::vector<std::string> &argv) {
                              "calib-samples", "calib-len", "seed", "layers", "out", "hessian",
                              "method-options"},
                             {"sym", "act-order", "no-true-sequential", "json"});
-    if (!args) return fail(args.error());
+    if (!args)
+        return fail(args.error());
     const auto out = args->value("out");
-    if (!out) return fail("quantize: --out DIR is required");
+    if (!out)
+        return fail("quantize: --out DIR is required");
     auto checkpoint = loadModelArg(*args);
-    if (!checkpoint) return fail(checkpoint.error());
+    if (!checkpoint)
+        return fail(checkpoint.error());
     auto options = parseOptions(*args, **checkpoint);
-    if (!options) return fail(options.error());
+    if (!options)
+        return fail(options.error());
     LayerProgress progress;
     auto report = quantizeCheckpoint(**checkpoint, *options, *out, progress);
-    if (!report) return fail(report.error());
+    if (!report)
+        return fail(report.error());
     for (const std::string &w : report->warnings)
         std::fprintf(stderr, "lowbit: warning: %s\n", w.c_str());
     if (args->has("json")) {
@@ -92,8 +100,9 @@ int runQuantize(const std::vector<std::string> &argv) {
             meanOutErr += l.outputRelError;
             ++withErr;
         }
-    std::printf("%s %d-bit%s%s: %lld weights in %zu linears, %.4f bits/weight", report->method.c_str(),
-                report->bits, report->groupSize > 0 ? (" g" + std::to_string(report->groupSize)).c_str() : "",
+    std::printf("%s %d-bit%s%s: %lld weights in %zu linears, %.4f bits/weight",
+                report->method.c_str(), report->bits,
+                report->groupSize > 0 ? (" g" + std::to_string(report->groupSize)).c_str() : "",
                 report->symmetric ? " sym" : "", static_cast<long long>(report->quantizedWeights),
                 report->linears.size(), report->bitsPerWeight);
     if (withErr > 0)

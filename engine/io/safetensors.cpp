@@ -266,10 +266,14 @@ Result<RawSafetensorsFile> readSafetensorsRaw(const std::filesystem::path &path)
         LOWBIT_TRY(ParsedHeader parsed, parseHeader(file->bytes(), path.string(), true));
         out.metadata = std::move(parsed.metadata);
         for (const Entry &e : parsed.entries)
-            out.tensors.emplace(e.name, RawTensor{e.name, e.dtypeText, e.shape,
-                                                  {parsed.buffer + e.begin, size_t(e.end - e.begin)}});
+            out.tensors.emplace(e.name,
+                                RawTensor{e.name,
+                                          e.dtypeText,
+                                          e.shape,
+                                          {parsed.buffer + e.begin, size_t(e.end - e.begin)}});
     } catch (const std::bad_alloc &) {
-        return makeError(ErrorCode::OutOfMemory, path.string() + ": out of memory while parsing the header");
+        return makeError(ErrorCode::OutOfMemory,
+                         path.string() + ": out of memory while parsing the header");
     } catch (const std::exception &e) {
         return makeError(ErrorCode::Format, path.string() + ": malformed header: " + e.what());
     }
@@ -295,7 +299,8 @@ Result<std::string> buildHeader(const std::vector<RawTensor> &tensors,
         const std::optional<uint64_t> elementBytes = knownDtypeBytes(t.dtype);
         if (!elementBytes)
             return makeError(ErrorCode::InvalidArgument, "safetensors writer: tensor '" + t.name +
-                                                             "' has unknown dtype '" + t.dtype + "'");
+                                                             "' has unknown dtype '" + t.dtype +
+                                                             "'");
         uint64_t expected = *elementBytes;
         for (int64_t d : t.shape) {
             if (d < 0)
@@ -307,11 +312,10 @@ Result<std::string> buildHeader(const std::vector<RawTensor> &tensors,
         if (expected != t.bytes.size() || (t.bytes.data() == nullptr && expected != 0))
             return makeError(ErrorCode::InvalidArgument,
                              "safetensors writer: tensor '" + t.name + "' has " +
-                                 std::to_string(t.bytes.size()) + " bytes, its dtype and shape need " +
-                                 std::to_string(expected));
-        header[t.name] = {{"dtype", t.dtype},
-                          {"shape", t.shape},
-                          {"data_offsets", {offset, offset + expected}}};
+                                 std::to_string(t.bytes.size()) +
+                                 " bytes, its dtype and shape need " + std::to_string(expected));
+        header[t.name] = {
+            {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + expected}}};
         offset += expected;
     }
     try {
@@ -343,7 +347,8 @@ Status writeSafetensorsRaw(const std::filesystem::path &path, const std::vector<
         out.write(header.data(), std::streamsize(header.size()));
         for (const RawTensor &t : tensors)
             if (!t.bytes.empty())
-                out.write(reinterpret_cast<const char *>(t.bytes.data()), std::streamsize(t.bytes.size()));
+                out.write(reinterpret_cast<const char *>(t.bytes.data()),
+                          std::streamsize(t.bytes.size()));
         out.flush();
         if (!out) {
             std::error_code ignored;

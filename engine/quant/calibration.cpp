@@ -58,7 +58,8 @@ bool isJsonLines(const fs::path &path) {
     return ext == ".jsonl" || ext == ".json";
 }
 
-Result<std::vector<std::string>> readJsonLinesTexts(const std::string &content, const fs::path &path) {
+Result<std::vector<std::string>> readJsonLinesTexts(const std::string &content,
+                                                    const fs::path &path) {
     std::vector<std::string> texts;
     size_t pos = 0;
     int64_t lineNo = 0;
@@ -80,9 +81,9 @@ Result<std::vector<std::string>> readJsonLinesTexts(const std::string &content, 
 }
 
 // GPTQ's get_c4: a uniformly chosen document longer than the window, then a window inside it.
-Result<std::vector<std::vector<int32_t>>> windowsFromDocuments(
-    const std::vector<std::vector<int32_t>> &docs, const CalibrationOptions &o, std::mt19937_64 &rng,
-    const fs::path &path) {
+Result<std::vector<std::vector<int32_t>>>
+windowsFromDocuments(const std::vector<std::vector<int32_t>> &docs, const CalibrationOptions &o,
+                     std::mt19937_64 &rng, const fs::path &path) {
     std::vector<size_t> eligible;
     for (size_t i = 0; i < docs.size(); ++i)
         if (int64_t(docs[i].size()) > o.tokens)
@@ -93,9 +94,10 @@ Result<std::vector<std::vector<int32_t>>> windowsFromDocuments(
                              std::to_string(o.tokens) + "-token calibration window");
     std::vector<std::vector<int32_t>> windows;
     for (int64_t s = 0; s < o.samples; ++s) {
-        const auto &doc = docs[eligible[std::uniform_int_distribution<size_t>(0, eligible.size() - 1)(rng)]];
-        const int64_t start = std::uniform_int_distribution<int64_t>(
-            0, int64_t(doc.size()) - o.tokens - 1)(rng);
+        const auto &doc =
+            docs[eligible[std::uniform_int_distribution<size_t>(0, eligible.size() - 1)(rng)]];
+        const int64_t start =
+            std::uniform_int_distribution<int64_t>(0, int64_t(doc.size()) - o.tokens - 1)(rng);
         windows.emplace_back(doc.begin() + start, doc.begin() + start + o.tokens);
     }
     return windows;
@@ -103,7 +105,8 @@ Result<std::vector<std::vector<int32_t>>> windowsFromDocuments(
 
 } // namespace
 
-Result<CalibrationSet> loadCalibration(const Tokenizer &tokenizer, const CalibrationOptions &options) {
+Result<CalibrationSet> loadCalibration(const Tokenizer &tokenizer,
+                                       const CalibrationOptions &options) {
     if (options.samples <= 0 || options.tokens <= 1)
         return makeError(ErrorCode::InvalidArgument,
                          "calibration: samples must be positive and window length above 1");
@@ -187,8 +190,8 @@ void accumulateHessian(std::vector<double> &sum, std::vector<float> &block,
         converted.resize(size_t(k * cols));
         for (int64_t i = 0; i < k * cols; ++i)
             converted[size_t(i)] = double(x[r0 * cols + i]);
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, int(k), 1.0, converted.data(), n,
-                    1.0, sum.data(), n);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, int(k), 1.0, converted.data(), n, 1.0,
+                    sum.data(), n);
     }
 }
 
@@ -280,7 +283,8 @@ LayerRunner::LayerRunner(Model &model, const CalibrationSet &set, int64_t batchT
     : m_model(model), m_set(set) {
     m_windowTokens = set.windows.empty() ? 0 : int64_t(set.windows.front().size());
     m_windowsPerBatch = std::max<int64_t>(1, batchTokens / std::max<int64_t>(m_windowTokens, 1));
-    m_windowsPerBatch = std::min<int64_t>(m_windowsPerBatch, std::max<size_t>(set.windows.size(), 1));
+    m_windowsPerBatch =
+        std::min<int64_t>(m_windowsPerBatch, std::max<size_t>(set.windows.size(), 1));
     m_rows = int64_t(set.windows.size()) * m_windowTokens;
     m_hidden = model.config().hiddenSize;
     const ModelConfig &c = model.config();

@@ -6,7 +6,8 @@
 // Call order (engine/quant/quantize.cpp):
 //   LOWBIT_TRY(auto set, loadCalibration(tokenizer, options));
 //   LayerRunner runner(model, set, options.batchTokens);   LOWBIT_CHECK(runner.embed());
-//   for each layer: StatsHook hook(...); runner.run(layer, weights, &hook); auto stats = hook.finish();
+//   for each layer: StatsHook hook(...); runner.run(layer, weights, &hook); auto stats =
+//   hook.finish();
 //                   ... quantize ...; runner.advance(layer, quantizedWeights);
 // Single-threaded API; the forward pass and BLAS inside use options.threads.
 #pragma once
@@ -38,8 +39,8 @@ struct CalibrationOptions {
     // "text" field, as the C4 sample). Empty: <data dir>/wikitext2/wiki.train.raw.prefix, where
     // the data dir is $LOWBIT_DATA_DIR, else $LOWBIT_SHARED_DIR/data, else ../shared/data.
     std::filesystem::path textPath;
-    int64_t samples = 128;  // windows
-    int64_t tokens = 2048;  // tokens per window
+    int64_t samples = 128; // windows
+    int64_t tokens = 2048; // tokens per window
     uint64_t seed = 0;
     int64_t batchTokens = 4096; // tokens per forward call (whole windows, at least one)
     HessianPrecision precision = HessianPrecision::BlockedFloat32;
@@ -62,17 +63,18 @@ struct CalibrationSet {
 // positions over the whole token stream; for JSONL, GPTQ's get_c4 scheme (a random document
 // longer than the window, then a random window inside it). Errors: missing file, a text shorter
 // than one window, a JSONL line without a "text" string.
-Result<CalibrationSet> loadCalibration(const Tokenizer &tokenizer, const CalibrationOptions &options);
+Result<CalibrationSet> loadCalibration(const Tokenizer &tokenizer,
+                                       const CalibrationOptions &options);
 
 // Statistics of one linear input (cols = its width), over N calibration tokens.
 struct LinearStats {
     int64_t cols = 0;
-    int64_t tokens = 0;                // N
-    std::vector<double> hessian;       // cols*cols, symmetric, H = 2/N * sum_t x_t x_t^T
-    std::vector<double> meanAbs;       // per input channel, mean_t |x_tj|
-    std::vector<double> maxAbs;        // per input channel, max_t |x_tj|
-    std::vector<float> sampleRows;     // up to kStatsSampleRows input rows, for output errors
-    int64_t sampleCount = 0;           // rows in sampleRows
+    int64_t tokens = 0;            // N
+    std::vector<double> hessian;   // cols*cols, symmetric, H = 2/N * sum_t x_t x_t^T
+    std::vector<double> meanAbs;   // per input channel, mean_t |x_tj|
+    std::vector<double> maxAbs;    // per input channel, max_t |x_tj|
+    std::vector<float> sampleRows; // up to kStatsSampleRows input rows, for output errors
+    int64_t sampleCount = 0;       // rows in sampleRows
 
     bool hasHessian() const { return !hessian.empty(); }
 };
@@ -116,10 +118,10 @@ public:
     LayerRunner(Model &model, const CalibrationSet &set, int64_t batchTokens);
 
     Status embed();
-    int64_t rows() const { return m_rows; }                  // windows * tokens
+    int64_t rows() const { return m_rows; } // windows * tokens
     int64_t hiddenSize() const { return m_hidden; }
     int64_t windowTokens() const { return m_windowTokens; }
-    const float *hidden() const { return m_state.data(); }   // rows x hiddenSize
+    const float *hidden() const { return m_state.data(); } // rows x hiddenSize
     Model &model() { return m_model; }
 
     // Runs decoder layer `layer` with `weights` over every window (the hook sees its linear

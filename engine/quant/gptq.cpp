@@ -25,7 +25,8 @@ public:
           m_codes(size_t(rows * cols)) {}
 
     void beginBlock(int64_t first, int64_t count, const float *w) override {
-        for (int64_t c = (first + m_group - 1) / m_group * m_group; c < first + count; c += m_group) {
+        for (int64_t c = (first + m_group - 1) / m_group * m_group; c < first + count;
+             c += m_group) {
             const int64_t g = c / m_group, width = std::min(m_group, m_cols - c);
             for (int64_t r = 0; r < m_rows; ++r)
                 m_params[size_t(r * m_groups + g)] =
@@ -68,7 +69,8 @@ Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> we
                                      const GptqOptions &options, std::stop_token stop,
                                      nlohmann::json *notes) {
     if (int64_t(weight.size()) != rows * cols || prepared.cols != cols)
-        return makeError(ErrorCode::InvalidArgument, name + ": weight or Hessian size does not match its shape");
+        return makeError(ErrorCode::InvalidArgument,
+                         name + ": weight or Hessian size does not match its shape");
     LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "gptq", rows, cols, options.bits,
                                                           options.groupSize, options.symmetric));
     std::vector<float> w(weight.begin(), weight.end());
@@ -79,8 +81,8 @@ Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> we
     if (!prepared.permutation.empty())
         w = permuteColumns(w, rows, cols, prepared.permutation);
     GridSweep sweep(rows, cols, t.groupSize, options.bits, options.symmetric);
-    LOWBIT_TRY(SweepResult result, obsSweep(w, rows, cols, prepared, options.blockSize, sweep,
-                                            options.threads, stop));
+    LOWBIT_TRY(SweepResult result,
+               obsSweep(w, rows, cols, prepared, options.blockSize, sweep, options.threads, stop));
     LOWBIT_CHECK(sweep.fill(t));
     t.permutation = prepared.permutation;
     if (notes) {
@@ -94,8 +96,8 @@ Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> we
                                      int64_t cols, const std::vector<double> &hessian,
                                      const GptqOptions &options, std::stop_token stop,
                                      nlohmann::json *notes) {
-    auto prepared = prepareHessian(hessian, cols, {options.damp, options.actOrder, options.threads,
-                                                   useLdl(options, cols)});
+    auto prepared = prepareHessian(
+        hessian, cols, {options.damp, options.actOrder, options.threads, useLdl(options, cols)});
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
     return quantizeGptq(std::move(name), weight, rows, cols, *prepared, options, stop, notes);
@@ -110,7 +112,8 @@ public:
     CalibrationNeeds needs() const override { return {.hessian = true}; }
     Result<QuantizedTensor> quantize(const LinearJob &job) override {
         if (!job.stats || !job.stats->hasHessian())
-            return makeError(ErrorCode::InvalidArgument, job.name + ": gptq needs a calibration Hessian");
+            return makeError(ErrorCode::InvalidArgument,
+                             job.name + ": gptq needs a calibration Hessian");
         // q/k/v (and gate/up) share their input's statistics: prepare H^-1 once for them.
         const Key key{job.layer, linearInputOf(job.kind), job.stats, job.stats->tokens};
         if (!(key == m_key) || m_prepared.cols != job.cols) {

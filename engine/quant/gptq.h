@@ -22,7 +22,7 @@ struct GptqOptions {
     int bits = 4;
     int64_t groupSize = 0; // 0: per-channel
     bool symmetric = false;
-    double damp = 0.01;    // percdamp
+    double damp = 0.01; // percdamp
     int64_t blockSize = 128;
     bool actOrder = false;
     int threads = 0;

@@ -22,7 +22,9 @@ BlasThreads::BlasThreads(int threads) {
     openblas_set_num_threads(threads);
 }
 
-BlasThreads::~BlasThreads() { openblas_set_num_threads(1); }
+BlasThreads::~BlasThreads() {
+    openblas_set_num_threads(1);
+}
 
 namespace {
 
@@ -43,8 +45,9 @@ Status reversedCholesky(std::vector<float> &h, int64_t n) {
     int info = 0;
     spotrf_("U", &dim, h.data(), &dim, &info, 1);
     if (info > 0)
-        return makeError(ErrorCode::Internal, "Cholesky: matrix is not positive definite (leading minor " +
-                                                  std::to_string(info) + ")");
+        return makeError(ErrorCode::Internal,
+                         "Cholesky: matrix is not positive definite (leading minor " +
+                             std::to_string(info) + ")");
     if (info < 0)
         return makeError(ErrorCode::Internal, "Cholesky: spotrf argument " + std::to_string(-info));
     return {};
@@ -70,8 +73,8 @@ Status choleskyInverseUpper(std::vector<float> &h, int64_t n) {
     int info = 0;
     strtri_("U", "N", &dim, h.data(), &dim, &info, 1, 1);
     if (info != 0)
-        return makeError(ErrorCode::Internal, "Cholesky: singular factor (strtri info " +
-                                                  std::to_string(info) + ")");
+        return makeError(ErrorCode::Internal,
+                         "Cholesky: singular factor (strtri info " + std::to_string(info) + ")");
     // Row-major view now holds L^{-1} in the lower triangle (stale input above it); reversing
     // turns it into the upper U = J L^{-1} J.
     zeroStrictUpper(h, n);

@@ -5,11 +5,22 @@
 
 namespace lowbit {
 
-const std::array<float, 16> kNf4Levels = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+const std::array<float, 16> kNf4Levels = {-1.0f,
+                                          -0.6961928009986877f,
+                                          -0.5250730514526367f,
+                                          -0.39491748809814453f,
+                                          -0.28444138169288635f,
+                                          -0.18477343022823334f,
+                                          -0.09105003625154495f,
+                                          0.0f,
+                                          0.07958029955625534f,
+                                          0.16093020141124725f,
+                                          0.24611230194568634f,
+                                          0.33791524171829224f,
+                                          0.44070982933044434f,
+                                          0.5626170039176941f,
+                                          0.7229568362236023f,
+                                          1.0f};
 
 std::array<float, 256> dynamicMap8() {
     // 7 exponent steps 10^(i-6); step i has 2^i fraction values, the midpoints of
@@ -84,15 +95,17 @@ Result<std::vector<float>> blockScales(const QuantizedTensor &t) {
     if (scales == t.extra.end() || offset == t.extra.end() || blockIt == t.extra.end() ||
         int64_t(codes->second.u8().size()) != n || offset->second.f32().size() != 1 ||
         blockIt->second.i32().size() != 1 || blockIt->second.i32()[0] <= 0)
-        return makeError(ErrorCode::Format, t.name + ": nf4 double-quantization data is incomplete");
+        return makeError(ErrorCode::Format,
+                         t.name + ": nf4 double-quantization data is incomplete");
     const int64_t block = blockIt->second.i32()[0];
     if (int64_t(scales->second.f32().size()) != (n + block - 1) / block)
         return makeError(ErrorCode::Format, t.name + ": nf4 absmax_scales has the wrong length");
     const auto map = dynamicMap8();
     std::vector<float> out(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i)
-        out[size_t(i)] = map[codes->second.u8()[size_t(i)]] * scales->second.f32()[size_t(i / block)] +
-                         offset->second.f32()[0];
+        out[size_t(i)] =
+            map[codes->second.u8()[size_t(i)]] * scales->second.f32()[size_t(i / block)] +
+            offset->second.f32()[0];
     return out;
 }
 
@@ -159,7 +172,8 @@ private:
 Result<std::unique_ptr<Quantizer>> makeNf4Quantizer(const QuantizeOptions &options) {
     if (options.bits != 4)
         return makeError(ErrorCode::InvalidArgument,
-                         "nf4: NormalFloat is a 4-bit format (--bits 4), got " + std::to_string(options.bits));
+                         "nf4: NormalFloat is a 4-bit format (--bits 4), got " +
+                             std::to_string(options.bits));
     Nf4Options o;
     if (options.groupSize > 0)
         o.blockSize = options.groupSize;

@@ -78,8 +78,8 @@ Result<PreparedHessian> prepareHessian(const std::vector<double> &hessian, int64
             return p;
         }
     }
-    return makeError(ErrorCode::Internal,
-                     "Hessian is not positive definite even with damping " + std::to_string(damp / 10));
+    return makeError(ErrorCode::Internal, "Hessian is not positive definite even with damping " +
+                                              std::to_string(damp / 10));
 }
 
 namespace {
@@ -141,9 +141,9 @@ double sweepRows(std::vector<float> &w, int64_t cols, const SweepFactor &f, int6
     return loss;
 }
 
-Result<SweepResult> runSweep(std::vector<float> &w, int64_t rows, int64_t cols, const SweepFactor &f,
-                             int64_t blockSize, SweepQuantizer &quantizer, int threads,
-                             std::stop_token stop) {
+Result<SweepResult> runSweep(std::vector<float> &w, int64_t rows, int64_t cols,
+                             const SweepFactor &f, int64_t blockSize, SweepQuantizer &quantizer,
+                             int threads, std::stop_token stop) {
     ThreadPool pool(threads);
     const int64_t chunk = std::max<int64_t>(8, (rows + pool.size() * 4 - 1) / (pool.size() * 4));
     const int64_t chunks = (rows + chunk - 1) / chunk;
@@ -156,7 +156,8 @@ Result<SweepResult> runSweep(std::vector<float> &w, int64_t rows, int64_t cols, 
         quantizer.beginBlock(first, count, w.data());
         pool.parallelFor(chunks, [&](int64_t c, int) {
             const int64_t r0 = c * chunk, r1 = std::min(rows, r0 + chunk);
-            chunkLoss[size_t(c)] += sweepRows(w, cols, f, first, count, r0, r1, quantizer, errT, rows);
+            chunkLoss[size_t(c)] +=
+                sweepRows(w, cols, f, first, count, r0, r1, quantizer, errT, rows);
         });
         if (last < cols) { // Alg. 1 line 13: W[:, last:] -= E^T * U[first:last, last:]
             BlasThreads blas(threads);
@@ -176,7 +177,8 @@ Result<SweepResult> runSweep(std::vector<float> &w, int64_t rows, int64_t cols, 
 Result<SweepResult> obsSweep(std::vector<float> &w, int64_t rows, int64_t cols,
                              const std::vector<float> &hinvUpper, int64_t blockSize,
                              SweepQuantizer &quantizer, int threads, std::stop_token stop) {
-    if (int64_t(w.size()) != rows * cols || int64_t(hinvUpper.size()) != cols * cols || blockSize <= 0)
+    if (int64_t(w.size()) != rows * cols || int64_t(hinvUpper.size()) != cols * cols ||
+        blockSize <= 0)
         return makeError(ErrorCode::InvalidArgument, "obsSweep: sizes do not match");
     return runSweep(w, rows, cols, {hinvUpper.data()}, blockSize, quantizer, threads, stop);
 }
@@ -190,8 +192,9 @@ Result<SweepResult> obsSweep(std::vector<float> &w, int64_t rows, int64_t cols,
         int64_t(prepared.ldlScale.size()) != cols || blockSize <= 0)
         return makeError(ErrorCode::InvalidArgument, "obsSweep: sizes do not match");
     const std::vector<float> orig = w;
-    return runSweep(w, rows, cols, {prepared.ldlUpper.data(), orig.data(), prepared.ldlScale.data()},
-                    blockSize, quantizer, threads, stop);
+    return runSweep(w, rows, cols,
+                    {prepared.ldlUpper.data(), orig.data(), prepared.ldlScale.data()}, blockSize,
+                    quantizer, threads, stop);
 }
 
 } // namespace lowbit

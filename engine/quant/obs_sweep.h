@@ -40,10 +40,10 @@ struct PreparedHessian {
 };
 
 struct HessianOptions {
-    double damp = 0.01;      // percdamp: H += damp * mean(diag H) * I
-    bool actOrder = false;   // sort columns by decreasing diag(H) (GPTQ "act-order")
-    int threads = 0;         // BLAS/LAPACK threads
-    bool ldl = false;        // prepare the LDL form (ldlUpper/ldlScale) instead of hinvUpper
+    double damp = 0.01;    // percdamp: H += damp * mean(diag H) * I
+    bool actOrder = false; // sort columns by decreasing diag(H) (GPTQ "act-order")
+    int threads = 0;       // BLAS/LAPACK threads
+    bool ldl = false;      // prepare the LDL form (ldlUpper/ldlScale) instead of hinvUpper
 };
 
 // Dead columns get H_jj = 1; damping is added; columns are permuted when actOrder; then U is

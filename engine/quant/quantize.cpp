@@ -38,8 +38,8 @@ double weightRelError(std::span<const float> w, std::span<const float> q) {
 }
 
 // ||(W - Q) X^T||^2 / ||W X^T||^2 over the sampled input rows X.
-double outputRelError(std::span<const float> w, std::span<const float> q, int64_t rows, int64_t cols,
-                      const LinearStats &stats, int threads) {
+double outputRelError(std::span<const float> w, std::span<const float> q, int64_t rows,
+                      int64_t cols, const LinearStats &stats, int threads) {
     const int64_t m = stats.sampleCount;
     if (m == 0)
         return -1;
@@ -50,7 +50,8 @@ double outputRelError(std::span<const float> w, std::span<const float> q, int64_
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(cols), 1.0f,
                 stats.sampleRows.data(), int(cols), w.data(), int(cols), 0.0f, y.data(), int(rows));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(cols), 1.0f,
-                stats.sampleRows.data(), int(cols), diff.data(), int(cols), 0.0f, dy.data(), int(rows));
+                stats.sampleRows.data(), int(cols), diff.data(), int(cols), 0.0f, dy.data(),
+                int(rows));
     double num = 0, den = 0;
     for (size_t i = 0; i < y.size(); ++i) {
         num += double(dy[i]) * double(dy[i]);
@@ -96,8 +97,8 @@ Status quantizeLinear(Run &run, int64_t layer, LinearKind kind, FloatLayer &weig
     const auto statsIt = stats.find(linearInputOf(kind));
     const LinearStats *linearStats = statsIt == stats.end() ? nullptr : &statsIt->second;
     std::vector<float> &w = weights.weight(kind);
-    LinearJob job{layer, kind, report.name, report.rows, report.cols, w, linearStats,
-                  &report.notes, run.stop};
+    LinearJob job{layer, kind,        report.name,   report.rows, report.cols,
+                  w,     linearStats, &report.notes, run.stop};
     auto quantized = run.quantizer.quantize(job);
     if (!quantized)
         return makeError(quantized.error().code, report.name + ": " + quantized.error().message);
@@ -105,12 +106,13 @@ Status quantizeLinear(Run &run, int64_t layer, LinearKind kind, FloatLayer &weig
     t.name = report.name;
     LOWBIT_TRY(std::vector<float> fake, run.quantizer.dequantize(t));
     if (int64_t(fake.size()) != report.rows * report.cols)
-        return makeError(ErrorCode::Internal, report.name + ": dequantized size differs from the weight");
+        return makeError(ErrorCode::Internal,
+                         report.name + ": dequantized size differs from the weight");
     report.bitsPerWeight = t.bitsPerWeight();
     report.weightRelError = weightRelError(w, fake);
     if (linearStats)
-        report.outputRelError = outputRelError(w, fake, report.rows, report.cols, *linearStats,
-                                               run.options.threads);
+        report.outputRelError =
+            outputRelError(w, fake, report.rows, report.cols, *linearStats, run.options.threads);
     w = std::move(fake);
     report.seconds = secondsSince(start);
     run.out.tensors.push_back(std::move(t));
@@ -205,23 +207,25 @@ Result<QuantizedModel> quantizeModel(const Checkpoint &source, const QuantizeOpt
     std::unique_ptr<LayerRunner> runner;
     if (needs.any()) {
         if (!source.tokenizer)
-            return makeError(ErrorCode::InvalidArgument,
-                             source.path.string() + ": " + options.method +
-                                 " needs calibration text, but the model has no tokenizer (give --tokenizer)");
+            return makeError(
+                ErrorCode::InvalidArgument,
+                source.path.string() + ": " + options.method +
+                    " needs calibration text, but the model has no tokenizer (give --tokenizer)");
         progress.report({"calibrate", 0, options.calibration.samples});
         LOWBIT_TRY(set, loadCalibration(*source.tokenizer, options.calibration));
         LOWBIT_TRY(model, Model::create(base, {options.threads}));
         runner = std::make_unique<LayerRunner>(*model, *set, options.calibration.batchTokens);
         LOWBIT_CHECK(runner->embed());
         report.calibrated = true;
-        report.calibration = {{"source", set->source.string()},
-                              {"samples", options.calibration.samples},
-                              {"tokens", options.calibration.tokens},
-                              {"seed", options.calibration.seed},
-                              {"document_tokens", set->documentTokens},
-                              {"hessian_precision",
-                               options.calibration.precision == HessianPrecision::Float64
-                                   ? "float64" : "blocked-float32"}};
+        report.calibration = {
+            {"source", set->source.string()},
+            {"samples", options.calibration.samples},
+            {"tokens", options.calibration.tokens},
+            {"seed", options.calibration.seed},
+            {"document_tokens", set->documentTokens},
+            {"hessian_precision", options.calibration.precision == HessianPrecision::Float64
+                                      ? "float64"
+                                      : "blocked-float32"}};
         report.warnings.insert(report.warnings.end(), set->warnings.begin(), set->warnings.end());
         progress.report({"calibrate", options.calibration.samples, options.calibration.samples});
     }
@@ -238,7 +242,8 @@ Result<QuantizedModel> quantizeModel(const Checkpoint &source, const QuantizeOpt
                          elapsed / double(layer + 1) * double(layers - layer - 1)});
     }
     finishReport(report, out.tensors);
-    quantized.metadata["quantization"] = options.method + " " + std::to_string(options.bits) + "-bit";
+    quantized.metadata["quantization"] =
+        options.method + " " + std::to_string(options.bits) + "-bit";
     out.checkpoint = std::make_shared<const Checkpoint>(std::move(quantized));
     report.seconds = secondsSince(start);
     return out;
@@ -249,7 +254,8 @@ Result<QuantizeReport> quantizeCheckpoint(const Checkpoint &source, const Quanti
                                           ProgressSink &progress, std::stop_token stop) {
     LOWBIT_TRY(QuantizedModel model, quantizeModel(source, options, progress, stop));
     model.report.outDir = outDir;
-    LOWBIT_CHECK(writeQuantizedCheckpoint(outDir, source, *model.checkpoint, model.tensors, model.report));
+    LOWBIT_CHECK(
+        writeQuantizedCheckpoint(outDir, source, *model.checkpoint, model.tensors, model.report));
     return model.report;
 }
 

@@ -29,12 +29,12 @@
 namespace lowbit {
 
 struct LinearReport {
-    std::string name;                 // "model.layers.0.self_attn.q_proj.weight"
+    std::string name; // "model.layers.0.self_attn.q_proj.weight"
     int64_t rows = 0, cols = 0;
     double bitsPerWeight = 0;
-    double weightRelError = 0;        // ||W - Q||_F^2 / ||W||_F^2
-    double outputRelError = -1;       // ||(W - Q) X||^2 / ||W X||^2 on sampled calibration rows;
-                                      // -1 without calibration
+    double weightRelError = 0;  // ||W - Q||_F^2 / ||W||_F^2
+    double outputRelError = -1; // ||(W - Q) X||^2 / ||W X||^2 on sampled calibration rows;
+                                // -1 without calibration
     double seconds = 0;
     nlohmann::json notes = nlohmann::json::object(); // method facts (GPTQ loss, damping used)
 };
@@ -42,22 +42,22 @@ struct LinearReport {
 struct QuantizeReport {
     std::string method;
     int bits = 0;
-    int64_t groupSize = 0;            // 0: per-channel
+    int64_t groupSize = 0; // 0: per-channel
     bool symmetric = false;
-    std::string selection;            // LayerSelection::toString()
+    std::string selection; // LayerSelection::toString()
     bool trueSequential = false;
     nlohmann::json methodOptions = nlohmann::json::object();
-    double bitsPerWeight = 0;         // over the quantized linears, everything stored counted
+    double bitsPerWeight = 0; // over the quantized linears, everything stored counted
     int64_t quantizedWeights = 0;
     bool calibrated = false;
     nlohmann::json calibration = nlohmann::json::object(); // source, samples, tokens, seed, ...
     std::vector<LinearReport> linears;
-    nlohmann::json layerNotes = nlohmann::json::array();   // prepareLayer notes, one per layer
+    nlohmann::json layerNotes = nlohmann::json::array(); // prepareLayer notes, one per layer
     std::vector<std::string> warnings;
     double seconds = 0;
-    std::filesystem::path outDir;     // empty for quantizeModel
+    std::filesystem::path outDir; // empty for quantizeModel
 
-    nlohmann::json toJson() const;    // the body of quantization_config.json
+    nlohmann::json toJson() const; // the body of quantization_config.json
 };
 
 struct QuantizedModel {

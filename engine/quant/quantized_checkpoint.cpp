@@ -24,7 +24,8 @@ Status writeTextFile(const fs::path &path, const std::string &text) {
     {
         std::ofstream out(temp, std::ios::binary | std::ios::trunc);
         if (!out)
-            return makeError(ErrorCode::Io, temp.string() + ": cannot create: " + std::strerror(errno));
+            return makeError(ErrorCode::Io,
+                             temp.string() + ": cannot create: " + std::strerror(errno));
         out.write(text.data(), std::streamsize(text.size()));
         if (!out.flush())
             return makeError(ErrorCode::Io, temp.string() + ": write failed");
@@ -32,7 +33,8 @@ Status writeTextFile(const fs::path &path, const std::string &text) {
     std::error_code ec;
     fs::rename(temp, path, ec);
     if (ec)
-        return makeError(ErrorCode::Io, path.string() + ": cannot rename the written file: " + ec.message());
+        return makeError(ErrorCode::Io,
+                         path.string() + ": cannot rename the written file: " + ec.message());
     return {};
 }
 
@@ -63,7 +65,9 @@ Json deriveConfig(const Checkpoint &source) {
               {"rope_theta", c.ropeTheta},
               {"tie_word_embeddings", c.tieWordEmbeddings}};
     const DType stored = source.weights.tokenEmbedding.dtype;
-    j["torch_dtype"] = stored == DType::F32 ? "float32" : stored == DType::F16 ? "float16" : "bfloat16";
+    j["torch_dtype"] = stored == DType::F32   ? "float32"
+                       : stored == DType::F16 ? "float16"
+                                              : "bfloat16";
     j["bos_token_id"] = c.bosId < 0 ? Json(nullptr) : Json(c.bosId);
     j["eos_token_id"] = c.eosIds.size() == 1 ? Json(c.eosIds.front()) : Json(c.eosIds);
     const RopeScaling &rs = c.ropeScaling;
@@ -87,14 +91,16 @@ Status writeConfigAndTokenizer(const fs::path &dir, const Checkpoint &source) {
         LOWBIT_CHECK(writeTextFile(dir / "config.json", deriveConfig(source).dump(2)));
     bool haveTokenizer = false;
     if (hf)
-        for (const char *name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                                 "generation_config.json", "chat_template.jinja"})
+        for (const char *name :
+             {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+              "generation_config.json", "chat_template.jinja"})
             if (fs::exists(source.path / name, ec)) {
                 LOWBIT_CHECK(copyFile(source.path / name, dir / name));
                 haveTokenizer = haveTokenizer || std::string(name) == "tokenizer.json";
             }
     if (!haveTokenizer && source.tokenizer)
-        LOWBIT_CHECK(writeTextFile(dir / "lowbit_vocab.json", vocabToJson(source.tokenizer->exportVocab())));
+        LOWBIT_CHECK(
+            writeTextFile(dir / "lowbit_vocab.json", vocabToJson(source.tokenizer->exportVocab())));
     if (!hf && !source.chatTemplate.empty())
         LOWBIT_CHECK(writeTextFile(dir / "chat_template.jinja", source.chatTemplate));
     return {};
@@ -143,18 +149,21 @@ Status writePacked(const fs::path &path, const std::vector<QuantizedTensor> &ten
         if (!t.groupBits.empty())
             raw.push_back({base + ".group_bits", "U8", {groups}, asBytes(t.groupBits)});
         if (!t.codebook.empty())
-            raw.push_back({base + ".codebook", "F32", {int64_t(t.codebook.size())}, asBytes(t.codebook)});
+            raw.push_back(
+                {base + ".codebook", "F32", {int64_t(t.codebook.size())}, asBytes(t.codebook)});
         Json extraBits = Json::object();
         for (const auto &[key, e] : t.extra) {
-            raw.push_back({base + ".extra." + key, quantExtraTypeName(e.type), e.shape,
+            raw.push_back({base + ".extra." + key,
+                           quantExtraTypeName(e.type),
+                           e.shape,
                            {e.data.data(), e.data.size()}});
             extraBits[key] = e.storedBitsPerElement;
         }
-        meta[base] = {{"tensor", t.name},          {"method", t.method},
-                      {"rows", t.rows},            {"cols", t.cols},
-                      {"bits", t.bits},            {"group_size", t.groupSize},
-                      {"symmetric", t.symmetric},  {"scale_bits", t.scaleBits},
-                      {"zero_bits", t.zeroBits},   {"codebook_bits", t.codebookBits},
+        meta[base] = {{"tensor", t.name},         {"method", t.method},
+                      {"rows", t.rows},           {"cols", t.cols},
+                      {"bits", t.bits},           {"group_size", t.groupSize},
+                      {"symmetric", t.symmetric}, {"scale_bits", t.scaleBits},
+                      {"zero_bits", t.zeroBits},  {"codebook_bits", t.codebookBits},
                       {"extra_bits", extraBits}};
     }
     return writeSafetensorsRaw(path, raw, {{kMetadataKey, meta.dump()}, {"format", "lowbit"}});
@@ -163,17 +172,20 @@ Status writePacked(const fs::path &path, const std::vector<QuantizedTensor> &ten
 } // namespace
 
 Status writeQuantizedCheckpoint(const std::filesystem::path &dir, const Checkpoint &source,
-                                const Checkpoint &model, const std::vector<QuantizedTensor> &tensors,
+                                const Checkpoint &model,
+                                const std::vector<QuantizedTensor> &tensors,
                                 const QuantizeReport &report) {
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec)
-        return makeError(ErrorCode::Io, dir.string() + ": cannot create directory: " + ec.message());
+        return makeError(ErrorCode::Io,
+                         dir.string() + ": cannot create directory: " + ec.message());
     LOWBIT_CHECK(writeConfigAndTokenizer(dir, source));
     LOWBIT_CHECK(writeModelTensors(dir / "model.safetensors", model));
     LOWBIT_CHECK(writePacked(dir / "quantized.safetensors", tensors));
     Json config = report.toJson();
-    config["source"] = {{"path", source.path.string()}, {"format", checkpointFormatName(source.format)}};
+    config["source"] = {{"path", source.path.string()},
+                        {"format", checkpointFormatName(source.format)}};
     return writeTextFile(dir / "quantization_config.json", config.dump(2));
 }
 
@@ -189,7 +201,8 @@ Result<std::vector<T>> rawValues(const RawSafetensorsFile &file, const std::stri
             return std::vector<T>();
         return makeError(ErrorCode::Format, source + ": missing tensor '" + name + "'");
     }
-    if (it->second.dtype != dtype || (count >= 0 && int64_t(it->second.bytes.size()) != count * int64_t(sizeof(T))))
+    if (it->second.dtype != dtype ||
+        (count >= 0 && int64_t(it->second.bytes.size()) != count * int64_t(sizeof(T))))
         return makeError(ErrorCode::Format, source + ": tensor '" + name + "' must be " + dtype +
                                                 " with " + std::to_string(count) + " elements");
     std::vector<T> out(it->second.bytes.size() / sizeof(T));
@@ -215,15 +228,18 @@ Result<QuantizedTensor> readOne(const RawSafetensorsFile &file, const std::strin
     } catch (const std::exception &e) {
         return makeError(ErrorCode::Format, source + ": metadata of '" + base + "': " + e.what());
     }
-    if (t.rows <= 0 || t.cols <= 0 || t.groupSize <= 0 || t.groupSize > t.cols || t.rows > (int64_t(1) << 32) ||
-        t.cols > (int64_t(1) << 32))
-        return makeError(ErrorCode::Format, source + ": '" + base + "' has an invalid shape or group size");
+    if (t.rows <= 0 || t.cols <= 0 || t.groupSize <= 0 || t.groupSize > t.cols ||
+        t.rows > (int64_t(1) << 32) || t.cols > (int64_t(1) << 32))
+        return makeError(ErrorCode::Format,
+                         source + ": '" + base + "' has an invalid shape or group size");
     const int64_t groups = t.groups();
-    LOWBIT_TRY(t.groupBits, rawValues<uint8_t>(file, base + ".group_bits", "U8", groups, source, false));
+    LOWBIT_TRY(t.groupBits,
+               rawValues<uint8_t>(file, base + ".group_bits", "U8", groups, source, false));
     LOWBIT_TRY(t.packed, rawValues<uint8_t>(file, base + ".qcodes", "U8", -1, source));
     LOWBIT_TRY(t.scales, rawValues<float>(file, base + ".scales", "F32", t.rows * groups, source));
     LOWBIT_TRY(t.zeros, rawValues<float>(file, base + ".zeros", "F32", t.rows * groups, source));
-    LOWBIT_TRY(t.permutation, rawValues<int32_t>(file, base + ".perm", "I32", t.cols, source, false));
+    LOWBIT_TRY(t.permutation,
+               rawValues<int32_t>(file, base + ".perm", "I32", t.cols, source, false));
     LOWBIT_TRY(t.codebook, rawValues<float>(file, base + ".codebook", "F32", -1, source, false));
     const std::string prefix = base + ".extra.";
     const Json extraBits = m.value("extra_bits", Json::object());
@@ -232,12 +248,17 @@ Result<QuantizedTensor> readOne(const RawSafetensorsFile &file, const std::strin
             continue;
         const std::string key = name.substr(prefix.size());
         QuantExtra e;
-        e.type = raw.dtype == "U8" ? QuantExtra::Type::U8 : raw.dtype == "I32" ? QuantExtra::Type::I32 : QuantExtra::Type::F32;
+        e.type = raw.dtype == "U8"    ? QuantExtra::Type::U8
+                 : raw.dtype == "I32" ? QuantExtra::Type::I32
+                                      : QuantExtra::Type::F32;
         if (raw.dtype != quantExtraTypeName(e.type))
-            return makeError(ErrorCode::Format, source + ": '" + name + "' has dtype " + raw.dtype + " (U8, I32 or F32)");
+            return makeError(ErrorCode::Format, source + ": '" + name + "' has dtype " + raw.dtype +
+                                                    " (U8, I32 or F32)");
         e.shape = raw.shape;
         e.data.assign(raw.bytes.begin(), raw.bytes.end());
-        e.storedBitsPerElement = extraBits.contains(key) && extraBits[key].is_number() ? extraBits[key].get<double>() : 0;
+        e.storedBitsPerElement = extraBits.contains(key) && extraBits[key].is_number()
+                                     ? extraBits[key].get<double>()
+                                     : 0;
         t.extra.emplace(key, std::move(e));
     }
     LOWBIT_CHECK(t.validate());
@@ -245,7 +266,8 @@ Result<QuantizedTensor> readOne(const RawSafetensorsFile &file, const std::strin
 }
 
 // "model.layers.N.self_attn.q_proj.weight" -> (N, kind).
-std::optional<std::pair<int64_t, LinearKind>> parseLinearName(const std::string &name, int64_t layers) {
+std::optional<std::pair<int64_t, LinearKind>> parseLinearName(const std::string &name,
+                                                              int64_t layers) {
     for (int64_t l = 0; l < layers; ++l)
         for (LinearKind kind : kAllLinearKinds)
             if (linearTensorName(l, kind) == name)
@@ -262,18 +284,21 @@ Result<std::vector<QuantizedTensor>> readQuantizedTensors(const std::filesystem:
         return makeError(ErrorCode::Format, file.string() + ": no '" + kMetadataKey + "' metadata");
     const Json meta = Json::parse(it->second, nullptr, false);
     if (meta.is_discarded() || !meta.is_object())
-        return makeError(ErrorCode::Format, file.string() + ": '" + kMetadataKey + "' is not a JSON object");
+        return makeError(ErrorCode::Format,
+                         file.string() + ": '" + kMetadataKey + "' is not a JSON object");
     std::vector<QuantizedTensor> out;
     for (const auto &[base, m] : meta.items()) {
         if (!m.is_object())
-            return makeError(ErrorCode::Format, file.string() + ": metadata of '" + base + "' is not an object");
+            return makeError(ErrorCode::Format,
+                             file.string() + ": metadata of '" + base + "' is not an object");
         LOWBIT_TRY(QuantizedTensor t, readOne(raw, base, m, file.string()));
         out.push_back(std::move(t));
     }
     return out;
 }
 
-Result<Checkpoint> loadQuantizedCheckpoint(const std::filesystem::path &dir, const LoadOptions &options) {
+Result<Checkpoint> loadQuantizedCheckpoint(const std::filesystem::path &dir,
+                                           const LoadOptions &options) {
     LOWBIT_TRY(Checkpoint ckpt, loadHuggingFaceCheckpoint(dir, options));
     const fs::path packedPath = dir / "quantized.safetensors";
     LOWBIT_TRY(std::vector<QuantizedTensor> tensors, readQuantizedTensors(packedPath));

@@ -7,8 +7,8 @@
 //   tokenizer.json, tokenizer_config.json, generation_config.json, chat_template.jinja
 //                                copied when the source is a HF directory
 //   lowbit_vocab.json            for GGUF / llama2.c sources: the source vocabulary (VocabExport
-//                                as JSON, engine/tokenizer/vocab_json.h); the HF loader uses it when
-//                                there is no tokenizer.json
+//                                as JSON, engine/tokenizer/vocab_json.h); the HF loader uses it
+//                                when there is no tokenizer.json
 //   quantized.safetensors        per quantized linear NAME (without ".weight"): NAME.qcodes (U8
 //                                bit stream), NAME.scales, NAME.zeros (F32 [rows, groups]),
 //                                optional NAME.perm (I32), NAME.group_bits (U8), NAME.codebook
@@ -33,7 +33,8 @@ namespace lowbit {
 // Writes the directory described above. `model` holds the fake-quant weights (quantizeModel's
 // result), `source` is where config and tokenizer files come from.
 Status writeQuantizedCheckpoint(const std::filesystem::path &dir, const Checkpoint &source,
-                                const Checkpoint &model, const std::vector<QuantizedTensor> &tensors,
+                                const Checkpoint &model,
+                                const std::vector<QuantizedTensor> &tensors,
                                 const QuantizeReport &report);
 
 // The packed tensors of quantized.safetensors, each validated (sizes, widths, permutation).

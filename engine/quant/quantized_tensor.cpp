@@ -48,9 +48,15 @@ QuantExtra QuantExtra::fromF32(std::vector<int64_t> shape, std::span<const float
                                double storedBits) {
     return makeExtra(Type::F32, std::move(shape), values, storedBits);
 }
-std::span<const uint8_t> QuantExtra::u8() const { return viewAs<uint8_t>(*this, Type::U8); }
-std::span<const int32_t> QuantExtra::i32() const { return viewAs<int32_t>(*this, Type::I32); }
-std::span<const float> QuantExtra::f32() const { return viewAs<float>(*this, Type::F32); }
+std::span<const uint8_t> QuantExtra::u8() const {
+    return viewAs<uint8_t>(*this, Type::U8);
+}
+std::span<const int32_t> QuantExtra::i32() const {
+    return viewAs<int32_t>(*this, Type::I32);
+}
+std::span<const float> QuantExtra::f32() const {
+    return viewAs<float>(*this, Type::F32);
+}
 
 const char *quantExtraTypeName(QuantExtra::Type type) {
     switch (type) {
@@ -103,9 +109,9 @@ int64_t QuantizedTensor::rowBits() const {
 
 Status QuantizedTensor::setGroupBits(std::vector<uint8_t> widths) {
     if (int64_t(widths.size()) != groups())
-        return makeError(ErrorCode::InvalidArgument,
-                         name + ": " + std::to_string(widths.size()) + " group widths for " +
-                             std::to_string(groups()) + " groups");
+        return makeError(ErrorCode::InvalidArgument, name + ": " + std::to_string(widths.size()) +
+                                                         " group widths for " +
+                                                         std::to_string(groups()) + " groups");
     for (uint8_t w : widths)
         if (w < 1 || w > 8)
             return makeError(ErrorCode::InvalidArgument,
@@ -124,7 +130,8 @@ void writeBits(std::vector<uint8_t> &stream, int64_t bitPos, unsigned value, int
         const int shift = int((bitPos + done) % 8);
         const int take = std::min(width - done, 8 - shift);
         const unsigned mask = ((1u << take) - 1u) << shift;
-        stream[size_t(byte)] = uint8_t((stream[size_t(byte)] & ~mask) | (((value >> done) << shift) & mask));
+        stream[size_t(byte)] =
+            uint8_t((stream[size_t(byte)] & ~mask) | (((value >> done) << shift) & mask));
         done += take;
     }
 }
@@ -237,7 +244,8 @@ Status QuantizedTensor::validate() const {
     if (bits < 1 || bits > 8)
         return bad("bits " + std::to_string(bits) + " outside 1..8");
     if (groupSize <= 0 || groupSize > cols)
-        return bad("group size " + std::to_string(groupSize) + " outside 1.." + std::to_string(cols));
+        return bad("group size " + std::to_string(groupSize) + " outside 1.." +
+                   std::to_string(cols));
     if (!groupBits.empty()) {
         if (int64_t(groupBits.size()) != groups())
             return bad("group widths do not match the group count");

@@ -71,19 +71,19 @@ struct QuantizedTensor {
     std::string method; // registry name of the method that made it ("rtn", "gptq", "nf4", ...)
     int64_t rows = 0;
     int64_t cols = 0;
-    int bits = 4;                    // code width, 1..8 (the nominal one when groupBits is set)
-    int64_t groupSize = 0;           // stored columns per group; cols: per-channel
-    bool symmetric = false;          // recorded for the config; the zeros carry the arithmetic
-    std::vector<uint8_t> groupBits;  // empty, or one width (1..8) per column group
-    std::vector<float> codebook;     // empty, or the level of each code (size >= 2^maxBits)
-    std::vector<uint8_t> packed;     // the code bit stream
-    std::vector<float> scales;       // rows * groups(), row-major
-    std::vector<float> zeros;        // rows * groups(), in level units
+    int bits = 4;                     // code width, 1..8 (the nominal one when groupBits is set)
+    int64_t groupSize = 0;            // stored columns per group; cols: per-channel
+    bool symmetric = false;           // recorded for the config; the zeros carry the arithmetic
+    std::vector<uint8_t> groupBits;   // empty, or one width (1..8) per column group
+    std::vector<float> codebook;      // empty, or the level of each code (size >= 2^maxBits)
+    std::vector<uint8_t> packed;      // the code bit stream
+    std::vector<float> scales;        // rows * groups(), row-major
+    std::vector<float> zeros;         // rows * groups(), in level units
     std::vector<int32_t> permutation; // empty, or cols entries: stored col j = original perm[j]
     std::map<std::string, QuantExtra> extra;
-    int scaleBits = 16;              // storage cost of one scale
-    int zeroBits = 0;                // storage cost of one zero (asymmetric: usually `bits`)
-    int codebookBits = 0;            // storage cost of one codebook entry (per-tensor tables)
+    int scaleBits = 16;   // storage cost of one scale
+    int zeroBits = 0;     // storage cost of one zero (asymmetric: usually `bits`)
+    int codebookBits = 0; // storage cost of one codebook entry (per-tensor tables)
 
     // An empty tensor of this shape and layout: codes all 0, scales 1, zeros 0. groupSize <= 0
     // or >= cols means per-channel. Errors on bits outside 1..8 or a non-positive shape.
@@ -93,7 +93,9 @@ struct QuantizedTensor {
 
     int64_t groups() const { return groupSize > 0 ? (cols + groupSize - 1) / groupSize : 0; }
     int64_t groupOf(int64_t storedCol) const { return storedCol / groupSize; }
-    int groupWidth(int64_t group) const { return groupBits.empty() ? bits : groupBits[size_t(group)]; }
+    int groupWidth(int64_t group) const {
+        return groupBits.empty() ? bits : groupBits[size_t(group)];
+    }
     int maxBits() const; // the widest code width in use
     int64_t rowBits() const;
     float &scale(int64_t row, int64_t group) { return scales[size_t(row * groups() + group)]; }

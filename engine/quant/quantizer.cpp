@@ -78,7 +78,9 @@ std::optional<int64_t> parseIndex(std::string_view text) {
 const Tensor &linearWeight(const LayerWeights &weights, LinearKind kind) {
     return pickLinear(weights, kind);
 }
-Tensor &linearWeight(LayerWeights &weights, LinearKind kind) { return pickLinear(weights, kind); }
+Tensor &linearWeight(LayerWeights &weights, LinearKind kind) {
+    return pickLinear(weights, kind);
+}
 
 Result<LayerSelection> LayerSelection::parse(std::string_view spec) {
     LayerSelection s;
@@ -96,7 +98,8 @@ Result<LayerSelection> LayerSelection::parse(std::string_view spec) {
         }
         const size_t dash = item.find('-');
         const auto first = parseIndex(item.substr(0, dash));
-        const auto last = dash == std::string_view::npos ? first : parseIndex(item.substr(dash + 1));
+        const auto last =
+            dash == std::string_view::npos ? first : parseIndex(item.substr(dash + 1));
         if (!first || !last || *last < *first || *last - *first > 100000)
             return makeError(ErrorCode::InvalidArgument,
                              "layer selection: '" + std::string(item) +
@@ -152,7 +155,8 @@ LayerWeights FloatLayer::view() const {
     w.attnNorm = viewFloats(attnNorm, {int64_t(attnNorm.size())});
     w.ffnNorm = viewFloats(ffnNorm, {int64_t(ffnNorm.size())});
     for (LinearKind kind : kAllLinearKinds)
-        linearWeight(w, kind) = viewFloats(linears[size_t(kind)], {rows[size_t(kind)], cols[size_t(kind)]});
+        linearWeight(w, kind) =
+            viewFloats(linears[size_t(kind)], {rows[size_t(kind)], cols[size_t(kind)]});
     return w;
 }
 
@@ -193,15 +197,16 @@ Status MethodOptions::finish() const {
     if (m_json.is_null())
         return {};
     if (!m_json.is_object())
-        return makeError(ErrorCode::InvalidArgument, m_method + ": method options must be a JSON object");
+        return makeError(ErrorCode::InvalidArgument,
+                         m_method + ": method options must be a JSON object");
     for (const auto &[key, value] : m_json.items())
         if (!m_read.count(key)) {
             std::string known;
             for (const std::string &k : m_read)
                 known += (known.empty() ? "" : ", ") + k;
             return makeError(ErrorCode::InvalidArgument,
-                             m_method + ": unknown option '" + key + "' (known: " +
-                                 (known.empty() ? "none" : known) + ")");
+                             m_method + ": unknown option '" + key +
+                                 "' (known: " + (known.empty() ? "none" : known) + ")");
         }
     return {};
 }

@@ -53,11 +53,11 @@ namespace lowbit {
 // The seven linear layers of a LLaMA decoder layer, in the order the pipeline visits them.
 enum class LinearKind : uint8_t { Q, K, V, O, Gate, Up, Down };
 inline constexpr std::array<LinearKind, 7> kAllLinearKinds = {
-    LinearKind::Q, LinearKind::K, LinearKind::V, LinearKind::O,
+    LinearKind::Q,    LinearKind::K,  LinearKind::V,   LinearKind::O,
     LinearKind::Gate, LinearKind::Up, LinearKind::Down};
 
-const char *linearKindName(LinearKind kind);       // "q_proj", ..., "down_proj"
-LinearInput linearInputOf(LinearKind kind);         // q/k/v -> Attention, o -> AttentionOutput, ...
+const char *linearKindName(LinearKind kind); // "q_proj", ..., "down_proj"
+LinearInput linearInputOf(LinearKind kind);  // q/k/v -> Attention, o -> AttentionOutput, ...
 // Hugging Face tensor name: "model.layers.3.self_attn.q_proj.weight".
 std::string linearTensorName(int64_t layer, LinearKind kind);
 const Tensor &linearWeight(const LayerWeights &weights, LinearKind kind);
@@ -82,14 +82,14 @@ struct LayerSelection {
 struct QuantizeOptions {
     std::string method = "rtn";
     int bits = 4;
-    int64_t groupSize = 0;  // 0: per-channel (one group per output row); else 32, 64, 128, ...
+    int64_t groupSize = 0; // 0: per-channel (one group per output row); else 32, 64, 128, ...
     bool symmetric = false;
     LayerSelection selection;
     CalibrationOptions calibration;
     // GPTQ's --true-sequential: within a layer, statistics of o_proj's input are taken after
     // q/k/v are quantized, and so on (4 passes over the calibration set per layer instead of 1).
     bool trueSequential = true;
-    int threads = 0;        // 0: every hardware thread (forward pass and BLAS)
+    int threads = 0; // 0: every hardware thread (forward pass and BLAS)
     nlohmann::json methodOptions = nlohmann::json::object(); // method-specific keys
 };
 
@@ -117,11 +117,11 @@ struct FloatLayer {
 // Handed to prepareLayer.
 struct LayerContext {
     int64_t layer = 0;
-    FloatLayer &weights;                 // edit in place (fold scales into norms / linears)
-    LayerStatistics &stats;              // the statistics gathered for this layer (may be empty)
-    LayerRunner *runner = nullptr;       // the calibration windows at this layer's input; null
-                                         // when the method needs no calibration
-    nlohmann::json &notes;               // per-layer facts for quantization_config.json
+    FloatLayer &weights;           // edit in place (fold scales into norms / linears)
+    LayerStatistics &stats;        // the statistics gathered for this layer (may be empty)
+    LayerRunner *runner = nullptr; // the calibration windows at this layer's input; null
+                                   // when the method needs no calibration
+    nlohmann::json &notes;         // per-layer facts for quantization_config.json
     std::stop_token stop;
     // Set when the weights were changed in a way that changes linear inputs (scales folded into
     // a norm or a previous linear): the pipeline then gathers the statistics again.
@@ -132,11 +132,11 @@ struct LayerContext {
 struct LinearJob {
     int64_t layer = 0;
     LinearKind kind = LinearKind::Q;
-    std::string name;                  // "model.layers.3.mlp.down_proj.weight"
+    std::string name; // "model.layers.3.mlp.down_proj.weight"
     int64_t rows = 0, cols = 0;
-    std::span<const float> weight;     // rows * cols, row-major {out, in}
+    std::span<const float> weight;      // rows * cols, row-major {out, in}
     const LinearStats *stats = nullptr; // its input's statistics; null without calibration
-    nlohmann::json *notes = nullptr;   // per-linear facts for quantization_config.json
+    nlohmann::json *notes = nullptr;    // per-linear facts for quantization_config.json
     std::stop_token stop;
 };
 
@@ -156,9 +156,9 @@ public:
 using QuantizerFactory = Result<std::unique_ptr<Quantizer>> (*)(const QuantizeOptions &options);
 
 struct QuantizerInfo {
-    std::string_view name;     // "rtn", "gptq", "nf4", ...
+    std::string_view name; // "rtn", "gptq", "nf4", ...
     QuantizerFactory factory;
-    std::string_view summary;  // one line for `lowbit quantize --help`
+    std::string_view summary; // one line for `lowbit quantize --help`
 };
 
 std::span<const QuantizerInfo> quantizerRegistry();

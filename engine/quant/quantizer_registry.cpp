@@ -1,16 +1,16 @@
 // The method registry: one row per quantization method (see engine/quant/quantizer.h, "How a
 // method plugs in"). Rows are listed explicitly rather than self-registered, because objects of
 // a static library that nothing references are dropped by the linker.
-#include "quant/quantizer.h"
 #include "quant/awq.h"
 #include "quant/billm.h"
 #include "quant/gptq.h"
 #include "quant/nf4.h"
 #include "quant/pb_llm.h"
+#include "quant/quantizer.h"
 #include "quant/quip.h"
 #include "quant/rtn.h"
-#include "quant/smoothquant.h"
 #include "quant/slim_llm.h"
+#include "quant/smoothquant.h"
 
 namespace lowbit {
 
@@ -19,7 +19,8 @@ namespace {
 const QuantizerInfo kMethods[] = {
     {"rtn", makeRtnQuantizer, "round-to-nearest min-max, 1-8 bits, per-channel or grouped"},
     {"gptq", makeGptqQuantizer, "GPTQ: Hessian-aware column sweep (damp, block, act_order)"},
-    {"nf4", makeNf4Quantizer, "4-bit NormalFloat, 64-weight absmax blocks, double-quantized scales"},
+    {"nf4", makeNf4Quantizer,
+     "4-bit NormalFloat, 64-weight absmax blocks, double-quantized scales"},
     {"pb-llm", makePbLlmQuantizer,
      "PB-LLM: salient weights at 8 bits, the rest binarized, GPTQ compensation (target_bits)"},
     {"billm", makeBillmQuantizer,
@@ -36,6 +37,8 @@ const QuantizerInfo kMethods[] = {
 
 } // namespace
 
-std::span<const QuantizerInfo> quantizerRegistry() { return kMethods; }
+std::span<const QuantizerInfo> quantizerRegistry() {
+    return kMethods;
+}
 
 } // namespace lowbit

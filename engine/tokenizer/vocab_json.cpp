@@ -12,7 +12,11 @@ bool isValidUtf8(std::string_view s) {
     size_t i = 0;
     while (i < s.size()) {
         const unsigned char c = static_cast<unsigned char>(s[i]);
-        const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        const size_t len = c < 0x80         ? 1
+                           : (c >> 5) == 6  ? 2
+                           : (c >> 4) == 14 ? 3
+                           : (c >> 3) == 30 ? 4
+                                            : 0;
         if (len == 0 || i + len > s.size() || (len == 2 && c < 0xc2))
             return false;
         for (size_t k = 1; k < len; ++k)
@@ -67,13 +71,20 @@ std::string vocabToJson(const VocabExport &vocab) {
     Json merges = Json::array();
     for (const std::string &m : vocab.merges)
         merges.push_back(pieceToJson(m));
-    const Json j = {{"format", "lowbit-vocab"},   {"version", 1},
-                    {"model", vocab.model},       {"pre", vocab.pre},
-                    {"tokens", tokens},           {"scores", vocab.scores},
-                    {"token_types", vocab.tokenTypes}, {"merges", merges},
-                    {"bos_id", vocab.bosId},      {"eos_id", vocab.eosId},
-                    {"unk_id", vocab.unkId},      {"pad_id", vocab.padId},
-                    {"add_bos", vocab.addBos},    {"add_space_prefix", vocab.addSpacePrefix}};
+    const Json j = {{"format", "lowbit-vocab"},
+                    {"version", 1},
+                    {"model", vocab.model},
+                    {"pre", vocab.pre},
+                    {"tokens", tokens},
+                    {"scores", vocab.scores},
+                    {"token_types", vocab.tokenTypes},
+                    {"merges", merges},
+                    {"bos_id", vocab.bosId},
+                    {"eos_id", vocab.eosId},
+                    {"unk_id", vocab.unkId},
+                    {"pad_id", vocab.padId},
+                    {"add_bos", vocab.addBos},
+                    {"add_space_prefix", vocab.addSpacePrefix}};
     return j.dump();
 }
 

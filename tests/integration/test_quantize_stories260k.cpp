@@ -149,7 +149,8 @@ Scores TestQuantizeStories260K::score(std::shared_ptr<const Checkpoint> checkpoi
     return s;
 }
 
-std::shared_ptr<const Checkpoint> TestQuantizeStories260K::quantize(const std::string &method, int bits) {
+std::shared_ptr<const Checkpoint> TestQuantizeStories260K::quantize(const std::string &method,
+                                                                    int bits) {
     NullProgress progress;
     auto q = quantizeModel(*m_fp, options(method, bits), progress);
     if (!q.ok()) {
@@ -181,7 +182,8 @@ void TestQuantizeStories260K::rtn2FarAboveFp() {
     auto q = quantize("rtn", 2);
     QVERIFY(q);
     const Scores s = score(q);
-    QVERIFY2(s.ppl > 3 * m_fpPpl, qPrintable(QString("RTN 2-bit PPL %1, FP %2").arg(s.ppl).arg(m_fpPpl)));
+    QVERIFY2(s.ppl > 3 * m_fpPpl,
+             qPrintable(QString("RTN 2-bit PPL %1, FP %2").arg(s.ppl).arg(m_fpPpl)));
 }
 
 // Every linear of every layer, with that layer's calibration inputs from the FP model: GPTQ's
@@ -195,7 +197,8 @@ void TestQuantizeStories260K::realLayersGptqBeatsRtn() {
     for (int64_t layer = 0; layer < m_fp->config.numLayers; ++layer) {
         const LayerWeights &lw = m_fp->weights.layers[size_t(layer)];
         StatsHook hook({LinearInput::Attention, LinearInput::AttentionOutput, LinearInput::Mlp,
-                        LinearInput::MlpDown}, {true, false, true}, HessianPrecision::Float64, 2);
+                        LinearInput::MlpDown},
+                       {true, false, true}, HessianPrecision::Float64, 2);
         QVERIFY(runner.run(layer, lw, &hook).ok());
         const LayerStatistics stats = hook.finish();
         for (int bits : {3, 4}) {
@@ -216,8 +219,12 @@ void TestQuantizeStories260K::realLayersGptqBeatsRtn() {
                         double dg = 0, dr = 0;
                         for (int64_t j = 0; j < t.cols(); ++j) {
                             const double x = s.sampleRows[size_t(k * t.cols() + j)];
-                            dg += (double(w[size_t(o * t.cols() + j)]) - qg[size_t(o * t.cols() + j)]) * x;
-                            dr += (double(w[size_t(o * t.cols() + j)]) - qr[size_t(o * t.cols() + j)]) * x;
+                            dg += (double(w[size_t(o * t.cols() + j)]) -
+                                   qg[size_t(o * t.cols() + j)]) *
+                                  x;
+                            dr += (double(w[size_t(o * t.cols() + j)]) -
+                                   qr[size_t(o * t.cols() + j)]) *
+                                  x;
                         }
                         errGptq += dg * dg;
                         errRtn += dr * dr;
@@ -256,7 +263,8 @@ void TestQuantizeStories260K::quantizeWriteReload() {
         for (LinearKind kind : kAllLinearKinds) {
             const auto a = tensorToFloats(linearWeight(loaded->weights.layers[size_t(l)], kind));
             const auto b = tensorToFloats(linearWeight(rebuilt->weights.layers[size_t(l)], kind));
-            const auto c = tensorToFloats(linearWeight(inMemory->checkpoint->weights.layers[size_t(l)], kind));
+            const auto c =
+                tensorToFloats(linearWeight(inMemory->checkpoint->weights.layers[size_t(l)], kind));
             QCOMPARE(a, b); // from codes alone == the fake-quant weights written
             QCOMPARE(a, c); // == the in-memory result (the run is deterministic)
         }
@@ -277,15 +285,16 @@ void TestQuantizeStories260K::quantizeWriteReload() {
 void TestQuantizeStories260K::methodTable() {
     qInfo("| method | bits | bits/weight | PPL | KL vs FP |");
     qInfo("| FP32 | 32 | 32 | %.3f | 0 |", m_fpPpl);
-    const std::pair<const char *, int> runs[] = {{"rtn", 8}, {"rtn", 4}, {"gptq", 4}, {"nf4", 4},
-                                                  {"rtn", 3}, {"gptq", 3}, {"rtn", 2}, {"gptq", 2}};
+    const std::pair<const char *, int> runs[] = {{"rtn", 8}, {"rtn", 4},  {"gptq", 4}, {"nf4", 4},
+                                                 {"rtn", 3}, {"gptq", 3}, {"rtn", 2},  {"gptq", 2}};
     double previousRtn = 0;
     for (const auto &[method, bits] : runs) {
         NullProgress progress;
         auto q = quantizeModel(*m_fp, options(method, bits), progress);
         QVERIFY(q.ok());
         const Scores s = score(q->checkpoint);
-        qInfo("| %s | %d | %.3f | %.3f | %.4f |", method, bits, q->report.bitsPerWeight, s.ppl, s.kl);
+        qInfo("| %s | %d | %.3f | %.3f | %.4f |", method, bits, q->report.bitsPerWeight, s.ppl,
+              s.kl);
         QVERIFY(s.kl >= 0);
         if (std::string(method) == "rtn") {
             QVERIFY(s.ppl > previousRtn); // fewer bits, higher perplexity

@@ -17,8 +17,8 @@ namespace {
 
 struct Problem {
     int64_t rows = 0, cols = 0, tokens = 0;
-    std::vector<float> w, x;   // w: rows x cols, x: tokens x cols
-    std::vector<double> h;     // 2 X^T X / N
+    std::vector<float> w, x; // w: rows x cols, x: tokens x cols
+    std::vector<double> h;   // 2 X^T X / N
 };
 
 // Activations with correlated channels (a random mixing) and a few outlier channels, as LLM
@@ -48,7 +48,8 @@ Problem makeProblem(uint32_t seed, int64_t rows, int64_t cols, int64_t tokens) {
     for (int64_t t = 0; t < tokens; ++t)
         for (int64_t i = 0; i < cols; ++i)
             for (int64_t j = 0; j < cols; ++j)
-                p.h[size_t(i * cols + j)] += 2.0 * p.x[size_t(t * cols + i)] * p.x[size_t(t * cols + j)] / double(tokens);
+                p.h[size_t(i * cols + j)] +=
+                    2.0 * p.x[size_t(t * cols + i)] * p.x[size_t(t * cols + j)] / double(tokens);
     return p;
 }
 
@@ -192,7 +193,8 @@ void TestGptq::beatsRtnOnOutputError_data() {
     for (int bits : {3, 4})
         for (int group : {0, 32})
             for (bool act : {false, true})
-                QTest::newRow(qPrintable(QString("%1-bit g%2%3").arg(bits).arg(group).arg(act ? " act-order" : "")))
+                QTest::newRow(qPrintable(
+                    QString("%1-bit g%2%3").arg(bits).arg(group).arg(act ? " act-order" : "")))
                     << bits << group << act;
 }
 

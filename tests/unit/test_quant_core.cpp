@@ -221,8 +221,9 @@ void TestQuantCore::nf4TableIsNormalQuantiles() {
     std::sort(v.begin(), v.end());
     const double maxAbs = std::max(std::abs(v.front()), v.back());
     for (size_t i = 0; i < 16; ++i)
-        QVERIFY2(std::abs(v[i] / maxAbs - kNf4Levels[i]) < 1e-6,
-                 qPrintable(QString("level %1: %2 vs %3").arg(i).arg(v[i] / maxAbs).arg(kNf4Levels[i])));
+        QVERIFY2(
+            std::abs(v[i] / maxAbs - kNf4Levels[i]) < 1e-6,
+            qPrintable(QString("level %1: %2 vs %3").arg(i).arg(v[i] / maxAbs).arg(kNf4Levels[i])));
 }
 
 void TestQuantCore::nf4ExactOnLevels() {
@@ -389,14 +390,16 @@ void TestQuantCore::brokenPackedFiles() {
         return std::span<const std::byte>(reinterpret_cast<const std::byte *>(v.data()),
                                           v.size() * sizeof(v[0]));
     };
-    const std::string good = R"({"w":{"tensor":"w.weight","method":"rtn","rows":2,"cols":8,"bits":2,)"
-                             R"("group_size":8,"symmetric":false,"scale_bits":16,"zero_bits":2}})";
+    const std::string good =
+        R"({"w":{"tensor":"w.weight","method":"rtn","rows":2,"cols":8,"bits":2,)"
+        R"("group_size":8,"symmetric":false,"scale_bits":16,"zero_bits":2}})";
     auto write = [&](const std::string &meta, int64_t codeBytes) {
-        return writeSafetensorsRaw(path,
-                                   {{"w.qcodes", "U8", {codeBytes}, bytes(codes).subspan(0, size_t(codeBytes))},
-                                    {"w.scales", "F32", {2, 1}, bytes(scales)},
-                                    {"w.zeros", "F32", {2, 1}, bytes(zeros)}},
-                                   {{"lowbit.quantized", meta}});
+        return writeSafetensorsRaw(
+            path,
+            {{"w.qcodes", "U8", {codeBytes}, bytes(codes).subspan(0, size_t(codeBytes))},
+             {"w.scales", "F32", {2, 1}, bytes(scales)},
+             {"w.zeros", "F32", {2, 1}, bytes(zeros)}},
+            {{"lowbit.quantized", meta}});
     };
     QVERIFY(write(good, 4).ok());
     auto ok = readQuantizedTensors(path);
@@ -414,7 +417,8 @@ void TestQuantCore::brokenPackedFiles() {
     QVERIFY(!readQuantizedTensors(path).ok());
     std::string noScales = good;
     QVERIFY(writeSafetensorsRaw(path, {{"w.qcodes", "U8", {4}, bytes(codes)}},
-                                {{"lowbit.quantized", good}}).ok());
+                                {{"lowbit.quantized", good}})
+                .ok());
     const auto missing = readQuantizedTensors(path);
     QVERIFY(!missing.ok());
     QVERIFY(missing.error().message.find("w.scales") != std::string::npos);
