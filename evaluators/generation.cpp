@@ -100,7 +100,7 @@ Result<std::vector<GenerationOutput>> GenerationEngine::run(std::span<const Gene
             auto &a = active[size_t(s)];
             if (!a && next < requests.size()) {
                 SamplingOptions sampling = gen.sampling;
-                sampling.seed = gen.sampling.seed + next; // independent but reproducible per request
+                sampling.seed = gen.sampling.seed + requests[next].seed;
                 a = Active{next, prompts[next], std::make_unique<Sampler>(sampling), false};
                 cache.clear(s);
                 ++next;

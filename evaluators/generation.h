@@ -23,17 +23,19 @@
 namespace lowbit {
 
 struct GenerationRequest {
-    std::string prompt;  // plain text, or the user message when chat
+    std::string prompt{}; // plain text, or the user message when chat
     bool chat = false;
-    std::string system;  // chat only: a system message when non-empty
+    std::string system{}; // chat only: a system message when non-empty
     bool parseSpecial = false; // plain prompts: match special tokens ("<|eot_id|>") in the text
+    uint64_t seed = 0;         // added to the sampling seed (e.g. the document index), so that a
+                               // sampled output does not depend on what else runs with it
 };
 
 struct GenerationOptions {
     int batchSize = 1;       // requests generated together (cache slots)
     bool addBos = false;     // plain prompts: lm-eval's default for causal models is no BOS
     int64_t maxLength = 0;   // 0: the model's maxPositions
-    GenerateOptions generate; // maxTokens, sampling (seed + request index per request), stops
+    GenerateOptions generate; // maxTokens, sampling (seed + request.seed), stop strings
 };
 
 struct GenerationOutput {

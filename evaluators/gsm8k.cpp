@@ -131,7 +131,8 @@ public:
                 std::vector<Gsm8kProblem> exemplars;
                 for (int64_t t : fewshot[size_t(i)])
                     exemplars.push_back(train[size_t(t)]);
-                requests.push_back({gsm8kPrompt(exemplars, test[size_t(i)]), chatOf(context.options), ""});
+                requests.push_back({.prompt = gsm8kPrompt(exemplars, test[size_t(i)]), .chat = chatOf(context.options),
+                                    .seed = uint64_t(i)});
             }
             LOWBIT_TRY(auto outputs, engine.run(requests, context.stop));
             for (size_t k = 0; k < docs.size(); ++k) {

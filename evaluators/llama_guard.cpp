@@ -98,7 +98,7 @@ Result<std::vector<GuardVerdict>> LlamaGuard::classify(std::span<const std::pair
     for (const auto &[prompt, response] : pairs) {
         const ChatMessage conversation[] = {{"user", prompt}, {"assistant", response}};
         LOWBIT_TRY(std::string text, llamaGuard3Prompt(conversation));
-        requests.push_back({text, false, "", /*parseSpecial=*/true});
+        requests.push_back({.prompt = text, .parseSpecial = true});
     }
     GenerationOptions options;
     options.batchSize = batchSize;

@@ -234,7 +234,7 @@ Status SafetyTask::run(TaskContext &context) {
     return forEachChunk(context, m_name, indices, docId, chunk, [&](std::span<const int64_t> docs) -> Status {
         std::vector<GenerationRequest> requests;
         for (int64_t i : docs)
-            requests.push_back({prompts[size_t(i)].prompt, chat, ""});
+            requests.push_back({.prompt = prompts[size_t(i)].prompt, .chat = chat, .seed = uint64_t(i)});
         LOWBIT_TRY(auto outputs, engine.run(requests, context.stop));
         std::vector<GuardVerdict> verdicts;
         if (guard) {

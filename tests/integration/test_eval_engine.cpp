@@ -60,16 +60,22 @@ std::vector<LoglikelihoodRequest> randomRequests(std::mt19937 &rng) {
                            "ran", "to", "mom", "said", "One", "day", "tree"};
     auto phrase = [&](int n) {
         std::string s;
-        for (int i = 0; i < n; ++i)
-            s += std::string(i ? " " : "") + words[rng() % 20];
+        for (int i = 0; i < n; ++i) {
+            if (i)
+                s += ' ';
+            s += words[rng() % 20];
+        }
         return s;
     };
     std::vector<LoglikelihoodRequest> requests;
     for (int64_t g = 0; g < 9; ++g) {
         const std::string context = phrase(3 + int(rng() % 12)) + (g % 3 == 0 ? " " : "");
         const int choices = g % 4 == 3 ? 1 : 2 + int(rng() % 4);
-        for (int c = 0; c < choices; ++c)
-            requests.push_back({context, (g % 3 == 0 ? "" : " ") + phrase(1 + int(rng() % 4)), choices > 1 ? g : -1});
+        for (int c = 0; c < choices; ++c) {
+            std::string continuation(g % 3 == 0 ? "" : " "); // a trailing space moves here from the context
+            continuation += phrase(1 + int(rng() % 4));
+            requests.push_back({context, continuation, choices > 1 ? g : -1});
+        }
     }
     return requests;
 }
