@@ -415,7 +415,12 @@ Status addRopeFreqs(GgufWriter &w, const ModelConfig &c) {
     return w.addTensor("rope_freqs.weight", t, GgmlType::F32);
 }
 
-Status addWeight(GgufWriter &w, const std::string &name, const Tensor &t, GgmlType weightType) {
+Status addWeight(GgufWriter &w, const std::string &name, const Tensor &t, GgmlType weightType,
+                 const GgufWeightOverrides *overrides = nullptr) {
+    if (overrides)
+        if (const auto it = overrides->find(t.name); it != overrides->end())
+            return w.addRawTensor(name, it->second.type, {uint64_t(t.cols()), uint64_t(t.rows())},
+                                  it->second.data);
     const int64_t rowLength = t.shape.empty() ? 0 : t.shape.back();
     const GgmlType type =
         weightType == GgmlType::Q8_0 && rowLength % 32 != 0 ? GgmlType::F16 : weightType;
@@ -425,7 +430,7 @@ Status addWeight(GgufWriter &w, const std::string &name, const Tensor &t, GgmlTy
 } // namespace
 
 Status writeGgufCheckpoint(const Checkpoint &ckpt, const std::filesystem::path &path,
-                           GgmlType weightType) {
+                           GgmlType weightType, const GgufWeightOverrides *overrides) {
     if (!storable(weightType))
         return makeError(ErrorCode::InvalidArgument,
                          path.string() +
@@ -451,15 +456,17 @@ Status writeGgufCheckpoint(const Checkpoint &ckpt, const std::filesystem::path &
         const std::string p = "blk." + std::to_string(i) + ".";
         LOWBIT_CHECK(w.addTensor(p + "attn_norm.weight", l.attnNorm, GgmlType::F32));
         LOWBIT_CHECK(addWeight(w, p + "attn_q.weight",
-                               permuteRopeRowsInverse(l.wq, c.numHeads, c.headDim), weightType));
+                               permuteRopeRowsInverse(l.wq, c.numHeads, c.headDim), weightType,
+                               overrides));
         LOWBIT_CHECK(addWeight(w, p + "attn_k.weight",
-                               permuteRopeRowsInverse(l.wk, c.numKvHeads, c.headDim), weightType));
-        LOWBIT_CHECK(addWeight(w, p + "attn_v.weight", l.wv, weightType));
-        LOWBIT_CHECK(addWeight(w, p + "attn_output.weight", l.wo, weightType));
+                               permuteRopeRowsInverse(l.wk, c.numKvHeads, c.headDim), weightType,
+                               overrides));
+        LOWBIT_CHECK(addWeight(w, p + "attn_v.weight", l.wv, weightType, overrides));
+        LOWBIT_CHECK(addWeight(w, p + "attn_output.weight", l.wo, weightType, overrides));
         LOWBIT_CHECK(w.addTensor(p + "ffn_norm.weight", l.ffnNorm, GgmlType::F32));
-        LOWBIT_CHECK(addWeight(w, p + "ffn_gate.weight", l.wGate, weightType));
-        LOWBIT_CHECK(addWeight(w, p + "ffn_up.weight", l.wUp, weightType));
-        LOWBIT_CHECK(addWeight(w, p + "ffn_down.weight", l.wDown, weightType));
+        LOWBIT_CHECK(addWeight(w, p + "ffn_gate.weight", l.wGate, weightType, overrides));
+        LOWBIT_CHECK(addWeight(w, p + "ffn_up.weight", l.wUp, weightType, overrides));
+        LOWBIT_CHECK(addWeight(w, p + "ffn_down.weight", l.wDown, weightType, overrides));
     }
     return w.write(path);
 }

@@ -10,6 +10,7 @@
 #include "quant/ggml_blocks.h"
 
 #include <filesystem>
+#include <map>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -70,7 +71,16 @@ private:
 // as `weightType` (F32, F16, BF16 or Q8_0; Q8_0 falls back to F16 for rows that are not a
 // multiple of 32, as llama-quantize does), norms as F32; wq/wk go back to the interleaved RoPE
 // row order. A tied head is written as no output.weight; Llama 3 rope scaling as rope_freqs.
+// `overrides`: optional pre-encoded blocks for some 2-D weights, keyed by the Tensor's name (the
+// Hugging Face name, "model.layers.0.self_attn.q_proj.weight"), written as is instead of
+// `weightType`; rows already in GGUF order (q/k interleaved). Used by engine/io/gguf_export.h.
+struct GgufEncodedWeight {
+    GgmlType type = GgmlType::F32;
+    std::vector<std::byte> data;
+};
+using GgufWeightOverrides = std::map<std::string, GgufEncodedWeight>;
+
 Status writeGgufCheckpoint(const Checkpoint &checkpoint, const std::filesystem::path &path,
-                           GgmlType weightType);
+                           GgmlType weightType, const GgufWeightOverrides *overrides = nullptr);
 
 } // namespace lowbit
