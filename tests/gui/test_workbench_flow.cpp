@@ -62,6 +62,7 @@ private slots:
     void tasksPanelShowsDataState();
     void endToEnd();
     void guiStaysResponsiveWhileAJobRuns();
+    void cancelThenResume();
 
 private:
     // Opens the model and ticks tinystories with `limit` documents of 128 tokens.
@@ -202,6 +203,28 @@ void TestWorkbenchFlow::endToEnd() {
         QCOMPARE(point.y, stored.at(point.runId));
         QCOMPARE(point.x, point.series == "FP baseline" ? 16.0 : 4.0);
     }
+    // Pareto (size vs ppl) has both runs; bars show the runs selected for comparison.
+    window.chart()->setMode(MetricChart::Mode::Pareto);
+    window.chart()->flush();
+    QCOMPARE(window.chart()->points().size(), size_t(2));
+    for (const ChartPoint &point : window.chart()->points())
+        QVERIFY(point.x > 0);
+    window.chart()->setSelectedRuns(runs);
+    window.chart()->setMode(MetricChart::Mode::BarsPerTask);
+    window.chart()->flush();
+    QCOMPARE(window.chart()->points().size(), size_t(2));
+    window.chart()->setMode(MetricChart::Mode::MetricVsBits);
+    // A burst of data changes is one redraw.
+    const int redraws = window.chart()->redrawCount();
+    for (int i = 0; i < 5; ++i)
+        window.chart()->setRows(window.runsModel()->rows());
+    QTRY_VERIFY(!window.chart()->redrawPending());
+    QCOMPARE(window.chart()->redrawCount(), redraws + 1);
+    // The filter box narrows the browser to matching rows.
+    window.runsBrowser()->setFilterText("rtn");
+    QCOMPARE(window.runsBrowser()->proxy()->rowCount(), 1);
+    window.runsBrowser()->setFilterText(QString());
+
     QTemporaryDir out;
     for (const char *name : {"chart.png", "chart.pdf", "chart.svg"}) {
         QVERIFY(window.chart()->exportTo(out.filePath(name)).ok());
@@ -288,6 +311,38 @@ void TestWorkbenchFlow::guiStaysResponsiveWhileAJobRuns() {
     qInfo("timer ticks while the job ran: %d, worst lateness %lld ms", ticks, worstLateMs);
     QVERIFY(ticks >= 2);
     QVERIFY2(worstLateMs <= 100, qPrintable(QString::number(worstLateMs)));
+}
+
+void TestWorkbenchFlow::cancelThenResume() {
+    MainWindow window;
+    const auto testers = testModels(window);
+    prepare(window, 1000);
+    QVERIFY(window.methodPanel()->selectMethod("none"));
+    const std::vector<int64_t> runs = window.runExperiment();
+    QCOMPARE(runs.size(), size_t(1));
+    JobQueue &queue = *window.jobQueue();
+    QTRY_VERIFY_WITH_TIMEOUT(queue.model()->job(runs[0])->status == RunStatus::Running, 30000);
+    queue.cancel(runs[0]);
+    QTRY_VERIFY_WITH_TIMEOUT(jobsFinished(queue, runs), kJobTimeoutMs);
+    // Either the cancel landed (the usual case) or the job had already finished.
+    const RunStatus ended = queue.model()->job(runs[0])->status;
+    QVERIFY2(ended == RunStatus::Cancelled || ended == RunStatus::Done, runStatusName(ended));
+    qInfo("after cancel: %s", runStatusName(ended));
+    if (ended == RunStatus::Cancelled) {
+        QVERIFY(queue.resume(runs[0]).ok());
+        QTRY_VERIFY_WITH_TIMEOUT(jobsFinished(queue, runs), kJobTimeoutMs);
+        QCOMPARE(queue.model()->job(runs[0])->status, RunStatus::Done);
+    }
+    RunStore store = RunStore::open(databasePath(), {.readOnly = true}).value();
+    const auto tasks = store.runTasks(runs[0]).value();
+    QCOMPARE(tasks.size(), size_t(1));
+    QCOMPARE(tasks[0].samples, int64_t(1000)); // resumed after the committed samples, no repeats
+    // Retry: the same spec again, as a new run.
+    QVERIFY(queue.retry(runs[0]).ok());
+    QCOMPARE(queue.model()->rowCount(), 2);
+    const int64_t retried = queue.model()->jobAt(1).runId;
+    QTRY_VERIFY_WITH_TIMEOUT(jobsFinished(queue, {retried}), kJobTimeoutMs);
+    QCOMPARE(queue.model()->job(retried)->status, RunStatus::Done);
 }
 
 QTEST_MAIN(TestWorkbenchFlow)
