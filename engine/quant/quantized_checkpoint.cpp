@@ -228,8 +228,10 @@ Result<QuantizedTensor> readOne(const RawSafetensorsFile &file, const std::strin
     } catch (const std::exception &e) {
         return makeError(ErrorCode::Format, source + ": metadata of '" + base + "': " + e.what());
     }
+    // Bounded so that rows x cols x 8 bits cannot overflow in the size checks that follow.
     if (t.rows <= 0 || t.cols <= 0 || t.groupSize <= 0 || t.groupSize > t.cols ||
-        t.rows > (int64_t(1) << 32) || t.cols > (int64_t(1) << 32))
+        t.rows > (int64_t(1) << 31) || t.cols > (int64_t(1) << 31) ||
+        t.rows * t.cols > (int64_t(1) << 40))
         return makeError(ErrorCode::Format,
                          source + ": '" + base + "' has an invalid shape or group size");
     const int64_t groups = t.groups();

@@ -411,11 +411,14 @@ void TestQuantCore::brokenPackedFiles() {
     badBits.replace(badBits.find("\"bits\":2"), 8, "\"bits\":9");
     QVERIFY(write(badBits, 4).ok());
     QVERIFY(!readQuantizedTensors(path).ok());
+    std::string huge = good;
+    huge.replace(huge.find("\"rows\":2"), 8, "\"rows\":4294967296");
+    QVERIFY(write(huge, 4).ok()); // 2^32 rows: refused before any size arithmetic
+    QVERIFY(!readQuantizedTensors(path).ok());
     QVERIFY(write("{\"w\": 3}", 4).ok());
     QVERIFY(!readQuantizedTensors(path).ok());
     QVERIFY(write("not json", 4).ok());
     QVERIFY(!readQuantizedTensors(path).ok());
-    std::string noScales = good;
     QVERIFY(writeSafetensorsRaw(path, {{"w.qcodes", "U8", {4}, bytes(codes)}},
                                 {{"lowbit.quantized", good}})
                 .ok());
