@@ -38,7 +38,7 @@ struct QuipOptions {
     char qfn = 'b';          // 'b' (incoherent, symmetric) or 'a' (min-max)
     bool rescale = true;     // step 1
     bool incoherence = true; // step 2 (off: plain LDLQ, for ablations)
-    bool rotateRows = true;  // U of step 2 (off: V only, an ablation)
+    bool rotateRows = true;  // U of step 2 (off: V only, an ablation; "quip_seeds"[0] = -1)
     double damp = 0.01;
     int64_t blockSize = 128;
     uint64_t seed = 0; // base seed; each linear derives its own U and V seeds
@@ -60,7 +60,8 @@ Result<QuantizedTensor> quantizeQuip(std::string name, std::span<const float> we
 Result<std::vector<float>> dequantizeQuip(const QuantizedTensor &tensor, int threads = 1);
 
 // Method "quip"; --bits 1..8 (the paper: 2-4); method options: qfn ("b" or "a"), rescale (true),
-// incoherence (true), damp (0.01), block (128), seed (0).
+// incoherence (true), rotate_rows (true), damp (0.01), block (128), seed (0). The defaults are the
+// reference's --incoh_processing (pre_gptqH, pre_rescale, pre_proj, qfn b).
 Result<std::unique_ptr<Quantizer>> makeQuipQuantizer(const QuantizeOptions &options);
 
 } // namespace lowbit
