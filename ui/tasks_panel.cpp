@@ -24,7 +24,7 @@ TasksPanel::TasksPanel(QWidget *parent) : QWidget(parent) {
     m_table->setObjectName(QStringLiteral("tasks"));
     m_table->setHorizontalHeaderLabels(
         {tr("Task"), tr("Limit"), tr("Shots"), tr("Context"), tr("Data")});
-    m_table->horizontalHeader()->setSectionResizeMode(NameColumn, QHeaderView::Stretch);
+    m_table->horizontalHeader()->setStretchLastSection(true);
     m_table->verticalHeader()->hide();
     auto *layout = new QVBoxLayout(this);
     layout->setContentsMargins(0, 0, 0, 0);
@@ -57,6 +57,7 @@ void TasksPanel::reload(const std::filesystem::path &dataDir) {
         m_table->setItem(row, ContextColumn, numberItem(0, tr("Context tokens (0: default)")));
         m_table->setItem(row, DataColumn, data);
     }
+    m_table->resizeColumnsToContents();
     emit changed();
 }
 
