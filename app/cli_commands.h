@@ -20,5 +20,6 @@ int runResume(const std::vector<std::string> &args);
 int runRuns(const std::vector<std::string> &args);
 int runCompare(const std::vector<std::string> &args);
 int runExport(const std::vector<std::string> &args);
+int runExportModel(const std::vector<std::string> &args);
 
 } // namespace lowbit::cli

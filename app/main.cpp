@@ -56,6 +56,8 @@ const std::map<std::string, Command> &commands() {
                                  "      metric deltas vs the first run; McNemar (accuracy) or paired bootstrap (NLL)"}},
         {"export", {runExport, "export RUN... --format csv|json|markdown|lm-eval --out PATH [--db DB]\n"
                                "      lm-eval: a folder with results_runN.json + samples_TASK_runN.jsonl"}},
+        {"export-model", {runExportModel, "export-model DIR --format gptq|gguf --out PATH [--scale-dtype f16|bf16|f32] [--compact] [--json]\n"
+                                          "      a quantized checkpoint as HF GPTQ (transformers/vLLM) or GGUF (llama.cpp)"}},
     };
     return table;
 }
