@@ -1,4 +1,5 @@
 #include "io/gguf_checkpoint.h"
+#include "quant/ggml_blocks_extra.h"
 
 #include "tokenizer/tokenizer_loaders.h"
 
@@ -137,13 +138,17 @@ Result<std::vector<std::byte>> decodeTensor(const GgufFile &file, const GgufTens
     if (info.elements == 0)
         return formatError(file, "tensor '" + info.name + "' has a zero dimension");
     const GgmlTypeInfo &type = ggmlTypeInfo(info.type);
-    if (!type.canDequantize)
+    const bool extra = canDequantizeExtra(info.type); // Q2_K, Q3_K, IQ4_NL
+    if (!type.canDequantize && !extra)
         return makeError(ErrorCode::Unsupported, file.source() + ": tensor '" + info.name +
                                                      "' has type " + std::string(type.name) +
                                                      ", which lowbit cannot decode yet");
     std::vector<std::byte> bytes(size_t(info.elements) * sizeof(float)); // new[] is float-aligned
-    Status decoded = dequantizeRow(info.type, info.data.data(),
-                                   reinterpret_cast<float *>(bytes.data()), int64_t(info.elements));
+    float *values = reinterpret_cast<float *>(bytes.data());
+    Status decoded = extra ? dequantizeRowExtra(info.type, info.data.data(), values,
+                                                int64_t(info.elements))
+                           : dequantizeRow(info.type, info.data.data(), values,
+                                           int64_t(info.elements));
     if (!decoded)
         return makeError(decoded.error().code, file.source() + ": tensor '" + info.name +
                                                    "': " + decoded.error().message);
