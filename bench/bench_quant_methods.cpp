@@ -28,6 +28,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -187,6 +188,14 @@ int runStories(int argc, char **argv) {
     return 0;
 }
 
+// Wall and process CPU seconds (all threads; the comparable measure on a shared machine).
+struct Timer {
+    std::chrono::steady_clock::time_point wallStart = std::chrono::steady_clock::now();
+    std::clock_t cpuStart = std::clock();
+    double wall() const { return bench::secondsSince(wallStart); }
+    double cpu() const { return double(std::clock() - cpuStart) / CLOCKS_PER_SEC; }
+};
+
 // A one-layer model of LLaMA-3-8B's layer shape with random weights (vocabulary 256).
 std::shared_ptr<const Checkpoint> randomLayerModel() {
     ModelConfig c = bench::presetConfig({"8b-layer", 4096, 1, 32, 8, 14336});
@@ -273,14 +282,14 @@ int runLayer(int argc, char **argv) {
     FloatLayer layer = FloatLayer::fromWeights(source);
     LayerStatistics stats;
     nlohmann::json notes = nlohmann::json::object();
-    auto start = std::chrono::steady_clock::now();
+    Timer search;
     LayerContext context{0, layer, stats, &runner, notes, {}};
     if (const Status s = (*awq)->prepareLayer(context); !s.ok()) {
         std::fprintf(stderr, "awq: %s\n", s.error().message.c_str());
         return 1;
     }
-    const double searchSeconds = bench::secondsSince(start);
-    start = std::chrono::steady_clock::now();
+    const double searchWall = search.wall(), searchCpu = search.cpu();
+    Timer clip;
     for (LinearKind kind : kAllLinearKinds) {
         LinearJob job{0,
                       kind,
@@ -294,29 +303,29 @@ int runLayer(int argc, char **argv) {
         if (!(*awq)->quantize(job))
             return 1;
     }
-    std::printf("AWQ 4-bit g128: scale search on %lld tokens (capture, 20-point grid for q/k/v, "
-                "gate/up, down; fold) %.1f s; "
-                "clip search + RTN of the seven linears %.1f s\n",
-                static_cast<long long>(std::min(searchTokens, runner.rows())), searchSeconds,
-                bench::secondsSince(start));
+    std::printf("AWQ 4-bit g128: scale search on %lld tokens (capture; 20-point grids for q/k/v, "
+                "gate/up, down; fold) %.1f s (%.1f CPU-s); clip search + RTN of the seven linears "
+                "%.1f s (%.1f CPU-s)\n",
+                static_cast<long long>(std::min(searchTokens, runner.rows())), searchWall,
+                searchCpu, clip.wall(), clip.cpu());
 
     // QuIP 2-bit, given the Hessians.
     StatsHook hook({LinearInput::Attention, LinearInput::AttentionOutput, LinearInput::Mlp,
                     LinearInput::MlpDown},
                    {true, false, false}, HessianPrecision::BlockedFloat32, threads);
-    start = std::chrono::steady_clock::now();
+    Timer hessians;
     if (!runner.run(0, source, &hook).ok())
         return 1;
     stats = hook.finish();
-    std::printf("Hessians of the four inputs (layer forward + ssyrk): %.1f s\n",
-                bench::secondsSince(start));
+    std::printf("Hessians of the four inputs (layer forward + ssyrk): %.1f s (%.1f CPU-s)\n",
+                hessians.wall(), hessians.cpu());
     QuipOptions qo;
     qo.bits = 2;
     qo.threads = threads;
     const FloatLayer original = FloatLayer::fromWeights(source);
-    const auto quipStart = std::chrono::steady_clock::now();
+    Timer quip;
     for (LinearKind kind : kAllLinearKinds) {
-        start = std::chrono::steady_clock::now();
+        Timer one;
         auto t =
             quantizeQuip(linearKindName(kind), original.weight(kind), original.rows[size_t(kind)],
                          original.cols[size_t(kind)], stats.at(linearInputOf(kind)).hessian,
@@ -325,24 +334,25 @@ int runLayer(int argc, char **argv) {
             std::fprintf(stderr, "quip: %s\n", t.error().message.c_str());
             return 1;
         }
-        const double quantSeconds = bench::secondsSince(start);
-        start = std::chrono::steady_clock::now();
+        const double quantWall = one.wall(), quantCpu = one.cpu();
+        Timer dequant;
         if (!dequantizeQuip(*t, threads))
             return 1;
-        std::printf("  QuIP 2-bit %-9s %5lld x %5lld: %6.2f s (+ dequantize %.2f s)\n",
+        std::printf("  QuIP 2-bit %-9s %5lld x %5lld: %6.1f s (%.1f CPU-s), dequantize %.1f s\n",
                     linearKindName(kind), static_cast<long long>(original.rows[size_t(kind)]),
-                    static_cast<long long>(original.cols[size_t(kind)]), quantSeconds,
-                    bench::secondsSince(start));
+                    static_cast<long long>(original.cols[size_t(kind)]), quantWall, quantCpu,
+                    dequant.wall());
     }
-    std::printf("QuIP 2-bit, seven linears given the Hessians: %.1f s\n",
-                bench::secondsSince(quipStart));
+    std::printf(
+        "QuIP 2-bit, seven linears given the Hessians (with dequantization): %.1f s (%.1f CPU-s)\n",
+        quip.wall(), quip.cpu());
 
-    start = std::chrono::steady_clock::now();
+    Timer rtn;
     for (LinearKind kind : kAllLinearKinds)
         if (!quantizeRtn("w", original.weight(kind).data(), original.rows[size_t(kind)],
                          original.cols[size_t(kind)], 4, 128, false))
             return 1;
-    std::printf("RTN 4-bit g128, seven linears: %.2f s\n", bench::secondsSince(start));
+    std::printf("RTN 4-bit g128, seven linears: %.2f s (%.2f CPU-s)\n", rtn.wall(), rtn.cpu());
     return 0;
 }
 

@@ -77,42 +77,78 @@ Result<QuantizedTensor> quantizeAwqGrid(std::string name, const float *weight, i
     return t;
 }
 
+namespace {
+
+// The partial outputs of one column group [c0, c0 + width) on the sample rows of x:
+// err_r = mean_t (x_t . d_r)^2 for each row's difference d_r, through the Gram matrix X_g^T X_g
+// when the group is narrower than the sample, else through X_g d_r directly.
+class GroupOutputError {
+public:
+    GroupOutputError(const float *x, int64_t tokens, int64_t cols, int64_t c0, int64_t width)
+        : m_x(x + c0), m_tokens(tokens), m_cols(cols), m_width(width), m_gram(width < tokens) {
+        if (m_gram) {
+            m_g.assign(size_t(width * width), 0.0f);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(width), int(width),
+                        int(tokens), 1.0f, m_x, int(cols), m_x, int(cols), 0.0f, m_g.data(),
+                        int(width));
+        }
+    }
+
+    void errors(const std::vector<float> &diff, int64_t rows, std::vector<double> &out) {
+        const int64_t inner = m_gram ? m_width : m_tokens;
+        m_product.resize(size_t(rows * inner));
+        if (m_gram)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(m_width),
+                        int(m_width), 1.0f, diff.data(), int(m_width), m_g.data(), int(m_width),
+                        0.0f, m_product.data(), int(m_width));
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(m_tokens),
+                        int(m_width), 1.0f, diff.data(), int(m_width), m_x, int(m_cols), 0.0f,
+                        m_product.data(), int(m_tokens));
+        out.assign(size_t(rows), 0.0);
+        for (int64_t r = 0; r < rows; ++r) {
+            const float *p = m_product.data() + r * inner;
+            double err = 0;
+            for (int64_t k = 0; k < inner; ++k)
+                err +=
+                    double(p[k]) * (m_gram ? double(diff[size_t(r * m_width + k)]) : double(p[k]));
+            out[size_t(r)] = err / double(m_tokens);
+        }
+    }
+
+private:
+    const float *m_x;
+    int64_t m_tokens, m_cols, m_width;
+    bool m_gram;
+    std::vector<float> m_g, m_product;
+};
+
+} // namespace
+
 std::vector<float> awqClipSearch(const float *w, int64_t rows, int64_t cols, const float *x,
                                  int64_t tokens, const AwqOptions &options) {
     const int64_t g = effectiveGroup(options.groupSize, cols), groups = (cols + g - 1) / g;
-    std::vector<float> best(static_cast<size_t>(rows * groups));
-    std::vector<double> minErr(static_cast<size_t>(rows));
-    std::vector<float> orgMax(static_cast<size_t>(rows)), diff, product, gram;
-    BlasThreads blas(options.threads);
     const int64_t steps = int64_t(options.maxShrink * double(options.clipGrid));
+    std::vector<float> best(static_cast<size_t>(rows * groups)), orgMax(static_cast<size_t>(rows));
+    std::vector<float> diff, clamped;
+    std::vector<double> minErr, err;
+    BlasThreads blas(options.threads);
     for (int64_t gi = 0; gi < groups; ++gi) {
         const int64_t c0 = gi * g, width = std::min(g, cols - c0);
-        // err_r = mean_t (x_t . d_r)^2 over the group's columns: through the Gram matrix
-        // X_g^T X_g when the group is narrower than the sample, else through X_g d_r directly.
-        const bool useGram = width < tokens;
-        const int64_t inner = useGram ? width : tokens;
-        if (useGram) {
-            gram.assign(size_t(width * width), 0.0f);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(width), int(width),
-                        int(tokens), 1.0f, x + c0, int(cols), x + c0, int(cols), 0.0f, gram.data(),
-                        int(width));
-        }
+        GroupOutputError groupError(x, tokens, cols, c0, width);
         diff.resize(size_t(rows * width));
-        product.resize(size_t(rows * inner));
+        clamped.resize(size_t(width));
+        minErr.assign(size_t(rows), std::numeric_limits<double>::infinity());
         for (int64_t r = 0; r < rows; ++r) {
             float m = 0;
             for (int64_t j = 0; j < width; ++j)
                 m = std::max(m, std::abs(w[r * cols + c0 + j]));
-            orgMax[size_t(r)] = m;
-            best[size_t(r * groups + gi)] = m;
-            minErr[size_t(r)] = std::numeric_limits<double>::infinity();
+            orgMax[size_t(r)] = best[size_t(r * groups + gi)] = m;
         }
-        std::vector<float> clamped(static_cast<size_t>(width));
-        for (int64_t i = 0; i < steps; ++i) {
+        for (int64_t i = 0; i < steps; ++i) { // max_val = org_max * (1 - i / n_grid)
+            const float shrink = 1.0f - float(i) / float(options.clipGrid);
             for (int64_t r = 0; r < rows; ++r) {
-                const float maxVal =
-                    orgMax[size_t(r)] * (1.0f - float(i) / float(options.clipGrid));
-                const float *src = w + r * cols + c0;
+                const float maxVal = orgMax[size_t(r)] * shrink, *src = w + r * cols + c0;
                 for (int64_t j = 0; j < width; ++j)
                     clamped[size_t(j)] = std::clamp(src[j], -maxVal, maxVal);
                 const GridParams p =
@@ -120,30 +156,12 @@ std::vector<float> awqClipSearch(const float *w, int64_t rows, int64_t cols, con
                 for (int64_t j = 0; j < width; ++j)
                     diff[size_t(r * width + j)] = p.fakeQuant(clamped[size_t(j)]) - src[j];
             }
-            if (useGram)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(width),
-                            int(width), 1.0f, diff.data(), int(width), gram.data(), int(width),
-                            0.0f, product.data(), int(width));
-            else
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(tokens),
-                            int(width), 1.0f, diff.data(), int(width), x + c0, int(cols), 0.0f,
-                            product.data(), int(tokens));
-            for (int64_t r = 0; r < rows; ++r) {
-                double err = 0;
-                const float *pr = product.data() + r * inner;
-                if (useGram)
-                    for (int64_t j = 0; j < width; ++j)
-                        err += double(pr[j]) * double(diff[size_t(r * width + j)]);
-                else
-                    for (int64_t t = 0; t < tokens; ++t)
-                        err += double(pr[t]) * double(pr[t]);
-                err /= double(tokens);
-                if (err < minErr[size_t(r)]) {
-                    minErr[size_t(r)] = err;
-                    best[size_t(r * groups + gi)] =
-                        orgMax[size_t(r)] * (1.0f - float(i) / float(options.clipGrid));
+            groupError.errors(diff, rows, err);
+            for (int64_t r = 0; r < rows; ++r)
+                if (err[size_t(r)] < minErr[size_t(r)]) {
+                    minErr[size_t(r)] = err[size_t(r)];
+                    best[size_t(r * groups + gi)] = orgMax[size_t(r)] * shrink;
                 }
-            }
         }
     }
     return best;
