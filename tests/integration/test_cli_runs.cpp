@@ -179,7 +179,8 @@ void TestCliRuns::roundTrip() {
         QCOMPARE(run["tasks"].size(), tasks.size());
         QCOMPARE(run["tasks"][0]["samples"].get<int64_t>(), tasks[0].samples);
         QCOMPARE(run["tasks"][0]["protocol"], tasks[0].protocol);
-        for (const StoredMetric &m : store.metrics(id).value()) {
+        const std::vector<StoredMetric> metrics = store.metrics(id).value();
+        for (const StoredMetric &m : metrics) {
             const json &value = run["tasks"][0]["metrics"][m.metric.name];
             QCOMPARE(value["value"].get<double>(), m.metric.value); // exact
             QCOMPARE(value["stderr"].get<double>(), m.metric.stderr_);
@@ -232,7 +233,8 @@ void TestCliRuns::roundTrip() {
     for (const char *key :
          {"results", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "config"})
         QVERIFY2(results.contains(key), key);
-    for (const StoredMetric &m : store.metrics(b).value())
+    const std::vector<StoredMetric> metricsB = store.metrics(b).value();
+    for (const StoredMetric &m : metricsB)
         QCOMPARE(results["results"]["tinystories"][m.metric.name + ",none"].get<double>(),
                  m.metric.value);
     QVERIFY(results["results"]["tinystories"].contains("ppl_stderr,none"));

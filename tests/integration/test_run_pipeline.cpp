@@ -95,7 +95,8 @@ int64_t submitAndRun(RunStore &store, const JobSpec &job, const PipelineContext 
 }
 
 double metric(RunStore &store, int64_t runId, const std::string &name) {
-    for (const StoredMetric &m : store.metrics(runId).value())
+    const std::vector<StoredMetric> metrics = store.metrics(runId).value();
+    for (const StoredMetric &m : metrics)
         if (m.metric.name == name)
             return m.metric.value;
     return NAN;
