@@ -66,7 +66,8 @@ Result<GgufFile> parseBytes(const std::string &b) {
 
 // A llama model of one layer, hidden 32, 2 heads of 16, ffn 32, vocab 4, all F32, complete except
 // for the key `skip` and the tensor `skipTensor`; `emptyTensor` gets a zero outer dimension, and
-// `q2kRopeFreqs` adds a rope_freqs.weight in Q2_K (which lowbit does not decode).
+// `q2kRopeFreqs` adds a rope_freqs.weight in IQ2_XS (which lowbit does not decode; Q2_K was
+// used before ggml_blocks_extra learned it).
 std::string tinyLlama(const std::string &skip, const std::string &arch = "llama",
                       const std::string &skipTensor = "", const std::string &emptyTensor = "",
                       bool q2kRopeFreqs = false) {
@@ -110,8 +111,8 @@ std::string tinyLlama(const std::string &skip, const std::string &arch = "llama"
         total = offset;
     }
     if (q2kRopeFreqs) {
-        b.tensor("rope_freqs.weight", {256}, 10, offset);
-        total += 96; // 84 bytes, padded
+        b.tensor("rope_freqs.weight", {256}, 17, offset); // IQ2_XS
+        total += 96; // 74 bytes, padded
     }
     return b.padTo(32).data(total).b;
 }
@@ -497,7 +498,7 @@ void TestGguf::rejectsBadFiles_data() {
     row("empty tensor", tinyLlama("", "llama", "", "blk.0.attn_v.weight"), format,
         "tensor 'blk.0.attn_v.weight' has a zero dimension", true);
     row("undecodable type", tinyLlama("", "llama", "", "", true), unsupported,
-        "tensor 'rope_freqs.weight' has type Q2_K, which lowbit cannot decode yet", true);
+        "tensor 'rope_freqs.weight' has type IQ2_XS, which lowbit cannot decode yet", true);
 }
 
 void TestGguf::rejectsBadFiles() {
