@@ -181,8 +181,7 @@ Status measure(const QuantizedTensor &t, const std::vector<int64_t> &order,
 
 } // namespace
 
-Result<GgufExportReport> exportGgufCheckpoint(const fs::path &quantizedDir,
-                                              const fs::path &outFile,
+Result<GgufExportReport> exportGgufCheckpoint(const fs::path &quantizedDir, const fs::path &outFile,
                                               const GgufExportOptions &options) {
     LOWBIT_TRY(std::vector<QuantizedTensor> tensors,
                readQuantizedTensors(quantizedDir / "quantized.safetensors"));

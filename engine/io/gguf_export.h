@@ -34,10 +34,10 @@ struct GgufExportOptions {
 };
 
 struct GgufTensorExport {
-    std::string name;      // Hugging Face name
-    std::string type;      // "Q4_0", ..., or the float dtype when kept
-    bool blocks = false;   // encoded from codes into llama.cpp blocks
-    bool exactF16 = false; // equals scale_f16 * (code - zero) for every weight
+    std::string name;       // Hugging Face name
+    std::string type;       // "Q4_0", ..., or the float dtype when kept
+    bool blocks = false;    // encoded from codes into llama.cpp blocks
+    bool exactF16 = false;  // equals scale_f16 * (code - zero) for every weight
     double maxAbsError = 0; // vs scale_f32 * (code - zero)
     double rmsError = 0;
     std::string note; // why a tensor was kept as float

@@ -92,8 +92,9 @@ Result<PackedQuantConfig> parseAwqConfig(const Json &j, const std::string &sourc
         return makeError(ErrorCode::Unsupported,
                          source + ": AWQ bits " + std::to_string(bits) + " (only 4)");
     c.bits = 4;
-    LOWBIT_TRY(c.groupSize,
-               intField(j, source, j.contains("q_group_size") ? "q_group_size" : "group_size", 128));
+    LOWBIT_TRY(
+        c.groupSize,
+        intField(j, source, j.contains("q_group_size") ? "q_group_size" : "group_size", 128));
     if (c.groupSize == -1)
         c.groupSize = 0;
     else if (c.groupSize <= 0)
@@ -105,8 +106,8 @@ Result<PackedQuantConfig> parseAwqConfig(const Json &j, const std::string &sourc
     for (char &ch : version)
         ch = char(std::tolower(static_cast<unsigned char>(ch)));
     if (version != "gemm")
-        return makeError(ErrorCode::Unsupported, source + ": AWQ version '" + version +
-                                                     "' is not supported (only gemm)");
+        return makeError(ErrorCode::Unsupported,
+                         source + ": AWQ version '" + version + "' is not supported (only gemm)");
     return c;
 }
 
@@ -121,8 +122,8 @@ Result<PackedQuantConfig> parseQuantConfig(const Json &j, const std::string &sou
         return parseGptqConfig(j, source);
     if (method == "awq")
         return parseAwqConfig(j, source);
-    return makeError(ErrorCode::Unsupported, source + ": quant_method '" + method +
-                                                 "' is not supported (gptq, awq)");
+    return makeError(ErrorCode::Unsupported,
+                     source + ": quant_method '" + method + "' is not supported (gptq, awq)");
 }
 
 // Float values of a raw F16/BF16/F32 tensor.
@@ -158,7 +159,9 @@ Status expectShape(const RawTensor &t, std::vector<int64_t> shape, const std::st
                                             text(t.shape) + ", expected " + text(shape));
 }
 
-int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceilDiv(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
 
 // Reads NAME.{qweight,qzeros,scales,g_idx} from `raw` and checks their shapes against the layout.
 Result<PackedLinear> readPackedLinear(const std::map<std::string, RawTensor> &raw,
@@ -186,8 +189,8 @@ Result<PackedLinear> readPackedLinear(const std::map<std::string, RawTensor> &ra
         LOWBIT_CHECK(expectShape(*qweight, {p.cols, ceilDiv(p.rows, 8)}, file));
         LOWBIT_CHECK(expectShape(*qzeros, {p.groups, ceilDiv(p.rows, 8)}, file));
         if (p.rows % 8 != 0)
-            return makeError(ErrorCode::Format, file + ": '" + name +
-                                                    "' AWQ out features must be a multiple of 8");
+            return makeError(ErrorCode::Format,
+                             file + ": '" + name + "' AWQ out features must be a multiple of 8");
     } else {
         // The in-feature count is not stored: g_idx gives it, else the packed words' capacity.
         const auto gIdx = raw.find(name + ".g_idx");
@@ -210,9 +213,9 @@ Result<PackedLinear> readPackedLinear(const std::map<std::string, RawTensor> &ra
 Status checkGroups(const PackedQuantConfig &config, const PackedLinear &p) {
     const int64_t expected = config.groupSize > 0 ? ceilDiv(p.cols, config.groupSize) : 1;
     if (p.gIdx.empty() && p.groups != expected)
-        return makeError(ErrorCode::Format,
-                         p.name + ": scales have " + std::to_string(p.groups) +
-                             " groups, group_size implies " + std::to_string(expected));
+        return makeError(ErrorCode::Format, p.name + ": scales have " + std::to_string(p.groups) +
+                                                " groups, group_size implies " +
+                                                std::to_string(expected));
     if (!p.gIdx.empty() && int64_t(p.gIdx.size()) != p.cols)
         return makeError(ErrorCode::Format, p.name + ": g_idx length differs from in features");
     for (int32_t g : p.gIdx)
@@ -270,14 +273,14 @@ Result<std::vector<float>> dequantizeGptqLinear(const PackedQuantConfig &config,
     }
     std::vector<float> out(size_t(rows * cols));
     for (int64_t k = 0; k < cols; ++k) {
-        const int64_t g = p.gIdx.empty() ? (config.groupSize > 0 ? k / config.groupSize : 0)
-                                         : p.gIdx[size_t(k)];
+        const int64_t g =
+            p.gIdx.empty() ? (config.groupSize > 0 ? k / config.groupSize : 0) : p.gIdx[size_t(k)];
         const float *s = p.scales.data() + g * rows;
         const float *z = zeros.data() + g * rows;
         for (int64_t o = 0; o < rows; ++o) {
             // Column o of qweight is its own stream: stride `rows` between its words.
-            const uint32_t code = readPackedCode({p.qweight.data() + o, p.qweight.size() - size_t(o)},
-                                                 rows, k, bits);
+            const uint32_t code =
+                readPackedCode({p.qweight.data() + o, p.qweight.size() - size_t(o)}, rows, k, bits);
             out[size_t(o * cols + k)] = s[o] * (float(code) - z[o]);
         }
     }
@@ -319,8 +322,8 @@ Result<std::optional<PackedQuantConfig>> detectPackedQuantization(const fs::path
         }
     }
     std::error_code ec;
-    for (const auto &[file, method] : {std::pair{"quantize_config.json", "gptq"},
-                                       std::pair{"quant_config.json", "awq"}}) {
+    for (const auto &[file, method] :
+         {std::pair{"quantize_config.json", "gptq"}, std::pair{"quant_config.json", "awq"}}) {
         const fs::path path = dir / file;
         if (!fs::exists(path, ec))
             continue;
@@ -376,14 +379,12 @@ Result<PackedWeights> loadPackedQuantizedWeights(const fs::path &dir,
                 packedNames.insert(tensorName.substr(0, tensorName.size() - 8));
         for (const std::string &linear : packedNames) {
             LOWBIT_TRY(PackedLinear p, readPackedLinear(raw.tensors, linear, config, file));
-            auto values = config.method == PackedQuantMethod::Awq
-                              ? dequantizeAwqLinear(config, p)
-                              : dequantizeGptqLinear(config, p);
+            auto values = config.method == PackedQuantMethod::Awq ? dequantizeAwqLinear(config, p)
+                                                                  : dequantizeGptqLinear(config, p);
             if (!values.ok())
                 return makeError(values.error().code, file + ": " + values.error().message);
-            out.tensors[linear + ".weight"] =
-                Tensor::fromFloats(linear + ".weight", {p.rows, p.cols}, values.value().data(),
-                                   computeType);
+            out.tensors[linear + ".weight"] = Tensor::fromFloats(
+                linear + ".weight", {p.rows, p.cols}, values.value().data(), computeType);
             ++out.packedLinears;
         }
         for (const auto &[tensorName, t] : raw.tensors) {
@@ -395,7 +396,8 @@ Result<PackedWeights> loadPackedQuantizedWeights(const fs::path &dir,
             if (!type)
                 continue; // other integer tensors are not model weights this engine uses
             std::vector<std::byte> bytes(t.bytes.begin(), t.bytes.end());
-            out.tensors[tensorName] = Tensor::fromBytes(tensorName, *type, t.shape, std::move(bytes));
+            out.tensors[tensorName] =
+                Tensor::fromBytes(tensorName, *type, t.shape, std::move(bytes));
         }
     }
     return out;

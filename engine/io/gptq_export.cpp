@@ -19,7 +19,9 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceilDiv(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
 
 Result<Json> readJson(const fs::path &path) {
     LOWBIT_TRY(std::shared_ptr<MappedFile> file, MappedFile::open(path));
@@ -73,7 +75,7 @@ Result<GptqExportReport> checkTensors(const std::vector<QuantizedTensor> &tensor
 }
 
 Json quantizationConfig(const GptqExportReport &r) {
-    return Json{{"quant_method", "gptq"},   {"bits", r.bits},
+    return Json{{"quant_method", "gptq"},    {"bits", r.bits},
                 {"group_size", r.groupSize}, {"desc_act", r.descAct},
                 {"sym", r.symmetric},        {"checkpoint_format", r.checkpointFormat},
                 {"true_sequential", true},   {"static_groups", false}};
@@ -113,8 +115,7 @@ std::string gptqIncompatibility(const QuantizedTensor &t) {
     const float maxq = float((1 << t.bits) - 1);
     for (float z : t.zeros)
         if (!(z >= 0 && z <= maxq && z == std::floor(z)))
-            return name + " has a zero point " + std::to_string(z) +
-                   " that is not an integer code";
+            return name + " has a zero point " + std::to_string(z) + " that is not an integer code";
     return {};
 }
 
@@ -183,15 +184,16 @@ std::vector<std::byte> scaleBytes(const std::vector<float> &scales, DType type,
 }
 
 Status copyCompanionFiles(const fs::path &from, const fs::path &to) {
-    for (const char *name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                             "generation_config.json", "chat_template.jinja", "lowbit_vocab.json"}) {
+    for (const char *name :
+         {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+          "generation_config.json", "chat_template.jinja", "lowbit_vocab.json"}) {
         std::error_code ec;
         if (!fs::exists(from / name, ec))
             continue;
         fs::copy_file(from / name, to / name, fs::copy_options::overwrite_existing, ec);
         if (ec)
-            return makeError(ErrorCode::Io, "cannot copy " + (from / name).string() + ": " +
-                                                ec.message());
+            return makeError(ErrorCode::Io,
+                             "cannot copy " + (from / name).string() + ": " + ec.message());
     }
     std::error_code ec;
     if (fs::exists(from / "quantization_config.json", ec))

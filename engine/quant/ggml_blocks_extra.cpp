@@ -80,9 +80,8 @@ Status dequantizeRowExtra(GgmlType type, const std::byte *src, float *dst, int64
                          "no decoder for " + std::string(ggmlTypeName(type)));
     const GgmlTypeInfo &info = ggmlTypeInfo(type);
     if (n < 0 || n % info.blockSize != 0)
-        return makeError(ErrorCode::InvalidArgument,
-                         std::to_string(n) + " values are not whole " +
-                             std::string(info.name) + " blocks");
+        return makeError(ErrorCode::InvalidArgument, std::to_string(n) + " values are not whole " +
+                                                         std::string(info.name) + " blocks");
     for (int64_t i = 0; i < n / info.blockSize; ++i) {
         const std::byte *b = src + i * info.bytesPerBlock;
         float *y = dst + i * info.blockSize;

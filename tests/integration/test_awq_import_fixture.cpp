@@ -23,15 +23,21 @@ namespace {
 const int kOrderMap[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 constexpr int64_t kGroup = 32;
 
-int code(int64_t layer, int64_t o, int64_t k) { return int((o * 7 + k * 3 + layer) % 16); }
-int zeroOf(int64_t g, int64_t o) { return int((o + g) % 16); }
-float scaleOf(int64_t g, int64_t o) { return 0.0078125f * float(1 + (o + g) % 5); }
+int code(int64_t layer, int64_t o, int64_t k) {
+    return int((o * 7 + k * 3 + layer) % 16);
+}
+int zeroOf(int64_t g, int64_t o) {
+    return int((o + g) % 16);
+}
+float scaleOf(int64_t g, int64_t o) {
+    return 0.0078125f * float(1 + (o + g) % 5);
+}
 
 struct Store {
     std::deque<std::vector<std::byte>> bytes;
     std::vector<RawTensor> tensors;
-    void add(std::string name, const char *dtype, std::vector<int64_t> shape,
-             const void *data, size_t size) {
+    void add(std::string name, const char *dtype, std::vector<int64_t> shape, const void *data,
+             size_t size) {
         bytes.emplace_back(size);
         std::memcpy(bytes.back().data(), data, size);
         tensors.push_back({std::move(name), dtype, std::move(shape), bytes.back()});
@@ -78,8 +84,10 @@ void TestAwqImportFixture::loadsHandPackedAwq() {
     std::ifstream configIn(fixture / "config.json");
     nlohmann::json config = nlohmann::json::parse(configIn);
     config["torch_dtype"] = "float32";
-    config["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4},
-                                     {"group_size", kGroup}, {"zero_point", true},
+    config["quantization_config"] = {{"quant_method", "awq"},
+                                     {"bits", 4},
+                                     {"group_size", kGroup},
+                                     {"zero_point", true},
                                      {"version", "gemm"}};
     std::ofstream(dir / "config.json") << config.dump();
 

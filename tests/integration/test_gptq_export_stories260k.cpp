@@ -37,15 +37,14 @@ std::vector<float> logitsOf(std::shared_ptr<const Checkpoint> checkpoint,
 }
 
 bool sameBytes(const Tensor &a, const Tensor &b) {
-    return a.dtype == b.dtype && a.shape == b.shape &&
-           std::memcmp(a.data, b.data, a.bytes()) == 0;
+    return a.dtype == b.dtype && a.shape == b.shape && std::memcmp(a.data, b.data, a.bytes()) == 0;
 }
 
 std::vector<const Tensor *> allTensors(const ModelWeights &w) {
     std::vector<const Tensor *> out = {&w.tokenEmbedding, &w.finalNorm, &w.output};
     for (const LayerWeights &l : w.layers)
-        for (const Tensor *t : {&l.attnNorm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffnNorm, &l.wGate,
-                                &l.wUp, &l.wDown})
+        for (const Tensor *t :
+             {&l.attnNorm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffnNorm, &l.wGate, &l.wUp, &l.wDown})
             out.push_back(t);
     return out;
 }

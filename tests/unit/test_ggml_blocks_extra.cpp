@@ -13,7 +13,9 @@ using namespace lowbit;
 
 namespace {
 
-void putHalf(std::vector<std::byte> &b, size_t at, uint16_t bits) { std::memcpy(&b[at], &bits, 2); }
+void putHalf(std::vector<std::byte> &b, size_t at, uint16_t bits) {
+    std::memcpy(&b[at], &bits, 2);
+}
 
 // Where element e's 2-bit field lives: byte index within the 64 qs bytes and the shift.
 void fieldOf(int e, int &byte, int &shift) {
@@ -34,7 +36,8 @@ private slots:
 };
 
 void TestGgmlBlocksExtra::iq4nl() {
-    const int table[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    const int table[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                           1,    13,   25,  38,  53,  69,  89,  113};
     std::vector<std::byte> b(36);
     for (int blk = 0; blk < 2; ++blk) {
         putHalf(b, size_t(18 * blk), blk == 0 ? 0x3800 : 0xC000); // 0.5, -2

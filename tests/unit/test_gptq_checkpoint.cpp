@@ -106,8 +106,8 @@ void TestGptqCheckpoint::gptq3BitCrossWord() {
     auto w = dequantizeGptqLinear(gptq(3, 16), p);
     QVERIFY(w.ok());
     for (int k = 0; k < 32; ++k) {
-        const float expected = k < 16 ? 0.125f * (float(codes[size_t(k)]) - 4)
-                                      : 2.0f * (float(codes[size_t(k)]) - 2);
+        const float expected =
+            k < 16 ? 0.125f * (float(codes[size_t(k)]) - 4) : 2.0f * (float(codes[size_t(k)]) - 2);
         QCOMPARE(w.value()[size_t(k)], expected);
     }
     // The exporter's writer produces the same words.
