@@ -39,11 +39,13 @@ Json pieceToJson(const std::string &piece) {
     return Json{{"hex", hex}};
 }
 
-Result<std::string> pieceFromJson(const Json &j, const std::string &source, size_t index) {
+Result<std::string> pieceFromJson(const Json &j, const std::string &source, const char *field,
+                                  size_t index) {
     if (j.is_string())
         return j.get<std::string>();
-    const auto bad = makeError(ErrorCode::Format, source + ": tokens[" + std::to_string(index) +
-                                                      "] is neither a string nor {\"hex\": ...}");
+    const auto bad =
+        makeError(ErrorCode::Format, source + ": " + field + "[" + std::to_string(index) +
+                                         "] is neither a string nor {\"hex\": ...}");
     if (!j.is_object() || !j.contains("hex") || !j["hex"].is_string())
         return bad;
     const std::string hex = j["hex"].get<std::string>();
@@ -101,15 +103,21 @@ Result<VocabExport> vocabFromJson(std::string_view text, const std::string &sour
         const Json &tokens = j.at("tokens");
         if (!tokens.is_array())
             return makeError(ErrorCode::Format, source + ": field 'tokens' must be an array");
+        v.tokens.reserve(tokens.size());
         for (size_t i = 0; i < tokens.size(); ++i) {
-            LOWBIT_TRY(std::string piece, pieceFromJson(tokens[i], source, i));
+            LOWBIT_TRY(std::string piece, pieceFromJson(tokens[i], source, "tokens", i));
             v.tokens.push_back(std::move(piece));
         }
         v.scores = j.value("scores", std::vector<float>());
         v.tokenTypes = j.value("token_types", std::vector<int32_t>());
-        for (size_t i = 0; i < j.value("merges", Json::array()).size(); ++i) {
-            LOWBIT_TRY(std::string merge, pieceFromJson(j["merges"][i], source, i));
-            v.merges.push_back(std::move(merge));
+        if (const auto merges = j.find("merges"); merges != j.end()) {
+            if (!merges->is_array())
+                return makeError(ErrorCode::Format, source + ": field 'merges' must be an array");
+            v.merges.reserve(merges->size());
+            for (size_t i = 0; i < merges->size(); ++i) {
+                LOWBIT_TRY(std::string merge, pieceFromJson((*merges)[i], source, "merges", i));
+                v.merges.push_back(std::move(merge));
+            }
         }
         v.bosId = j.value("bos_id", -1);
         v.eosId = j.value("eos_id", -1);
