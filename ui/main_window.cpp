@@ -3,6 +3,7 @@
 #include "compare_view.h"
 #include "experiment.h"
 #include "job_queue.h"
+#include "layer_error_map.h"
 #include "method_panel.h"
 #include "metric_chart.h"
 #include "model_panel.h"
@@ -49,8 +50,10 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     m_runsBrowser = new RunsBrowser(m_runsModel, m_views);
     m_chart = new MetricChart(m_views);
     m_compareView = new CompareView(m_views);
+    m_layerErrors = new LayerErrorMap(m_views);
     m_views->addTab(m_runsBrowser, tr("&Runs"));
     m_views->addTab(m_chart, tr("C&harts"));
+    m_views->addTab(m_layerErrors, tr("&Layer errors"));
     m_views->addTab(m_compareView, tr("Co&mpare"));
     setCentralWidget(m_views);
     buildDocks();
@@ -156,6 +159,11 @@ void MainWindow::wirePanels() {
                 else
                     m_views->setCurrentWidget(m_compareView);
             });
+    connect(m_runsBrowser, &RunsBrowser::currentRunChanged, this, [this](qint64 runId) {
+        if (runId > 0)
+            if (Status status = m_layerErrors->showRun(m_jobQueue->database(), runId); !status.ok())
+                showError(toQString(status.error().toString()));
+    });
     connect(m_chart, &MetricChart::runActivated, m_runsBrowser, &RunsBrowser::showDetails);
 }
 

@@ -1,7 +1,7 @@
 // MainWindow: the workbench's top-level window. It only creates the panels and wires their
 // signals together and to the menus, title and status bar; the panels hold all behaviour.
 //
-//   docks (left): Model, Method, Tasks        centre tabs: Runs, Charts, Compare
+//   docks (left): Model, Method, Tasks        centre tabs: Runs, Charts, Layer errors, Compare
 //   dock (bottom): Jobs (queue + log)
 //
 // Window geometry and dock layout are saved on close and restored on start (QSettings).
@@ -19,6 +19,7 @@ namespace lowbit::ui {
 
 class CompareView;
 class JobQueue;
+class LayerErrorMap;
 class MethodPanel;
 class MetricChart;
 class ModelPanel;
@@ -40,6 +41,7 @@ public:
     RunsBrowser *runsBrowser() const { return m_runsBrowser; }
     MetricChart *chart() const { return m_chart; }
     CompareView *compareView() const { return m_compareView; }
+    LayerErrorMap *layerErrors() const { return m_layerErrors; }
     QTabWidget *views() const { return m_views; }
 
 public slots:
@@ -68,6 +70,7 @@ private:
     RunsBrowser *m_runsBrowser = nullptr;
     MetricChart *m_chart = nullptr;
     CompareView *m_compareView = nullptr;
+    LayerErrorMap *m_layerErrors = nullptr;
     QTabWidget *m_views = nullptr;
 };
 

@@ -55,6 +55,10 @@ RunsBrowser::RunsBrowser(RunsModel *model, QWidget *parent) : QWidget(parent), m
     layout->addWidget(m_view);
 
     connect(m_filter, &QLineEdit::textChanged, this, &RunsBrowser::setFilterText);
+    connect(m_view->selectionModel(), &QItemSelectionModel::selectionChanged, this, [this] {
+        const auto runs = selectedRuns();
+        emit currentRunChanged(runs.empty() ? 0 : runs.front());
+    });
     connect(details, &QPushButton::clicked, this, [this] {
         const auto runs = selectedRuns();
         if (!runs.empty())

@@ -38,6 +38,8 @@ public slots:
 signals:
     void compareRequested(const std::vector<int64_t> &runIds);
     void resumeRequested(qint64 runId);
+    // The first selected run changed (0: none selected).
+    void currentRunChanged(qint64 runId);
     void errorOccurred(const QString &message);
 
 private:

@@ -4,6 +4,7 @@
 // LOWBIT_SCREENSHOT_DIR set, and then the images are written there (docs/screenshots/*.png).
 #include "compare_view.h"
 #include "job_queue.h"
+#include "layer_error_map.h"
 #include "main_window.h"
 #include "method_panel.h"
 #include "metric_chart.h"
@@ -94,6 +95,10 @@ void TestScreenshots::mainViews() {
     window.chart()->setMode(MetricChart::Mode::Pareto);
     window.chart()->flush();
     save(window.chart(), "chart_pareto");
+    window.runsBrowser()->selectRuns({runs[1]}); // RTN 2-bit
+    QVERIFY(window.layerErrors()->layerCount() > 0);
+    window.views()->setCurrentWidget(window.layerErrors());
+    save(window.layerErrors(), "layer_errors");
     window.runsBrowser()->selectRuns({runs[0], runs[3]});
     emit window.runsBrowser()->compareRequested({runs[0], runs[3]});
     QVERIFY(window.compareView()->comparison().has_value());

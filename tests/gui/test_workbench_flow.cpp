@@ -6,6 +6,7 @@
 // by more than 100 ms while a job runs on the engine thread.
 #include "compare_view.h"
 #include "job_queue.h"
+#include "layer_error_map.h"
 #include "main_window.h"
 #include "method_panel.h"
 #include "metric_chart.h"
@@ -278,6 +279,20 @@ void TestWorkbenchFlow::endToEnd() {
         QVERIFY(window.exportReport(out.filePath(name)).ok());
         QVERIFY(QFileInfo(out.filePath(name)).size() > 200);
     }
+
+    // Layer errors: selecting the RTN run shows its recorded per-linear errors (RTN 4-bit: a few
+    // percent of the weight norm, never zero); the FP baseline recorded none.
+    window.runsBrowser()->selectRuns({runs[1]});
+    QCOMPARE(window.layerErrors()->runId(), runs[1]);
+    QVERIFY(window.layerErrors()->layerCount() >= 1);
+    for (int layer = 0; layer < window.layerErrors()->layerCount(); ++layer)
+        for (int linear = 0; linear < LayerErrorMap::kLinearCount; ++linear) {
+            const auto error = window.layerErrors()->errorAt(layer, linear);
+            QVERIFY(error.has_value());
+            QVERIFY2(*error > 0 && *error < 0.5, qPrintable(QString::number(*error)));
+        }
+    window.runsBrowser()->selectRuns({runs[0]});
+    QCOMPARE(window.layerErrors()->layerCount(), 0);
 
     // Delete one run: the browser and the store agree.
     window.runsBrowser()->selectRuns({runs[1]});
