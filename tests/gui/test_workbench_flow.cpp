@@ -64,6 +64,7 @@ private slots:
     void endToEnd();
     void guiStaysResponsiveWhileAJobRuns();
     void cancelThenResume();
+    void windowStateIsRestored();
 
 private:
     // Opens the model and ticks tinystories with `limit` documents of 128 tokens.
@@ -358,6 +359,21 @@ void TestWorkbenchFlow::cancelThenResume() {
     const int64_t retried = queue.model()->jobAt(1).runId;
     QTRY_VERIFY_WITH_TIMEOUT(jobsFinished(queue, {retried}), kJobTimeoutMs);
     QCOMPARE(queue.model()->job(retried)->status, RunStatus::Done);
+}
+
+void TestWorkbenchFlow::windowStateIsRestored() {
+    QSize saved;
+    {
+        MainWindow window;
+        window.show();
+        window.resize(1333, 1011); // not the default 1280 x 800; docks may enlarge it further
+        QVERIFY(QTest::qWaitForWindowExposed(&window));
+        saved = window.size();
+        window.close(); // closeEvent saves geometry and dock layout
+    }
+    QVERIFY(saved != QSize(1280, 800));
+    MainWindow again;
+    QCOMPARE(again.size(), saved);
 }
 
 QTEST_MAIN(TestWorkbenchFlow)
