@@ -1,6 +1,7 @@
 #include "method_panel.h"
 
 #include "method_catalog.h"
+#include "workbench_settings.h"
 
 #include <QCheckBox>
 #include <QComboBox>
@@ -8,6 +9,8 @@
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QLineEdit>
+#include <QListWidget>
+#include <QPushButton>
 #include <QSpinBox>
 #include <QTableWidget>
 
@@ -81,6 +84,19 @@ MethodPanel::MethodPanel(QWidget *parent) : QWidget(parent) {
     form->addRow(tr("Window tokens"), m_calibrationTokens);
     form->addRow(tr("Options"), m_options);
     form->addRow(QString(), m_baseline);
+    m_sweepList = new QListWidget(this);
+    m_sweepList->setObjectName(QStringLiteral("sweep"));
+    m_sweepList->setMaximumHeight(90);
+    m_sweepList->setToolTip(tr("Jobs of a sweep across methods; empty: run the choice above"));
+    auto *add = new QPushButton(tr("Add to sweep"), this);
+    auto *clear = new QPushButton(tr("Clear"), this);
+    auto *sweepButtons = new QHBoxLayout;
+    sweepButtons->addWidget(add);
+    sweepButtons->addWidget(clear);
+    form->addRow(tr("Sweep"), m_sweepList);
+    form->addRow(QString(), sweepButtons);
+    connect(add, &QPushButton::clicked, this, &MethodPanel::addToSweep);
+    connect(clear, &QPushButton::clicked, this, &MethodPanel::clearSweep);
 
     connect(m_method, &QComboBox::currentIndexChanged, this, &MethodPanel::onMethodChanged);
     // Start on the most common first choice: RTN when the registry has it.
@@ -148,6 +164,32 @@ nlohmann::json MethodPanel::changedOptions() const {
 }
 
 std::vector<MethodSpec> MethodPanel::methodSpecs() const {
+    return m_sweep.empty() ? currentSpecs() : m_sweep;
+}
+
+void MethodPanel::addToSweep() {
+    for (const MethodSpec &spec : currentSpecs()) {
+        const std::string key = methodKey(spec);
+        if (std::any_of(m_sweep.begin(), m_sweep.end(),
+                        [&](const MethodSpec &s) { return methodKey(s) == key; }))
+            continue;
+        m_sweep.push_back(spec);
+        QString label = toQString(spec.name);
+        if (!spec.isNone())
+            label += QStringLiteral(" w%1").arg(spec.bits) +
+                     (spec.groupSize > 0 ? QStringLiteral(" g%1").arg(spec.groupSize) : QString());
+        m_sweepList->addItem(label);
+    }
+    emit changed();
+}
+
+void MethodPanel::clearSweep() {
+    m_sweep.clear();
+    m_sweepList->clear();
+    emit changed();
+}
+
+std::vector<MethodSpec> MethodPanel::currentSpecs() const {
     const MethodInfo *method = findMethod(m_method->currentData().toString());
     std::vector<MethodSpec> specs;
     if (!method)

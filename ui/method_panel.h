@@ -2,6 +2,8 @@
 // bit-widths to run (only the method's valid ones can be ticked; ticking several is a sweep: one
 // job per width), group size, symmetric grid, calibration set and size, and the method's own
 // options with defaults and tooltips. "Also run the FP baseline" adds the unquantized job.
+// A sweep across methods: "Add to sweep" stores what the panel describes now; while the sweep
+// list holds entries, methodSpecs() returns all of them (each once) instead of the current choice.
 //
 // GUI thread only. The panel holds no state beyond its widgets; methodSpecs() reads them.
 #pragma once
@@ -15,6 +17,7 @@
 class QCheckBox;
 class QComboBox;
 class QLineEdit;
+class QListWidget;
 class QSpinBox;
 class QTableWidget;
 
@@ -25,9 +28,14 @@ class MethodPanel : public QWidget {
 public:
     explicit MethodPanel(QWidget *parent = nullptr);
 
-    // One spec per ticked bit-width (the method's first valid width when none is ticked), plus
-    // the FP baseline when asked for; options equal to their default are left out.
+    // The sweep list when it has entries; else one spec per ticked bit-width (the method's first
+    // valid width when none is ticked), plus the FP baseline when asked for. Options equal to
+    // their default are left out.
     std::vector<MethodSpec> methodSpecs() const;
+    // Appends the current choice's specs to the sweep list (duplicates skipped).
+    void addToSweep();
+    void clearSweep();
+    size_t sweepSize() const { return m_sweep.size(); }
 
     // For tests and scripts: pick a method by registry name, tick exactly these widths.
     bool selectMethod(const QString &name);
@@ -45,6 +53,7 @@ private:
     void onMethodChanged();
     void fillOptions();
     nlohmann::json changedOptions() const;
+    std::vector<MethodSpec> currentSpecs() const;
 
     QComboBox *m_method = nullptr;
     std::vector<QCheckBox *> m_bits; // index bits - 1
@@ -55,6 +64,8 @@ private:
     QSpinBox *m_calibrationSamples = nullptr;
     QSpinBox *m_calibrationTokens = nullptr;
     QTableWidget *m_options = nullptr;
+    QListWidget *m_sweepList = nullptr;
+    std::vector<MethodSpec> m_sweep;
 };
 
 } // namespace lowbit::ui

@@ -135,6 +135,16 @@ void TestWorkbenchFlow::methodPanelOffersValidBitsOnly() {
     QCOMPARE(sweep[3].bits, 4);
     QCOMPARE(sweep[2].groupSize, int64_t(128));
     QVERIFY(sweep[2].options.empty()); // defaults are not written into the spec
+    // A sweep across methods: GPTQ 2-4 + baseline, then NF4; the baseline is not repeated.
+    panel.addToSweep();
+    QVERIFY(panel.selectMethod("nf4"));
+    panel.setBits({4});
+    panel.addToSweep();
+    QCOMPARE(panel.sweepSize(), size_t(5));
+    const std::vector<MethodSpec> methods = panel.methodSpecs();
+    QCOMPARE(methods.size(), size_t(5));
+    QCOMPARE(methods.back().name, std::string("nf4"));
+    panel.clearSweep();
     QVERIFY(panel.selectMethod("none"));
     const std::vector<MethodSpec> baseline = panel.methodSpecs();
     QCOMPARE(baseline.size(), size_t(1));
