@@ -196,7 +196,10 @@ Result<QuantizedTensor> quantizeQuip(std::string name, std::span<const float> we
     LOWBIT_TRY(RandomButterfly v, RandomButterfly::create(cols, uint64_t(seeds.second)));
     if (options.incoherence)
         incoherence(w, h, rows, cols, options.rotateRows ? &u : nullptr, v, options.threads);
-    auto prepared = prepareHessian(h, cols, {options.damp, false, options.threads});
+    // One grid per row (or tensor), fixed before the sweep: the LDL form (one Cholesky, no
+    // inverse; obs_sweep.h) gives the same rounding. Groups found mid-sweep need GPTQ's form.
+    const bool ldl = t.groupSize == cols;
+    auto prepared = prepareHessian(h, cols, {options.damp, false, options.threads, ldl});
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
     for (int64_t j = 0; j < cols; ++j) // pre_gptqH: W[:, dead] = 0
@@ -206,8 +209,8 @@ Result<QuantizedTensor> quantizeQuip(std::string name, std::span<const float> we
     QuipSweep sweep(rows, cols, t.groupSize, options.bits, options.qfn);
     if (options.qfn == 'b' && t.groupSize == cols)
         sweep.setTensorScale(w);
-    LOWBIT_TRY(SweepResult result, obsSweep(w, rows, cols, prepared->hinvUpper, options.blockSize,
-                                            sweep, options.threads, stop));
+    LOWBIT_TRY(SweepResult result,
+               obsSweep(w, rows, cols, *prepared, options.blockSize, sweep, options.threads, stop));
     LOWBIT_CHECK(sweep.fill(t));
     const int32_t seedValues[2] = {options.incoherence && options.rotateRows ? seeds.first : -1,
                                    options.incoherence ? seeds.second : -1};
