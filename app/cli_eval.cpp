@@ -2,6 +2,7 @@
 #include "cli_commands.h"
 #include "cli_support.h"
 
+#include "quant/activation_quant.h"
 #include "runtime/model.h"
 #include "task.h"
 
@@ -133,6 +134,7 @@ int runEval(const std::vector<std::string> &argv) {
     if (!threads) return fail(threads.error());
     auto model = Model::create(*checkpoint, {int(*threads)});
     if (!model) return fail(model.error());
+    if (auto act = installActivationQuant(**model); !act) return fail(act.error()); // W8A8
     std::ofstream samplesFile;
     if (auto path = args->value("samples")) {
         samplesFile.open(*path, std::ios::binary | std::ios::trunc);
