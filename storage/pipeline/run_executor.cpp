@@ -1,6 +1,7 @@
 #include "pipeline/run_executor.h"
 
 #include "core/sha256.h"
+#include "quant/activation_quant.h"
 #include "runtime/model.h"
 
 #include <chrono>
@@ -162,6 +163,9 @@ public:
         LOWBIT_TRY(auto evaluated, quantizeOrReuse(std::move(source)));
         LOWBIT_CHECK(cancelled());
         LOWBIT_TRY(auto model, Model::create(evaluated, RuntimeOptions{m_spec.threads}));
+        // A SmoothQuant checkpoint evaluates with its recorded per-token activation quantization.
+        LOWBIT_TRY(int activationBits, installActivationQuant(*model));
+        (void)activationBits;
         LOWBIT_TRY(auto tasks, m_store.runTasks(m_run.id));
         for (const RunTaskRecord &task : tasks) {
             if (task.state == TaskState::Done)

@@ -290,8 +290,9 @@ void TestEvalScorers::kldIdenticalIsZero() {
     for (int k : {1, 5, 50}) {
         const auto base = topKDistribution(logits.data(), 50, k, 7);
         const KldPoint point = compareToBase(base, logits.data(), 50, 7);
-        QVERIFY2(std::abs(point.kld) < 1e-6, qPrintable(QString::number(point.kld)));
-        QVERIFY(std::abs(point.deltaP) < 1e-6);
+        // Zero up to the float32 rounding of the stored log-probabilities (|log p| up to ~20 here).
+        QVERIFY2(std::abs(point.kld) < 1e-5, qPrintable(QString::number(point.kld)));
+        QVERIFY(std::abs(point.deltaP) < 1e-5);
         QVERIFY(point.top1Agrees);
     }
 }
