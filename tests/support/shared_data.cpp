@@ -26,4 +26,29 @@ std::string readFile(const std::filesystem::path &path) {
     return ss.str();
 }
 
+std::vector<VocabCase> readVocabCases(const std::filesystem::path &inp,
+                                      const std::filesystem::path &out) {
+    const std::string inputs = readFile(inp);
+    const std::string separator = "\n__ggml_vocab_test__\n";
+    std::vector<VocabCase> cases;
+    for (size_t pos = 0;;) {
+        const size_t hit = inputs.find(separator, pos);
+        cases.push_back(
+            {inputs.substr(pos, hit == std::string::npos ? std::string::npos : hit - pos), {}});
+        if (hit == std::string::npos)
+            break;
+        pos = hit + separator.size();
+    }
+    std::istringstream lines(readFile(out));
+    std::string line;
+    for (VocabCase &c : cases) {
+        if (!std::getline(lines, line))
+            break;
+        std::istringstream numbers(line);
+        for (int32_t id; numbers >> id;)
+            c.ids.push_back(id);
+    }
+    return cases;
+}
+
 } // namespace lowbit::test

@@ -7,7 +7,10 @@
 #include <QString>
 #include <QtTest>
 
+#include <cstdint>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 namespace lowbit::test {
 
@@ -16,6 +19,15 @@ std::filesystem::path sharedPath(const std::string &relative);
 bool sharedRequired();
 // Reads a whole file (test data); empty on failure.
 std::string readFile(const std::filesystem::path &path);
+
+// llama.cpp's tokenizer test vectors: .inp holds inputs separated by "\n__ggml_vocab_test__\n",
+// .out one line of expected ids per input.
+struct VocabCase {
+    std::string text;
+    std::vector<int32_t> ids;
+};
+std::vector<VocabCase> readVocabCases(const std::filesystem::path &inp,
+                                      const std::filesystem::path &out);
 
 } // namespace lowbit::test
 

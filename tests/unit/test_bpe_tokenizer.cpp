@@ -13,36 +13,8 @@ using namespace lowbit;
 
 namespace {
 
-struct VocabCase {
-    std::string text;
-    std::vector<int32_t> ids;
-};
-
-// llama.cpp's .inp/.out pairs: inputs separated by "\n__ggml_vocab_test__\n", one line of ids each.
-std::vector<VocabCase> readVocabCases(const std::filesystem::path &inp,
-                                      const std::filesystem::path &out) {
-    const std::string inputs = test::readFile(inp);
-    const std::string separator = "\n__ggml_vocab_test__\n";
-    std::vector<VocabCase> cases;
-    for (size_t pos = 0;;) {
-        const size_t hit = inputs.find(separator, pos);
-        cases.push_back(
-            {inputs.substr(pos, hit == std::string::npos ? std::string::npos : hit - pos), {}});
-        if (hit == std::string::npos)
-            break;
-        pos = hit + separator.size();
-    }
-    std::istringstream lines(test::readFile(out));
-    std::string line;
-    for (VocabCase &c : cases) {
-        if (!std::getline(lines, line))
-            break;
-        std::istringstream numbers(line);
-        for (int32_t id; numbers >> id;)
-            c.ids.push_back(id);
-    }
-    return cases;
-}
+using test::readVocabCases;
+using test::VocabCase;
 
 QByteArray idsText(const std::vector<int32_t> &ids) {
     QByteArray text;
