@@ -22,6 +22,8 @@ packages=(
     xvfb xauth
     # helper scripts
     python3
+    # Slurm sweeps: the single-node test cluster of scripts/slurm-up.sh (slurm-wlm 22.05)
+    slurmctld slurmd slurm-client munge
 )
 
 missingPackages() {
