@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace lowbit::sweep {
@@ -56,7 +57,11 @@ public:
     // "Slurm not found (sbatch not on PATH); use the local backend or install slurm-client".
     static Result<SlurmClient> detect(const std::filesystem::path &binDir = {});
 
-    // sbatch --parsable --array=...; returns the array job id.
+    // sbatch --parsable --array=... --job-name --chdir --output [--dependency=afterok:..] script;
+    // returns the array job id. The per-task resources travel in the script, not on the command
+    // line: its header (before the first command) must hold directives(submission) verbatim,
+    // else an InvalidArgument error (so resources are never silently dropped). `setup` is the
+    // script writer's to place after that header.
     Result<std::string> submitArray(const ArraySubmission &submission) const;
     // State of every task of array job `jobId` (squeue for live tasks, sacct or scontrol for
     // finished ones).
@@ -64,11 +69,29 @@ public:
     // scancel the whole array, or one task of it.
     Status cancel(const std::string &jobId, std::optional<int> arrayIndex = {}) const;
 
-    // The #SBATCH header lines for `submission` (exposed for tests and `sweep plan`).
+    // The #SBATCH header lines for `submission`'s resources, one per set field, in the order
+    // partition, account, time, gres, cpus-per-task, mem, then extraDirectives; each line ends
+    // in '\n'. Job name, folder, log and array indices are per submission (command line).
+    // (Exposed for tests and `sweep plan`.)
     static std::string directives(const ArraySubmission &submission);
 
 private:
     std::filesystem::path m_binDir; // empty: PATH
 };
+
+// The pure parts of SlurmClient, exposed for tests.
+
+// Slurm's --array syntax for `indices`, sorted and deduplicated: {5,0,1,2,7} -> "0-2,5,7".
+std::string compactArrayRange(std::vector<int> indices);
+// Slurm's state word -> SlurmTaskState: long names (squeue %T, scontrol JobState, sacct State,
+// where "CANCELLED by 0" and "CANCELLED+" count as CANCELLED) and squeue's short codes (PD, R..).
+SlurmTaskState mapSlurmState(std::string_view state);
+// `squeue -h -r -j ID -o %F|%K|%T|%r` output -> the tasks of array job `jobId`.
+std::vector<SlurmTaskStatus> parseSqueueTasks(std::string_view output, std::string_view jobId);
+// `scontrol -o show job ID` output -> the tasks of array job `jobId`; a record that still
+// bundles pending tasks (ArrayTaskId=3-5,7%2) gives one status per task.
+std::vector<SlurmTaskStatus> parseScontrolTasks(std::string_view output, std::string_view jobId);
+// `sacct -n -P -X -j ID -o JobID,State,ExitCode` output -> the tasks of array job `jobId`.
+std::vector<SlurmTaskStatus> parseSacctTasks(std::string_view output, std::string_view jobId);
 
 } // namespace lowbit::sweep
