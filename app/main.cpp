@@ -58,6 +58,9 @@ const std::map<std::string, Command> &commands() {
                                "      lm-eval: a folder with results_runN.json + samples_TASK_runN.jsonl"}},
         {"export-model", {runExportModel, "export-model DIR --format gptq|gguf --out PATH [--scale-dtype f16|bf16|f32] [--compact] [--json]\n"
                                           "      a quantized checkpoint as HF GPTQ (transformers/vLLM) or GGUF (llama.cpp)"}},
+        {"sweep", {runSweep, "sweep plan|submit|status|collect|cancel|retry SWEEP.json [--backend local|slurm]\n"
+                             "      [--task I]... [--db DB] [--data DIR] [--lowbit PATH] [--json]\n"
+                             "      a methods x bits x tasks grid, here or as Slurm job arrays (docs/SWEEPS.md)"}},
     };
     return table;
 }

@@ -28,6 +28,15 @@ struct StoreOptions {
     int foreignHeartbeatTimeoutS = 900;
 };
 
+// What RunStore::mergeFrom did (run_store_merge.cpp).
+struct MergeReport {
+    int runsImported = 0;   // done runs new to this store
+    int runsPresent = 0;    // done runs already here with the same results
+    int runsUnfinished = 0; // not done in the source (queued, running, failed, ...): left out
+    int artifactsImported = 0;
+    std::vector<std::string> conflicts; // same run (by origin) with different results: left out
+};
+
 class RunStore {
 public:
     static Result<RunStore> open(const std::filesystem::path &path,
@@ -98,6 +107,14 @@ public:
                                                        const std::string &methodKey,
                                                        const std::string &kind);
     Result<std::vector<ArtifactRecord>> artifacts(int64_t runId) const;
+
+    // Merging (run_store_merge.cpp) ------------------------------------------------------------
+    // Imports the done runs of the store at `source` (with their tasks, samples, metrics, log,
+    // checkpoint and dataset rows, under new ids) and its artifacts, in one transaction. A run's
+    // origin (created_at, host, pid, spec, checkpoint hash, method key) identifies it across
+    // stores: one already here is not imported again, so merging twice changes nothing; one here
+    // with other results is a conflict (reported, not imported). The source is only read.
+    Result<MergeReport> mergeFrom(const std::filesystem::path &source);
 
 private:
     RunStore(Database db, StoreOptions options) : m_db(std::move(db)), m_options(options) {}
