@@ -4,6 +4,7 @@
 #include "quant/awq.h"
 #include "quant/billm.h"
 #include "quant/gptq.h"
+#include "quant/icq.h"
 #include "quant/nf4.h"
 #include "quant/pb_llm.h"
 #include "quant/quantizer.h"
@@ -21,6 +22,8 @@ const QuantizerInfo kMethods[] = {
     {"gptq", makeGptqQuantizer, "GPTQ: Hessian-aware column sweep (damp, block, act_order)"},
     {"nf4", makeNf4Quantizer,
      "4-bit NormalFloat, 64-weight absmax blocks, double-quantized scales"},
+    {"icq", makeIcqQuantizer,
+     "IR-QLoRA ICQ: NF4 with a per-block entropy-maximizing shift tau (tau_range, tau_steps)"},
     {"pb-llm", makePbLlmQuantizer,
      "PB-LLM: salient weights at 8 bits, the rest binarized, GPTQ compensation (target_bits)"},
     {"billm", makeBillmQuantizer,
