@@ -1,0 +1,111 @@
+#include "backend/cuda/cuda_gptq.h"
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+
+#include <algorithm>
+
+namespace lowbit {
+
+using cuda::DeviceBuffer;
+
+namespace {
+
+// cuBLAS/cuSOLVER handles of one call, on the default stream (GPTQ calls are coarse).
+struct Handles {
+    cublasHandle_t blas = nullptr;
+    cusolverDnHandle_t solver = nullptr;
+    ~Handles() {
+        if (blas)
+            cublasDestroy(blas);
+        if (solver)
+            cusolverDnDestroy(solver);
+    }
+};
+
+// Reverses rows and columns of an n x n matrix: J A J.
+void reverseBoth(std::vector<float> &a, int64_t n) { std::reverse(a.begin(), a.end()); }
+
+} // namespace
+
+Result<std::vector<double>> cudaHessian(CudaBackend &backend, std::span<const float> x, int64_t rows, int64_t cols) {
+    if (rows <= 0 || cols <= 0 || int64_t(x.size()) != rows * cols || cols > INT32_MAX)
+        return makeError(ErrorCode::InvalidArgument, "cudaHessian: x must hold rows * cols floats");
+    LOWBIT_CHECK(backend.synchronize()); // also selects nothing: the backend set its device at creation
+    Handles h;
+    LOWBIT_CUDA_CHECK(cublasCreate(&h.blas), "cublasCreate");
+    LOWBIT_CUDA_CHECK(cublasSetMathMode(h.blas, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+    // Row blocks bound the float32 sums (the BlockedFloat32 scheme); float64 across blocks.
+    const int64_t block = std::min<int64_t>(rows, 4096);
+    const size_t square = size_t(cols) * size_t(cols);
+    LOWBIT_TRY(DeviceBuffer xs, DeviceBuffer::allocate(size_t(block * cols) * 4, "Hessian input block"));
+    LOWBIT_TRY(DeviceBuffer partial, DeviceBuffer::allocate(square * 4, "Hessian block"));
+    LOWBIT_TRY(DeviceBuffer total, DeviceBuffer::allocate(square * 8, "Hessian"));
+    LOWBIT_CUDA_CHECK(cudaMemset(total.data(), 0, square * 8), "cudaMemset");
+    LOWBIT_CUDA_CHECK(cudaMemset(partial.data(), 0, square * 4), "cudaMemset"); // SYRK leaves one triangle
+    const float one = 1.0f, zero = 0.0f;
+    for (int64_t r0 = 0; r0 < rows; r0 += block) {
+        const int64_t n = std::min(block, rows - r0);
+        LOWBIT_CUDA_CHECK(cudaMemcpy(xs.data(), x.data() + r0 * cols, size_t(n * cols) * 4, cudaMemcpyHostToDevice),
+                          "upload of calibration inputs");
+        // Row-major X (n x cols) is column-major X^T (cols x n): C = X^T X is SYRK with op N.
+        LOWBIT_CUDA_CHECK(cublasSsyrk(h.blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, int(cols), int(n), &one,
+                                      xs.as<float>(), int(cols), &zero, partial.as<float>(), int(cols)),
+                          "cublasSsyrk");
+        LOWBIT_CHECK(cuda::accumulateScaled(total.as<double>(), partial.as<float>(), int64_t(square),
+                                            2.0 / double(rows), nullptr));
+    }
+    std::vector<double> hessian(square);
+    LOWBIT_CUDA_CHECK(cudaMemcpy(hessian.data(), total.data(), square * 8, cudaMemcpyDeviceToHost), "download of Hessian");
+    // SYRK filled the upper triangle of the column-major result (= lower of row-major): mirror it.
+    for (int64_t i = 0; i < cols; ++i)
+        for (int64_t j = 0; j < i; ++j)
+            hessian[size_t(j * cols + i)] = hessian[size_t(i * cols + j)];
+    return hessian;
+}
+
+Status cudaCholeskyInverseUpper(CudaBackend &backend, std::vector<float> &hm, int64_t n) {
+    if (n <= 0 || int64_t(hm.size()) != n * n || n > INT32_MAX)
+        return makeError(ErrorCode::InvalidArgument, "cudaCholeskyInverseUpper: h must be n x n");
+    LOWBIT_CHECK(backend.synchronize());
+    Handles h;
+    LOWBIT_CUDA_CHECK(cusolverDnCreate(&h.solver), "cusolverDnCreate");
+    reverseBoth(hm, n); // J H J (symmetric, so row/column-major agree)
+    LOWBIT_TRY(DeviceBuffer a, DeviceBuffer::allocate(hm.size() * 4, "Cholesky matrix"));
+    LOWBIT_TRY(DeviceBuffer info, DeviceBuffer::allocate(sizeof(int), "cusolver info"));
+    LOWBIT_CUDA_CHECK(cudaMemcpy(a.data(), hm.data(), hm.size() * 4, cudaMemcpyHostToDevice), "upload of H");
+    int work = 0;
+    LOWBIT_CUDA_CHECK(cusolverDnSpotrf_bufferSize(h.solver, CUBLAS_FILL_MODE_LOWER, int(n), a.as<float>(), int(n), &work),
+                      "cusolverDnSpotrf_bufferSize");
+    LOWBIT_TRY(DeviceBuffer workspace, DeviceBuffer::allocate(size_t(std::max(work, 1)) * 4, "Cholesky workspace"));
+    LOWBIT_CUDA_CHECK(cusolverDnSpotrf(h.solver, CUBLAS_FILL_MODE_LOWER, int(n), a.as<float>(), int(n),
+                                       workspace.as<float>(), work, info.as<int>()),
+                      "cusolverDnSpotrf");
+    int minor = 0;
+    LOWBIT_CUDA_CHECK(cudaMemcpy(&minor, info.data(), sizeof(int), cudaMemcpyDeviceToHost), "download of info");
+    if (minor != 0)
+        return makeError(ErrorCode::Internal, "cudaCholeskyInverseUpper: not positive definite (leading minor " +
+                                                  std::to_string(minor) + ")");
+    // L^{-1} in place (column-major lower = row-major upper of the same buffer).
+    size_t deviceWork = 0, hostWork = 0;
+    LOWBIT_CUDA_CHECK(cusolverDnXtrtri_bufferSize(h.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_32F,
+                                                  a.data(), n, &deviceWork, &hostWork),
+                      "cusolverDnXtrtri_bufferSize");
+    LOWBIT_TRY(DeviceBuffer trtriWork, DeviceBuffer::allocate(std::max<size_t>(deviceWork, 4), "triangular inverse workspace"));
+    std::vector<char> hostBuffer(std::max<size_t>(hostWork, 1));
+    LOWBIT_CUDA_CHECK(cusolverDnXtrtri(h.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_32F, a.data(), n,
+                                       trtriWork.data(), deviceWork, hostBuffer.data(), hostWork, info.as<int>()),
+                      "cusolverDnXtrtri");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(hm.data(), a.data(), hm.size() * 4, cudaMemcpyDeviceToHost), "download of U");
+    // Column-major lower L^{-1} is row-major upper (L^{-1})^T; U = J L^{-1} J is row-major upper
+    // after reversing both axes of the row-major L^{-1}, i.e. transpose then reverse.
+    std::vector<float> u(hm.size(), 0.0f);
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j <= i; ++j) // L^{-1}[i][j] (lower) is stored at column-major (i, j) = hm[j*n + i]
+            u[size_t((n - 1 - i) * n + (n - 1 - j))] = hm[size_t(j * n + i)];
+    hm = std::move(u);
+    return {};
+}
+
+} // namespace lowbit
