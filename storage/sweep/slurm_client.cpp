@@ -360,6 +360,12 @@ Status SlurmClient::cancel(const std::string &jobId, std::optional<int> arrayInd
     if (arrayIndex && *arrayIndex < 0)
         return makeError(ErrorCode::InvalidArgument, "Slurm: negative array index " + std::to_string(*arrayIndex));
     const std::vector<std::string> args = {arrayIndex ? jobId + "_" + std::to_string(*arrayIndex) : jobId};
+    if (arrayIndex) {
+        // A task still pending inside its array's bundled record would simply vanish on scancel
+        // (no record says CANCELLED unless accounting exists); holding it first splits it into
+        // a record of its own. Best effort: a running or finished task refuses the hold.
+        (void)runTool(m_binDir, "scontrol", {"hold", args.front()});
+    }
     LOWBIT_TRY(ToolOutput output, runTool(m_binDir, "scancel", args));
     if (output.exitCode != 0)
         return toolError("scancel", args, output);

@@ -66,7 +66,8 @@ public:
     // State of every task of array job `jobId` (squeue for live tasks, sacct or scontrol for
     // finished ones).
     Result<std::vector<SlurmTaskStatus>> arrayStates(const std::string &jobId) const;
-    // scancel the whole array, or one task of it.
+    // scancel the whole array, or one task of it (held first with scontrol, so a still-pending
+    // task keeps a CANCELLED record instead of silently leaving the array).
     Status cancel(const std::string &jobId, std::optional<int> arrayIndex = {}) const;
 
     // The #SBATCH header lines for `submission`'s resources, one per set field, in the order

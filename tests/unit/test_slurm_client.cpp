@@ -349,7 +349,10 @@ void TestSlurmClient::cancelNamesTheTask() {
     const auto client = SlurmClient::detect(dir.path());
     QVERIFY(client.ok());
     QVERIFY(client->cancel("31", 4).ok());
+    QCOMPARE(readFile(dir / "scontrol.args"), std::string("hold\n31_4\n"));
     QCOMPARE(readFile(dir / "scancel.args"), std::string("31_4\n"));
+    fakeTool(dir.path(), "scontrol", "", 1, "scontrol: error: Job is no longer pending execution\n");
+    QVERIFY(client->cancel("31", 5).ok()); // a running task refuses the hold; scancel still goes
     QVERIFY(client->cancel("31").ok());
     QCOMPARE(readFile(dir / "scancel.args"), std::string("31\n"));
     QVERIFY(!client->cancel("31_4").ok());
