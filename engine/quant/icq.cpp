@@ -45,8 +45,8 @@ float searchTau(const float *values, int64_t n, const IcqOptions &options,
     for (int64_t i = 0; i < n; ++i)
         a0 = std::max(a0, std::abs(values[i] - tau0));
     const int candidates = 2 * options.tauSteps + 1;
-    const double lo = -options.tauRange * kIcqSigma, step = 2 * options.tauRange * kIcqSigma /
-                                                            double(candidates - 1);
+    const double lo = -options.tauRange * kIcqSigma,
+                 step = 2 * options.tauRange * kIcqSigma / double(candidates - 1);
     float best = tau0;
     double bestEntropy = -1;
     for (int k = 0; k < candidates; ++k) {
@@ -113,9 +113,9 @@ Result<QuantizedTensor> quantizeNf4Shifted(std::string name, const float *weight
     const int64_t groups = blockCount(cols, options.nf4.blockSize),
                   block = groups == 1 ? cols : options.nf4.blockSize;
     if (int64_t(tau.size()) != rows * groups)
-        return makeError(ErrorCode::InvalidArgument,
-                         name + ": icq: " + std::to_string(tau.size()) + " tau values for " +
-                             std::to_string(rows * groups) + " blocks");
+        return makeError(ErrorCode::InvalidArgument, name + ": icq: " + std::to_string(tau.size()) +
+                                                         " tau values for " +
+                                                         std::to_string(rows * groups) + " blocks");
     LOWBIT_CHECK(checkFinite(name, tau.data(), tau.size(), "tau"));
     std::vector<float> shifted(size_t(rows * cols));
     for (int64_t r = 0; r < rows; ++r)
@@ -240,7 +240,8 @@ Result<std::unique_ptr<Quantizer>> makeIcqQuantizer(const QuantizeOptions &optio
     LOWBIT_TRY(o.tauBlock, method.integer("tau_block", 256));
     LOWBIT_CHECK(method.finish());
     if (o.nf4.doubleQuantBlock <= 0 || o.tauBlock <= 0)
-        return makeError(ErrorCode::InvalidArgument, "icq: dq_block and tau_block must be positive");
+        return makeError(ErrorCode::InvalidArgument,
+                         "icq: dq_block and tau_block must be positive");
     if (!(o.tauRange > 0) || !std::isfinite(o.tauRange) || steps < 1 || steps > 100000)
         return makeError(ErrorCode::InvalidArgument,
                          "icq: tau_range must be positive and tau_steps in 1..100000");

@@ -26,10 +26,10 @@
 namespace lowbit {
 
 struct IcqOptions {
-    Nf4Options nf4;            // block 64, double-quantized absmax (QLoRA defaults)
-    double tauRange = 0.1;     // λ: the search covers τ0 ± λσ·a0
-    int tauSteps = 100;        // n: 2n + 1 candidates
-    int64_t tauBlock = 256;    // blocks per τ quantization run (reference blocksize2)
+    Nf4Options nf4;         // block 64, double-quantized absmax (QLoRA defaults)
+    double tauRange = 0.1;  // λ: the search covers τ0 ± λσ·a0
+    int tauSteps = 100;     // n: 2n + 1 candidates
+    int64_t tauBlock = 256; // blocks per τ quantization run (reference blocksize2)
 };
 
 // σ of the τ grid: 1 / Φ⁻¹(0.9677083) (utils.py `sigma`).

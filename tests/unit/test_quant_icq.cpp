@@ -215,7 +215,7 @@ void TestQuantIcq::entropyHigherOnStories260k() {
           "squared reconstruction error ICQ %.5g, NF4 %.5g",
           linears, sumIcq / linears, sumNf4 / linears, errIcq, errNf4);
     QVERIFY(linears > 0);
-    QVERIFY(sumIcq > sumNf4); // issue 8, done-when 2
+    QVERIFY(sumIcq > sumNf4);        // issue 8, done-when 2
     QVERIFY(errIcq < 1.25 * errNf4); // entropy is bought without losing reconstruction
 }
 
