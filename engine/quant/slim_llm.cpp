@@ -258,9 +258,13 @@ Allocation allocateBits(const std::vector<float> &w, int64_t rows, int64_t cols,
     Allocation best;
     best.widths.assign(size_t(groups), uint8_t(bits));
     best.error = best.errorUniform = criterion();
-    const int64_t f = options.sba ? int64_t(full.size()) : 0;
+    // bitsearch.py: for i in range(1, n_blocks // 2), n_blocks counting a short last group: at
+    // most n_blocks / 2 - 1 pairs, so that some groups always keep N bits (a row of two groups
+    // stays uniform). Only full groups trade widths here (the average stays exactly N).
+    const int64_t f = int64_t(full.size());
+    const int64_t maxPairs = options.sba ? std::max<int64_t>(0, std::min(f / 2, groups / 2 - 1)) : 0;
     std::vector<float> delta(size_t(rows * group));
-    for (int64_t i = 1; i <= f / 2; ++i) {
+    for (int64_t i = 1; i <= maxPairs; ++i) {
         for (const auto &[g, b] :
              {std::pair{full[size_t(i - 1)], bits - 1}, std::pair{full[size_t(f - i)], bits + 1}}) {
             const std::vector<float> v = rtnGroup(w, rows, cols, g * group, group, b);

@@ -5,15 +5,15 @@
 //   1. SBA, salience-determined bit allocation (Sec. 3.2): the salience of a group of columns is
 //      sum over its weights of w^2 / [U]_jj^2 (U = chol(H^-1) upper, the OBS criterion). Groups
 //      are ranked by salience; the i least salient get N-1 bits, the i most salient N+1, the rest
-//      N, so the average stays exactly N. i is searched (0 .. groups/2) by the KL divergence
-//      between softmax(x W^T) and softmax(x W_i^T) over the sampled calibration inputs x, with
-//      W_i the round-to-nearest quantization under allocation i (utils/bitsearch.py's
-//      activation_aware_search). The reference searches i >= 1 only; i = 0 (uniform N) is a
-//      candidate here, since the search can only gain from it and with two groups (64-wide rows
-//      in groups of 32) the reference has nothing to choose from. Option sba_squared_error ranks
-//      the candidates by ||x W^T - x W_i^T||^2 instead (what the GPTQ sweep then minimizes): on
-//      stories260K the KL over softmax of q/k projection outputs picks allocations that GPTQ
-//      turns out worse than uniform N (docs/BENCHMARKS.md).
+//      N, so the average stays exactly N. i is searched by the KL divergence between
+//      softmax(x W^T) and softmax(x W_i^T) over the sampled calibration inputs x, with W_i the
+//      round-to-nearest quantization under allocation i (utils/bitsearch.py's
+//      activation_aware_search), over the reference's range: i < n_groups / 2 (range(1,
+//      max_round), max_round = n_groups // 2), so at least one pair of groups keeps N bits. The
+//      reference searches i >= 1 only; i = 0 (uniform N) is a candidate here, since the search
+//      can only gain from it and with two or three groups (64-wide rows in groups of 32) the
+//      reference's range is empty. Option sba_squared_error ranks the candidates by
+//      ||x W^T - x W_i^T||^2 instead (what the GPTQ sweep then minimizes).
 //   2. SQC, salience-weighted quantizer calibration (Sec. 3.3): per (row, group) the asymmetric
 //      min-max range [xmin, xmax] is scaled by p in {1} u (1, 1 + tau] u [1 - tau, 1) (tau 0.1,
 //      50 steps each side) and the p minimizing
