@@ -36,7 +36,7 @@ Result<std::unique_ptr<CudaModel>> CudaModel::create(std::shared_ptr<const Check
     const std::string source = checkpoint->path.string();
     LOWBIT_CHECK(checkpoint->config.validate(source));
     LOWBIT_CHECK(checkpoint->weights.validate(checkpoint->config, source));
-    if (options.slots < 1 || options.capacityTokens < 1 || options.maxBatchTokens < 1)
+    if (options.slotCount < 1 || options.capacityTokens < 1 || options.maxBatchTokens < 1)
         return makeError(ErrorCode::InvalidArgument, "CudaModel::create: slots, capacity and batch must be positive");
     std::unique_ptr<CudaModel> m(new CudaModel());
     m->m_checkpoint = std::move(checkpoint);
@@ -44,14 +44,14 @@ Result<std::unique_ptr<CudaModel>> CudaModel::create(std::shared_ptr<const Check
     LOWBIT_TRY(m->m_backend, makeCudaBackend(options.backend));
     const ModelConfig &c = m->config();
     m->m_logitRows = std::min<int64_t>(options.maxBatchTokens, 256);
-    m->m_estimate = estimateDeviceMemory(c, weightBits(*m->m_checkpoint, options), options.slots,
+    m->m_estimate = estimateDeviceMemory(c, weightBits(*m->m_checkpoint, options), options.slotCount,
                                          options.capacityTokens, options.maxBatchTokens, m->m_logitRows);
     LOWBIT_TRY(uint64_t freeBytes, m->m_backend->freeBytes());
     LOWBIT_CHECK(checkFits(m->m_estimate, freeBytes, "cuda:" + std::to_string(options.backend.device) + " (" +
                                                          m->m_backend->deviceInfo().name + ")"));
 
     const int64_t n = options.maxBatchTokens, qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim;
-    const size_t cache = size_t(c.numLayers) * size_t(options.slots) * size_t(options.capacityTokens) * size_t(kvDim);
+    const size_t cache = size_t(c.numLayers) * size_t(options.slotCount) * size_t(options.capacityTokens) * size_t(kvDim);
     CudaBackend &be = *m->m_backend;
     auto buffers = std::make_unique<Buffers>();
     LOWBIT_TRY(buffers->x, be.allocate(size_t(n * c.hiddenSize), "hidden states"));
@@ -76,7 +76,7 @@ Result<std::unique_ptr<CudaModel>> CudaModel::create(std::shared_ptr<const Check
             if (!options.quantized || !options.quantized->count(t->name))
                 LOWBIT_CHECK(be.prepareWeight(*t));
     m->m_invFreq = c.ropeInverseFrequencies();
-    m->m_lengths.assign(size_t(options.slots), 0);
+    m->m_lengths.assign(size_t(options.slotCount), 0);
     LOWBIT_CHECK(be.synchronize());
     return m;
 }
@@ -110,7 +110,7 @@ Status CudaModel::layer(int64_t index, std::span<const SequenceInput> inputs, co
     for (size_t i = 0; i < inputs.size(); ++i) {
         const SequenceInput &in = inputs[i];
         const int64_t len = int64_t(in.tokens.size()), start = m_lengths[size_t(in.slot)];
-        const size_t slotOffset = (size_t(index) * size_t(m_options.slots) + size_t(in.slot)) * slotFloats;
+        const size_t slotOffset = (size_t(index) * size_t(m_options.slotCount) + size_t(in.slot)) * slotFloats;
         float *keys = b.keys + slotOffset, *values = b.values + slotOffset;
         LOWBIT_CHECK(be.copy(keys + start * kvDim, b.k + firstRow[i] * kvDim, size_t(len * kvDim)));
         LOWBIT_CHECK(be.copy(values + start * kvDim, b.v + firstRow[i] * kvDim, size_t(len * kvDim)));
@@ -130,12 +130,12 @@ Status CudaModel::layer(int64_t index, std::span<const SequenceInput> inputs, co
 
 Status CudaModel::run(std::span<const SequenceInput> inputs, std::vector<int64_t> &firstRow) {
     const ModelConfig &c = config();
-    std::vector<bool> used(size_t(m_options.slots), false);
+    std::vector<bool> used(size_t(m_options.slotCount), false);
     std::vector<int32_t> ids;
     std::vector<float> cosSin;
     const int64_t half = c.headDim / 2;
     for (const SequenceInput &in : inputs) {
-        if (in.slot < 0 || in.slot >= m_options.slots || used[size_t(in.slot)])
+        if (in.slot < 0 || in.slot >= m_options.slotCount || used[size_t(in.slot)])
             return makeError(ErrorCode::InvalidArgument, "CudaModel: slot " + std::to_string(in.slot) +
                                                              " out of range or used twice in one batch");
         used[size_t(in.slot)] = true;

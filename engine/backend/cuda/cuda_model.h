@@ -28,7 +28,7 @@ struct QuantizedTensor;
 
 struct CudaModelOptions {
     CudaOptions backend;
-    int slots = 1;
+    int slotCount = 1; // not "slots": a Qt keyword macro where this header meets Qt code
     int64_t capacityTokens = 2048; // KV cache positions per slot
     int64_t maxBatchTokens = 2048; // tokens of one forward() call, all inputs together
     // Linear weights to run packed, keyed by checkpoint tensor name (non-owning; must outlive the
@@ -45,7 +45,7 @@ public:
     const ModelConfig &config() const { return m_checkpoint->config; }
     CudaBackend &backend() { return *m_backend; }
     const MemoryEstimate &estimate() const { return m_estimate; }
-    int slots() const { return m_options.slots; }
+    int slotCount() const { return m_options.slotCount; }
     int64_t length(int slot) const { return m_lengths[size_t(slot)]; }
     void clear(int slot) { m_lengths[size_t(slot)] = 0; }
 
