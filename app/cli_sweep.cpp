@@ -34,8 +34,8 @@ Result<SweepPlan> loadPlan(const std::string &path) {
 
 Result<BackendKind> backendArg(const Args &args, const SweepPlan &plan) {
     const auto backend = args.value("backend");
-    if (!backend)
-        return plan.spec.backend;
+    if (!backend) // a sweep that went to Slurm stays there for status, cancel, retry
+        return plan.submissions.empty() ? plan.spec.backend : BackendKind::Slurm;
     if (*backend == "local")
         return BackendKind::Local;
     if (*backend == "slurm")

@@ -187,6 +187,10 @@ Result<std::vector<SweepTaskStatus>> sweepStatus(const SweepPlan &plan, const Sl
                 task.state = slurmStateName(state->second.state);
                 task.detail = state->second.rawState +
                               (state->second.reason.empty() ? "" : " " + state->second.reason);
+            } else if (result.progress != TaskProgress::Done && client) {
+                // Slurm drops an array task cancelled while pending from its records at once.
+                task.state = "lost";
+                task.detail = "not in Slurm's records (cancelled while pending, or purged)";
             }
         } else if (result.progress == TaskProgress::NotStarted) {
             task.state = "not-submitted";

@@ -36,7 +36,9 @@ Result<std::vector<SweepSubmission>> submitToSlurm(SweepPlan &plan, const SlurmC
 
 struct SweepTaskStatus {
     int index = 0;
-    std::string state;  // done | failed | running | pending | cancelled | not-submitted | ...
+    // done | failed | running | pending | cancelled | not-submitted | lost (submitted, but Slurm
+    // has no record and the task left no results) | ...
+    std::string state;
     std::string detail; // Slurm's word and reason, or the run's error
     std::string jobId;  // "<array job>_<index>" of the latest submission; empty when none
 };
