@@ -1,5 +1,7 @@
 #include "train/train_ops.h"
 
+#include "backend/cpu_simd.h"
+
 #include <algorithm>
 #include <cblas.h>
 #include <cmath>
@@ -108,16 +110,58 @@ void scores(const Real *q, const Real *k, int64_t len, int64_t qStride, int64_t 
                len);
 }
 
+// x[i] = exp(x[i] − shift) for x[i] ≤ shift, returning Σ x[i]: float uses the inference
+// backend's AVX2 kernel (its exp is within 6e-9 relative, below float rounding).
+double expShifted(float *x, int64_t n, float shift) {
+    return cpu::expShiftedSum(x, n, shift);
+}
+double expShifted(double *x, int64_t n, double shift) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i)
+        sum += (x[i] = std::exp(x[i] - shift));
+    return sum;
+}
+float rowMax(const float *x, int64_t n) {
+    return cpu::maxValue(x, n, x[0]);
+}
+double rowMax(const double *x, int64_t n) {
+    return *std::max_element(x, x + n);
+}
+
 // P_ij = exp(S_ij − lse_i) for j ≤ i, 0 above the diagonal (in place on S).
 template <typename Real>
 void probabilities(Real *s, int64_t len, const Real *lse, int64_t lseStride) {
     for (int64_t i = 0; i < len; ++i) {
         Real *row = s + i * len;
-        const double l = double(lse[i * lseStride]);
-        for (int64_t j = 0; j <= i; ++j)
-            row[j] = Real(std::exp(double(row[j]) - l));
+        expShifted(row, i + 1, lse[i * lseStride]);
         std::fill(row + i + 1, row + len, Real(0));
     }
+}
+
+// Softmax over the causal prefix of each row, in place, keeping the row log-sum-exp: one exp
+// per entry, max subtracted for range.
+template <typename Real> void softmaxRows(Real *s, int64_t len, Real *lse, int64_t lseStride) {
+    for (int64_t i = 0; i < len; ++i) {
+        Real *row = s + i * len;
+        const Real m = rowMax(row, i + 1);
+        const double sum = expShifted(row, i + 1, m);
+        lse[i * lseStride] = Real(double(m) + std::log(sum));
+        const Real inv = Real(1.0 / sum);
+        for (int64_t j = 0; j <= i; ++j)
+            row[j] *= inv;
+        std::fill(row + i + 1, row + len, Real(0));
+    }
+}
+
+// Σ exp(x[i] − shift) accumulated in double (a 128k-entry logit row).
+double sumExp(const float *x, int64_t n, float shift) {
+    return cpu::sumExpShifted(x, n, shift);
+}
+double sumExp(const double *x, int64_t n, double shift) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i)
+        sum += std::exp(x[i] - shift);
+    return sum;
 }
 
 } // namespace
@@ -137,15 +181,7 @@ void attentionForward(const Real *q, const Real *k, const Real *v, std::span<con
             const int64_t g = h / group;
             scores(q + r0 * qStride + h * d.headDim, k + r0 * kvStride + g * d.headDim, len,
                    qStride, kvStride, d, s.data());
-            for (int64_t i = 0; i < len; ++i) { // row log-sum-exp over the causal prefix
-                const Real *row = s.data() + i * len;
-                const double m = double(*std::max_element(row, row + i + 1));
-                double sum = 0;
-                for (int64_t j = 0; j <= i; ++j)
-                    sum += std::exp(double(row[j]) - m);
-                lse[(r0 + i) * d.heads + h] = Real(m + std::log(sum));
-            }
-            probabilities(s.data(), len, lse + r0 * d.heads + h, d.heads);
+            softmaxRows(s.data(), len, lse + r0 * d.heads + h, d.heads);
             gemm<Real>(false, false, len, d.headDim, len, Real(1), s.data(), len,
                        v + r0 * kvStride + g * d.headDim, kvStride, Real(0),
                        out + r0 * qStride + h * d.headDim, qStride);
@@ -224,13 +260,11 @@ void swigluBackward(const Real *gate, const Real *up, const Real *dOut, int64_t 
 
 template <typename Real>
 double crossEntropy(std::span<const Real> logits, int32_t target, std::span<Real> dLogits) {
-    const double m = double(*std::max_element(logits.begin(), logits.end()));
-    double sum = 0;
-    for (Real z : logits)
-        sum += std::exp(double(z) - m);
-    const double lse = m + std::log(sum);
-    for (size_t j = 0; j < logits.size(); ++j)
-        dLogits[j] = Real(std::exp(double(logits[j]) - lse));
+    const int64_t n = int64_t(logits.size());
+    const Real m = rowMax(logits.data(), n);
+    const double lse = double(m) + std::log(sumExp(logits.data(), n, m));
+    std::copy(logits.begin(), logits.end(), dLogits.begin());
+    expShifted(dLogits.data(), n, Real(lse)); // softmax = exp(z − lse)
     dLogits[size_t(target)] -= Real(1);
     return lse - double(logits[size_t(target)]);
 }
