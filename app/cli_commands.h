@@ -21,6 +21,7 @@ int runRuns(const std::vector<std::string> &args);
 int runCompare(const std::vector<std::string> &args);
 int runExport(const std::vector<std::string> &args);
 int runExportModel(const std::vector<std::string> &args);
+int runFinetune(const std::vector<std::string> &args);
 int runSweep(const std::vector<std::string> &args);
 
 } // namespace lowbit::cli

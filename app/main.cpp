@@ -37,6 +37,11 @@ const std::map<std::string, Command> &commands() {
                                    "      [--calib FILE] [--calib-samples N] [--calib-len L] [--seed S] [--layers SPEC]\n"
                                    "      [--act-order] [--method-options JSON] [--no-true-sequential] [--hessian f32|f64]\n"
                                    "      [--tokenizer FILE] [--threads N] [--json]   ->  a checkpoint directory any command loads"}},
+        {"finetune", {runFinetune, "finetune MODEL --method qlora|irqlora|dbllm --data FILE --out DIR [--steps N --batch B\n"
+                                   "      --micro-batch M --lr LR --schedule constant|cosine --warmup N --rank R --alpha A\n"
+                                   "      --seq-len N --source-len N --target-len N --save-every N --seed S] [--resume]\n"
+                                   "      [--format auto|alpaca|chat|oasst|text] [--train-on-source] [--no-merge] [--json]\n"
+                                   "      LoRA on a quantized base -> OUT/adapter_model.safetensors + OUT/merged/"}},
         {"eval", {runEval, "eval MODEL --tasks a,b,c [--limit N --shots K --batch B --ctx N --seed S]\n"
                            "      [--mode paper|llamacpp] [--guard GUARD] [--kld-write FILE | --kld-base FILE]\n"
                            "      [--max-tokens N] [--bos] [--chat|--no-chat] [--data DIR] [--samples FILE.jsonl]\n"

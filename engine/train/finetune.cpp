@@ -1,0 +1,192 @@
+#include "train/finetune.h"
+
+#include "quant/quantize.h"
+#include "train/peft_adapter.h"
+#include "train/trainable_model.h"
+
+#include <fstream>
+
+namespace lowbit::train {
+
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+class ModelTarget final : public TrainTarget {
+public:
+    explicit ModelTarget(TrainableModel<float> &model, LossFunction<float> *loss = nullptr)
+        : m_model(model), m_loss(loss) {}
+    std::vector<Parameter<float> *> parameters() override { return m_model.parameters(); }
+    void zeroGrad() override { m_model.zeroGrad(); }
+    Result<LossStats> accumulate(std::span<const TrainExample> batch) override {
+        return m_model.accumulate(batch, m_loss);
+    }
+    void afterStep() override { m_model.afterStep(); }
+
+private:
+    TrainableModel<float> &m_model;
+    LossFunction<float> *m_loss;
+};
+
+Status writeReport(const fs::path &path, const json &body) {
+    const fs::path tmp = path.string() + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out << body.dump(2) << "\n";
+        if (!out)
+            return makeError(ErrorCode::Io, tmp.string() + ": cannot write");
+    }
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    if (ec)
+        return makeError(ErrorCode::Io, path.string() + ": cannot rename: " + ec.message());
+    return {};
+}
+
+Result<DataSet> loadData(const Checkpoint &source, const FinetuneOptions &options) {
+    if (!source.tokenizer)
+        return makeError(ErrorCode::InvalidArgument,
+                         "finetune: the model has no tokenizer (llama2.c: pass --tokenizer)");
+    std::optional<ChatTemplate> chat;
+    if (!source.chatTemplate.empty()) {
+        auto parsed = ChatTemplate::fromJinja(source.chatTemplate);
+        if (parsed)
+            chat = *parsed; // an unsupported template: conversations use the Guanaco format
+    }
+    DataOptions data = options.data;
+    // Text windows never exceed what the model attends to.
+    data.textWindowTokens = std::min(data.textWindowTokens, source.config.maxPositions);
+    return loadTrainingData(options.dataPath, *source.tokenizer, data, chat ? &*chat : nullptr);
+}
+
+} // namespace
+
+Result<FinetuneMethod> parseFinetuneMethod(std::string_view name) {
+    if (name == "qlora")
+        return FinetuneMethod::QLora;
+    if (name == "irqlora" || name == "ir-qlora")
+        return FinetuneMethod::IrQLora;
+    if (name == "dbllm" || name == "db-llm")
+        return FinetuneMethod::DbLlm;
+    return makeError(ErrorCode::InvalidArgument, "unknown fine-tuning method '" +
+                                                     std::string(name) +
+                                                     "' (qlora, irqlora, dbllm)");
+}
+
+const char *finetuneMethodName(FinetuneMethod method) {
+    switch (method) {
+    case FinetuneMethod::QLora: return "qlora";
+    case FinetuneMethod::IrQLora: return "irqlora";
+    case FinetuneMethod::DbLlm: return "dbllm";
+    }
+    return "?";
+}
+
+json FinetuneReport::toJson() const {
+    json history = json::array();
+    for (const StepMetrics &s : train.history)
+        history.push_back({{"step", s.step},
+                           {"loss", s.loss},
+                           {"lr", s.learningRate},
+                           {"grad_norm", s.gradNorm},
+                           {"tokens_per_second", s.tokensPerSecond}});
+    return {{"method", finetuneMethodName(method)},
+            {"data_format", dataFormatName(dataFormat)},
+            {"examples", examples},
+            {"skipped_examples", skippedExamples},
+            {"scored_tokens", scoredTokens},
+            {"trainable_parameters", trainableParameters},
+            {"steps_done", train.stepsDone},
+            {"resumed_from_step", train.resumedFromStep},
+            {"seconds", train.seconds},
+            {"tokens_per_second", train.tokensPerSecond},
+            {"adapter_dir", adapterDir.string()},
+            {"merged_dir", mergedDir.string()},
+            {"history", history}};
+}
+
+Result<std::shared_ptr<const Checkpoint>> finetuneBase(const Checkpoint &source,
+                                                       const FinetuneOptions &options,
+                                                       ProgressSink &progress,
+                                                       std::stop_token stop) {
+    if (options.method == FinetuneMethod::DbLlm)
+        return makeError(ErrorCode::Unsupported,
+                         "finetune: dbllm needs the dual-binary base (train/dual_binary.h), not "
+                         "built yet");
+    QuantizeOptions q;
+    q.method = options.method == FinetuneMethod::IrQLora ? "icq" : "nf4";
+    q.bits = 4;
+    q.groupSize = options.blockSize;
+    q.threads = options.threads;
+    q.methodOptions = options.methodOptions;
+    LOWBIT_TRY(QuantizedModel model, quantizeModel(source, q, progress, stop));
+    return model.checkpoint;
+}
+
+Result<FinetuneReport> runFinetune(std::shared_ptr<const Checkpoint> source,
+                                   const FinetuneOptions &options, ProgressSink &progress,
+                                   std::stop_token stop, TrainObserver *observer) {
+    if (!source)
+        return makeError(ErrorCode::InvalidArgument, "finetune: no model");
+    if (options.outDir.empty())
+        return makeError(ErrorCode::InvalidArgument, "finetune: no output directory");
+    LOWBIT_TRY(DataSet data, loadData(*source, options));
+    LOWBIT_TRY(std::shared_ptr<const Checkpoint> base,
+               finetuneBase(*source, options, progress, stop));
+    LoraOptions lora = options.lora;
+    lora.elasticConnection = options.method == FinetuneMethod::IrQLora;
+    LOWBIT_TRY(auto model, TrainableModel<float>::create(*base, lora));
+
+    FinetuneReport report;
+    report.method = options.method;
+    report.dataFormat = data.format;
+    report.examples = int64_t(data.examples.size());
+    report.skippedExamples = data.skipped;
+    report.scoredTokens = data.scoredTokens;
+    for (const Parameter<float> *p : model->parameters())
+        report.trainableParameters += int64_t(p->value.size());
+
+    TrainerOptions to = options.trainer;
+    to.checkpointDir = options.outDir / "checkpoint";
+    if (to.schedule.totalSteps <= 0)
+        to.schedule.totalSteps = to.steps;
+    ModelTarget target(*model);
+    Trainer trainer(target, data.examples, to);
+    trainer.setObserver(observer);
+    LOWBIT_TRY(report.train, trainer.run(progress, stop));
+
+    AdapterInfo info;
+    info.lora = lora;
+    info.method = finetuneMethodName(options.method);
+    info.baseModel = source->path.string();
+    report.adapterDir = options.outDir;
+    const auto params = model->parameters();
+    LOWBIT_CHECK(savePeftAdapter(options.outDir, params, info));
+    if (options.writeMerged) {
+        report.mergedDir = options.outDir / "merged";
+        progress.report({"merge", 0, 1, 0, -1});
+        LOWBIT_CHECK(writeMergedCheckpoint(report.mergedDir, *source, *base, *model, info));
+    }
+    json body = report.toJson();
+    body["options"] = {{"steps", to.steps},
+                       {"batch_size", to.batchSize},
+                       {"micro_batch_size", to.microBatchSize},
+                       {"lr", to.schedule.peak},
+                       {"schedule", lrScheduleName(to.schedule.kind)},
+                       {"warmup_steps", to.schedule.warmupSteps},
+                       {"max_grad_norm", to.maxGradNorm},
+                       {"weight_decay", to.adam.weightDecay},
+                       {"seed", to.seed},
+                       {"rank", lora.rank},
+                       {"alpha", lora.alpha},
+                       {"source_max_len", options.data.sourceMaxTokens},
+                       {"target_max_len", options.data.targetMaxTokens},
+                       {"train_on_source", options.data.trainOnSource},
+                       {"data", options.dataPath.string()},
+                       {"model", source->path.string()}};
+    LOWBIT_CHECK(writeReport(options.outDir / "finetune.json", body));
+    return report;
+}
+
+} // namespace lowbit::train

@@ -1,0 +1,78 @@
+// Fine-tuning methods end to end: quantized base -> TrainableModel with LoRA -> Trainer ->
+// PEFT adapter + merged model. The entry point of `lowbit finetune`, job specs and the GUI.
+//
+//   qlora    base = the NF4 (double-quantized absmax, 64-blocks) dequantization of every linear
+//            (engine/quant/nf4.h via quantizeModel method "nf4"), frozen; LoRA on all seven
+//            projections (Dettmers et al. 2023).
+//   irqlora  base = ICQ-calibrated NF4 (engine/quant/icq.h, method "icq"), frozen; LoRA with the
+//            Information Elastic Connection (Qin et al. 2024).
+//   dbllm    dual-binarized trainable base with deviation-aware distillation (Chen et al. 2024);
+//            needs train/dual_binary.h and train/distillation.h (returns Unsupported until then).
+// Defaults are the reference scripts' (qlora.py / scripts/finetune_*.sh): r 64, alpha 16,
+// dropout 0, lr 2e-4 constant, max grad norm 0.3, batch 16, 10000 steps, source/target 384/128.
+//
+// OUT directory:
+//   adapter_model.safetensors, adapter_config.json   the adapter (train/peft_adapter.h)
+//   merged/                                          HF checkpoint with the adapter folded in
+//   checkpoint/trainer_state.safetensors             trainer state (train/trainer.h); with
+//                                                    resume, a rerun continues from it
+//   finetune.json                                    options, data facts, per-step history
+// Progress: phase "quantize" (the base), then "train" (Trainer). Cancellation as the Trainer:
+// the state is saved and ErrorCode::Cancelled returned; nothing else is written.
+#pragma once
+
+#include "core/progress.h"
+#include "core/result.h"
+#include "model/checkpoint.h"
+#include "train/train_data.h"
+#include "train/trainer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <stop_token>
+
+namespace lowbit::train {
+
+enum class FinetuneMethod { QLora, IrQLora, DbLlm };
+Result<FinetuneMethod> parseFinetuneMethod(std::string_view name); // "qlora", "irqlora", "dbllm"
+const char *finetuneMethodName(FinetuneMethod method);
+
+struct FinetuneOptions {
+    FinetuneMethod method = FinetuneMethod::QLora;
+    std::filesystem::path dataPath;
+    std::filesystem::path outDir;
+    DataOptions data;
+    LoraOptions lora;       // r 64, alpha 16, all seven projections
+    TrainerOptions trainer; // 10000 steps, batch 16, 2e-4 constant, clip 0.3
+    int64_t blockSize = 64; // NF4 / ICQ block
+    bool writeMerged = true;
+    int threads = 0; // quantization of the base; 0: every hardware thread
+    nlohmann::json methodOptions = nlohmann::json::object(); // passed to the base quantizer
+};
+
+struct FinetuneReport {
+    FinetuneMethod method = FinetuneMethod::QLora;
+    DataFormat dataFormat = DataFormat::Auto;
+    int64_t examples = 0;
+    int64_t skippedExamples = 0;
+    int64_t scoredTokens = 0;
+    int64_t trainableParameters = 0;
+    TrainReport train;
+    std::filesystem::path adapterDir, mergedDir;
+    nlohmann::json toJson() const;
+};
+
+// The method's quantized base of `source` (fake-quant weights in the source dtypes): what the
+// adapters train against and what "the quantized model without fine-tuning" evaluates.
+Result<std::shared_ptr<const Checkpoint>> finetuneBase(const Checkpoint &source,
+                                                       const FinetuneOptions &options,
+                                                       ProgressSink &progress,
+                                                       std::stop_token stop = {});
+
+Result<FinetuneReport> runFinetune(std::shared_ptr<const Checkpoint> source,
+                                   const FinetuneOptions &options, ProgressSink &progress,
+                                   std::stop_token stop = {}, TrainObserver *observer = nullptr);
+
+} // namespace lowbit::train
