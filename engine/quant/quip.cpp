@@ -36,13 +36,19 @@ public:
           m_groups((cols + groupSize - 1) / groupSize), m_params(size_t(rows * m_groups)),
           m_codes(size_t(rows * cols)) {}
 
-    void setTensorScale(const std::vector<float> &w) {
+    // One S for the tensor, and the target clamped to [-S, S] before rounding (QuIP Alg. 1 lines
+    // 6-7; vector_balance.py quantize_weight_vecbal, qfn b): LDLQ then feeds back only rounding
+    // error, never the clipping error of the few weights beyond 2.4 RMS.
+    void setTensorScale(std::vector<float> &w) {
         double sum = 0;
         for (float v : w)
             sum += double(v) * double(v);
         const GridParams p = incoherentGrid(std::sqrt(sum / double(w.size())), m_bits);
         std::fill(m_params.begin(), m_params.end(), p);
         m_tensorScale = true;
+        const float limit = p.scale * p.zero; // S
+        for (float &v : w)
+            v = std::clamp(v, -limit, limit);
     }
 
     void beginBlock(int64_t first, int64_t count, const float *w) override {

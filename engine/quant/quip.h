@@ -13,9 +13,10 @@
 //      the random permutations and rotations the order carries no information, so the sweep runs
 //      first-to-last as GPTQ's;
 //   4. the grid (quant.py): qfn "b" (default) is the incoherence-based symmetric grid of 2^b
-//      levels evenly spaced over [-S, S], S = 2.4 * RMS(W) of the transformed tensor, or, with a
-//      group size, of each (row, group) when the sweep reaches the group; qfn "a" is the min-max
-//      asymmetric grid of GPTQ;
+//      levels evenly spaced over [-S, S], S = 2.4 * RMS(W) of the transformed tensor, with W
+//      clamped to [-S, S] before LDLQ (Alg. 1 lines 6-7), or, with a group size (our extension:
+//      the reference has no groups), S of each (row, group) when the sweep reaches the group;
+//      qfn "a" is the min-max asymmetric grid of GPTQ;
 //   5. inverse transforms (Alg. 2; postproc): W^ = U^T Q V diag(d)^-1.
 //
 // The QuantizedTensor holds the codes of Q (transformed basis, no permutation) and as extra data

@@ -15,6 +15,7 @@
 
 #include <QtTest>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -93,6 +94,7 @@ private slots:
     void butterflyRowsMatchDense();
     void dequantizeIsInverseTransform();
     void codesAndBitsPerWeight();
+    void tensorGridClampsBeforeLdlq();
     void beatsRtnOnOutputError_data();
     void beatsRtnOnOutputError();
     void realLayerBeatsRtn_data();
@@ -231,6 +233,92 @@ void TestQuantQuip::codesAndBitsPerWeight() {
             QCOMPARE(t->zero(0, 0), float((1 << bits) - 1) / 2.0f);
         }
     }
+}
+
+// qfn b with one S per tensor (QuIP Alg. 1 lines 6-7, quantize_weight_vecbal): W is clamped to
+// [-S, S], S = 2.4 RMS(W), before LDLQ, so only rounding error is fed back. Checked against
+// GPTQ's form of the same rounding (QuIP Thm. 6) in float64 on the clamped weights, with the
+// transforms off so that nothing but the grid and the sweep is compared; the same loop on the
+// unclamped weights gives other codes (the heavy-tailed weights pass 2.4 RMS).
+void TestQuantQuip::tensorGridClampsBeforeLdlq() {
+    const Layer l = makeLayer(24, 48, 400, 13);
+    QuipOptions o;
+    o.bits = 3;
+    o.rescale = false;
+    o.incoherence = false;
+    auto t = quantizeQuip("w", l.w, l.rows, l.cols, l.hessian, quipSeeds(0, 0, 0), o);
+    QVERIFY2(t.ok(), t.ok() ? "" : t.error().message.c_str());
+    const int64_t n = l.cols;
+    // U upper with U^T U = (H + 0.01 mean(diag H) I)^-1: the Cholesky factor of the
+    // Gauss-Jordan inverse.
+    std::vector<double> h = l.hessian, inv(size_t(n * n), 0.0), u(size_t(n * n), 0.0);
+    double mean = 0;
+    for (int64_t i = 0; i < n; ++i)
+        mean += h[size_t(i * n + i)] / double(n);
+    for (int64_t i = 0; i < n; ++i) {
+        h[size_t(i * n + i)] += 0.01 * mean;
+        inv[size_t(i * n + i)] = 1;
+    }
+    for (int64_t c = 0; c < n; ++c) {
+        const double pivot = h[size_t(c * n + c)];
+        for (int64_t j = 0; j < n; ++j) {
+            h[size_t(c * n + j)] /= pivot;
+            inv[size_t(c * n + j)] /= pivot;
+        }
+        for (int64_t r = 0; r < n; ++r)
+            if (r != c) {
+                const double f = h[size_t(r * n + c)];
+                for (int64_t j = 0; j < n; ++j) {
+                    h[size_t(r * n + j)] -= f * h[size_t(c * n + j)];
+                    inv[size_t(r * n + j)] -= f * inv[size_t(c * n + j)];
+                }
+            }
+    }
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = i; j < n; ++j) {
+            double s = inv[size_t(i * n + j)];
+            for (int64_t k = 0; k < i; ++k)
+                s -= u[size_t(k * n + i)] * u[size_t(k * n + j)];
+            u[size_t(i * n + j)] = i == j ? std::sqrt(s) : s / u[size_t(i * n + i)];
+        }
+    double sum = 0;
+    for (float v : l.w)
+        sum += double(v) * v;
+    const double bigS = 2.4 * std::sqrt(sum / double(l.w.size())), maxq = 7;
+    const double scale = 2 * bigS / maxq, zero = maxq / 2;
+    int64_t outside = 0;
+    for (float v : l.w)
+        outside += std::abs(v) > bigS;
+    QVERIFY(outside > 0);
+    auto sweep = [&](bool clampFirst) {
+        std::vector<double> w(l.w.begin(), l.w.end());
+        std::vector<uint8_t> codes(w.size());
+        for (double &v : w)
+            v = clampFirst ? std::clamp(v, -bigS, bigS) : v;
+        for (int64_t r = 0; r < l.rows; ++r) {
+            double *row = w.data() + r * n;
+            for (int64_t j = 0; j < n; ++j) {
+                const double c = std::clamp(std::nearbyint(row[j] / scale + zero), 0.0, maxq);
+                codes[size_t(r * n + j)] = uint8_t(c);
+                const double e = (row[j] - scale * (c - zero)) / u[size_t(j * n + j)];
+                for (int64_t k = j + 1; k < n; ++k)
+                    row[k] -= e * u[size_t(j * n + k)];
+            }
+        }
+        return codes;
+    };
+    const std::vector<uint8_t> got = t->codes(), clamped = sweep(true), unclamped = sweep(false);
+    int64_t differ = 0, differUnclamped = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+        differ += got[i] != clamped[i];
+        differUnclamped += got[i] != unclamped[i];
+    }
+    qInfo("%lld of %zu weights beyond S; codes differing from the float64 sweep: %lld clamped "
+          "first, %lld not",
+          (long long)outside, got.size(), (long long)differ, (long long)differUnclamped);
+    QVERIFY2(differ <= int64_t(got.size()) / 200, qPrintable(QString::number(differ)));
+    QVERIFY(differUnclamped > 4 * differ + 4);
+    QCOMPARE(t->scale(0, 0), float(scale));
 }
 
 void TestQuantQuip::beatsRtnOnOutputError_data() {
