@@ -6,13 +6,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
 #include <map>
-#include <sstream>
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sstream>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,7 +62,8 @@ std::string trimmed(std::string text) {
 bool drainPipes(int outFd, int errFd, pid_t pid, ToolOutput &output) {
     pollfd fds[2] = {{outFd, POLLIN, 0}, {errFd, POLLIN, 0}};
     std::string *sinks[2] = {&output.out, &output.err};
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kToolTimeoutMs);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(kToolTimeoutMs);
     int open = 2;
     while (open > 0) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -103,12 +104,14 @@ Result<ToolOutput> runTool(const fs::path &binDir, const std::string &tool,
 
     int outPipe[2], errPipe[2];
     if (::pipe2(outPipe, O_CLOEXEC) != 0)
-        return makeError(ErrorCode::Io, commandLine(tool, args) + ": pipe: " + std::strerror(errno));
+        return makeError(ErrorCode::Io,
+                         commandLine(tool, args) + ": pipe: " + std::strerror(errno));
     if (::pipe2(errPipe, O_CLOEXEC) != 0) {
         const int saved = errno;
         ::close(outPipe[0]);
         ::close(outPipe[1]);
-        return makeError(ErrorCode::Io, commandLine(tool, args) + ": pipe: " + std::strerror(saved));
+        return makeError(ErrorCode::Io,
+                         commandLine(tool, args) + ": pipe: " + std::strerror(saved));
     }
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
@@ -116,17 +119,18 @@ Result<ToolOutput> runTool(const fs::path &binDir, const std::string &tool,
     posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1);
     posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2);
     pid_t pid = -1;
-    const int spawned = binDir.empty()
-                            ? ::posix_spawnp(&pid, program.c_str(), &actions, nullptr, argv.data(), environ)
-                            : ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), environ);
+    const int spawned =
+        binDir.empty()
+            ? ::posix_spawnp(&pid, program.c_str(), &actions, nullptr, argv.data(), environ)
+            : ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     ::close(outPipe[1]);
     ::close(errPipe[1]);
     if (spawned != 0) {
         ::close(outPipe[0]);
         ::close(errPipe[0]);
-        return makeError(ErrorCode::NotFound,
-                         commandLine(tool, args) + ": cannot run " + program + ": " + std::strerror(spawned));
+        return makeError(ErrorCode::NotFound, commandLine(tool, args) + ": cannot run " + program +
+                                                  ": " + std::strerror(spawned));
     }
     ToolOutput output;
     const bool finished = drainPipes(outPipe[0], errPipe[0], pid, output);
@@ -137,20 +141,23 @@ Result<ToolOutput> runTool(const fs::path &binDir, const std::string &tool,
     }
     if (!finished)
         return makeError(ErrorCode::Io, commandLine(tool, args) + ": no answer after " +
-                                             std::to_string(kToolTimeoutMs / 1000) + " s (killed)");
+                                            std::to_string(kToolTimeoutMs / 1000) + " s (killed)");
     output.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return output;
 }
 
-Error toolError(const std::string &tool, const std::vector<std::string> &args, const ToolOutput &output) {
-    std::string message = commandLine(tool, args) + " failed (exit " + std::to_string(output.exitCode) + ")";
+Error toolError(const std::string &tool, const std::vector<std::string> &args,
+                const ToolOutput &output) {
+    std::string message =
+        commandLine(tool, args) + " failed (exit " + std::to_string(output.exitCode) + ")";
     const std::string err = trimmed(output.err);
     message += err.empty() ? std::string(" with no message") : ": " + err;
     return makeError(ErrorCode::Io, message);
 }
 
 bool isJobId(const std::string &id) {
-    return !id.empty() && id.size() <= 20 && id.find_first_not_of("0123456789") == std::string::npos;
+    return !id.empty() && id.size() <= 20 &&
+           id.find_first_not_of("0123456789") == std::string::npos;
 }
 
 bool isExecutable(const fs::path &path) {
@@ -179,7 +186,8 @@ Result<std::string> readSmallFile(const fs::path &path) {
     if (!fs::is_regular_file(path, ec))
         return makeError(ErrorCode::NotFound, path.string() + ": no such batch script");
     if (fs::file_size(path, ec) > kMaxBytes)
-        return makeError(ErrorCode::InvalidArgument, path.string() + ": batch script larger than 16 MiB");
+        return makeError(ErrorCode::InvalidArgument,
+                         path.string() + ": batch script larger than 16 MiB");
     std::ifstream in(path, std::ios::binary);
     std::ostringstream text;
     text << in.rdbuf();
@@ -198,10 +206,12 @@ bool isUnknownJob(const ToolOutput &output) {
 Result<SlurmClient> SlurmClient::detect(const fs::path &binDir) {
     for (const char *tool : {"sbatch", "squeue", "scontrol", "scancel"}) {
         if (binDir.empty() ? findOnPath(tool).empty() : !isExecutable(binDir / tool)) {
-            const std::string where = binDir.empty() ? std::string(tool) + " not on PATH"
-                                                     : "no executable " + std::string(tool) + " in " + binDir.string();
+            const std::string where =
+                binDir.empty() ? std::string(tool) + " not on PATH"
+                               : "no executable " + std::string(tool) + " in " + binDir.string();
             return makeError(ErrorCode::NotFound,
-                             "Slurm not found (" + where + "); use the local backend or install slurm-client");
+                             "Slurm not found (" + where +
+                                 "); use the local backend or install slurm-client");
         }
     }
     SlurmClient client;
@@ -233,15 +243,22 @@ namespace {
 Status checkSingleLine(const ArraySubmission &s) {
     const SlurmResources &r = s.resources;
     std::vector<std::pair<const char *, std::string>> fields = {
-        {"job name", s.jobName},     {"script", s.script.string()},   {"work folder", s.workDir.string()},
-        {"log pattern", s.logPattern.string()}, {"partition", r.partition}, {"account", r.account},
-        {"time", r.time},            {"gres", r.gres},                {"memory", r.memory}};
+        {"job name", s.jobName},
+        {"script", s.script.string()},
+        {"work folder", s.workDir.string()},
+        {"log pattern", s.logPattern.string()},
+        {"partition", r.partition},
+        {"account", r.account},
+        {"time", r.time},
+        {"gres", r.gres},
+        {"memory", r.memory}};
     for (const auto &extra : r.extraDirectives)
         fields.emplace_back("extra directive", extra);
     for (const auto &[name, value] : fields) {
         if (value.find_first_of("\n\r") != std::string::npos)
-            return makeError(ErrorCode::InvalidArgument,
-                             std::string("Slurm submission: the ") + name + " holds a line break: '" + value + "'");
+            return makeError(ErrorCode::InvalidArgument, std::string("Slurm submission: the ") +
+                                                             name + " holds a line break: '" +
+                                                             value + "'");
     }
     return {};
 }
@@ -260,13 +277,16 @@ Status checkScriptHeader(const fs::path &script, const std::string &directives) 
     for (size_t start = 0; onlyComments && start < before.size();) {
         const size_t end = std::min(before.find('\n', start), before.size());
         const std::string_view line = before.substr(start, end - start);
-        onlyComments = line.find_first_not_of(" \t\r") == std::string_view::npos || line.front() == '#';
+        onlyComments =
+            line.find_first_not_of(" \t\r") == std::string_view::npos || line.front() == '#';
         start = end + 1;
     }
     if (!onlyComments)
         return makeError(ErrorCode::InvalidArgument,
-                         script.string() + ": the batch script's header (before its first command) lacks its "
-                                           "#SBATCH directives; write SlurmClient::directives() there:\n" + directives);
+                         script.string() +
+                             ": the batch script's header (before its first command) lacks its "
+                             "#SBATCH directives; write SlurmClient::directives() there:\n" +
+                             directives);
     return {};
 }
 
@@ -274,21 +294,25 @@ Status checkScriptHeader(const fs::path &script, const std::string &directives) 
 
 Result<std::string> SlurmClient::submitArray(const ArraySubmission &submission) const {
     if (submission.indices.empty())
-        return makeError(ErrorCode::InvalidArgument, "Slurm submission '" + submission.jobName + "': no array indices");
+        return makeError(ErrorCode::InvalidArgument,
+                         "Slurm submission '" + submission.jobName + "': no array indices");
     for (int index : submission.indices) {
         if (index < 0)
-            return makeError(ErrorCode::InvalidArgument,
-                             "Slurm submission '" + submission.jobName + "': negative array index " + std::to_string(index));
+            return makeError(ErrorCode::InvalidArgument, "Slurm submission '" + submission.jobName +
+                                                             "': negative array index " +
+                                                             std::to_string(index));
     }
     for (const auto &id : submission.afterOk) {
         if (!isJobId(id))
-            return makeError(ErrorCode::InvalidArgument,
-                             "Slurm submission '" + submission.jobName + "': dependency '" + id + "' is no job id");
+            return makeError(ErrorCode::InvalidArgument, "Slurm submission '" + submission.jobName +
+                                                             "': dependency '" + id +
+                                                             "' is no job id");
     }
     LOWBIT_CHECK(checkSingleLine(submission));
     LOWBIT_CHECK(checkScriptHeader(submission.script, directives(submission)));
 
-    std::vector<std::string> args = {"--parsable", "--array=" + compactArrayRange(submission.indices)};
+    std::vector<std::string> args = {"--parsable",
+                                     "--array=" + compactArrayRange(submission.indices)};
     if (!submission.jobName.empty())
         args.push_back("--job-name=" + submission.jobName);
     if (!submission.workDir.empty())
@@ -310,8 +334,8 @@ Result<std::string> SlurmClient::submitArray(const ArraySubmission &submission) 
     const std::string printed = trimmed(output.out);
     const std::string id = printed.substr(0, printed.find(';'));
     if (!isJobId(id))
-        return makeError(ErrorCode::Format,
-                         commandLine("sbatch", args) + ": expected a job id, got '" + printed + "'");
+        return makeError(ErrorCode::Format, commandLine("sbatch", args) +
+                                                ": expected a job id, got '" + printed + "'");
     return id;
 }
 
@@ -336,8 +360,10 @@ Result<std::vector<SlurmTaskStatus>> SlurmClient::arrayStates(const std::string 
         byIndex.emplace(task.arrayIndex, std::move(task));
 
     // Purged from slurmctld: only the accounting database still knows (where there is one).
-    if (byIndex.empty() && (m_binDir.empty() ? !findOnPath("sacct").empty() : isExecutable(m_binDir / "sacct"))) {
-        const std::vector<std::string> sacctArgs = {"-n", "-P", "-X", "-j", jobId, "-o", "JobID,State,ExitCode"};
+    if (byIndex.empty() &&
+        (m_binDir.empty() ? !findOnPath("sacct").empty() : isExecutable(m_binDir / "sacct"))) {
+        const std::vector<std::string> sacctArgs = {
+            "-n", "-P", "-X", "-j", jobId, "-o", "JobID,State,ExitCode"};
         auto history = runTool(m_binDir, "sacct", sacctArgs);
         if (history && history->exitCode == 0) {
             for (auto &task : parseSacctTasks(history->out, jobId))
@@ -345,9 +371,10 @@ Result<std::vector<SlurmTaskStatus>> SlurmClient::arrayStates(const std::string 
         }
     }
     if (byIndex.empty())
-        return makeError(ErrorCode::NotFound, "Slurm knows no array job " + jobId +
-                                                  " (neither squeue nor scontrol list it; finished jobs are "
-                                                  "forgotten after MinJobAge unless accounting is set up)");
+        return makeError(ErrorCode::NotFound,
+                         "Slurm knows no array job " + jobId +
+                             " (neither squeue nor scontrol list it; finished jobs are "
+                             "forgotten after MinJobAge unless accounting is set up)");
     std::vector<SlurmTaskStatus> tasks;
     for (auto &[index, task] : byIndex)
         tasks.push_back(std::move(task));
@@ -358,8 +385,10 @@ Status SlurmClient::cancel(const std::string &jobId, std::optional<int> arrayInd
     if (!isJobId(jobId))
         return makeError(ErrorCode::InvalidArgument, "Slurm: '" + jobId + "' is no job id");
     if (arrayIndex && *arrayIndex < 0)
-        return makeError(ErrorCode::InvalidArgument, "Slurm: negative array index " + std::to_string(*arrayIndex));
-    const std::vector<std::string> args = {arrayIndex ? jobId + "_" + std::to_string(*arrayIndex) : jobId};
+        return makeError(ErrorCode::InvalidArgument,
+                         "Slurm: negative array index " + std::to_string(*arrayIndex));
+    const std::vector<std::string> args = {arrayIndex ? jobId + "_" + std::to_string(*arrayIndex)
+                                                      : jobId};
     if (arrayIndex) {
         // A task still pending inside its array's bundled record would simply vanish on scancel
         // (no record says CANCELLED unless accounting exists); holding it first splits it into

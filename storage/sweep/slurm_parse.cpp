@@ -60,7 +60,8 @@ std::vector<int> expandArrayRange(std::string_view range) {
         }
         const size_t dash = part.find('-');
         const auto first = parseIndex(part.substr(0, dash));
-        const auto last = dash == std::string_view::npos ? first : parseIndex(part.substr(dash + 1));
+        const auto last =
+            dash == std::string_view::npos ? first : parseIndex(part.substr(dash + 1));
         if (!first || !last || *last < *first || (*last - *first) / step > kMaxTasks)
             return {};
         for (int i = *first; i <= *last; i += step)
@@ -117,30 +118,30 @@ SlurmTaskState mapSlurmState(std::string_view state) {
     if (!state.empty() && state.back() == '+')
         state.remove_suffix(1);
     static const std::map<std::string_view, SlurmTaskState, std::less<>> kStates = {
-        {"PENDING", SlurmTaskState::Pending},      {"PD", SlurmTaskState::Pending},
-        {"REQUEUED", SlurmTaskState::Pending},     {"RQ", SlurmTaskState::Pending},
-        {"REQUEUE_HOLD", SlurmTaskState::Pending}, {"RH", SlurmTaskState::Pending},
-        {"REQUEUE_FED", SlurmTaskState::Pending},  {"RF", SlurmTaskState::Pending},
+        {"PENDING", SlurmTaskState::Pending},       {"PD", SlurmTaskState::Pending},
+        {"REQUEUED", SlurmTaskState::Pending},      {"RQ", SlurmTaskState::Pending},
+        {"REQUEUE_HOLD", SlurmTaskState::Pending},  {"RH", SlurmTaskState::Pending},
+        {"REQUEUE_FED", SlurmTaskState::Pending},   {"RF", SlurmTaskState::Pending},
         {"RESV_DEL_HOLD", SlurmTaskState::Pending}, {"RD", SlurmTaskState::Pending},
-        {"RUNNING", SlurmTaskState::Running},      {"R", SlurmTaskState::Running},
-        {"CONFIGURING", SlurmTaskState::Running},  {"CF", SlurmTaskState::Running},
-        {"COMPLETING", SlurmTaskState::Running},   {"CG", SlurmTaskState::Running},
-        {"SUSPENDED", SlurmTaskState::Running},    {"S", SlurmTaskState::Running},
-        {"STOPPED", SlurmTaskState::Running},      {"ST", SlurmTaskState::Running},
-        {"SIGNALING", SlurmTaskState::Running},    {"SI", SlurmTaskState::Running},
-        {"STAGE_OUT", SlurmTaskState::Running},    {"SO", SlurmTaskState::Running},
-        {"RESIZING", SlurmTaskState::Running},     {"RS", SlurmTaskState::Running},
-        {"COMPLETED", SlurmTaskState::Completed},  {"CD", SlurmTaskState::Completed},
-        {"CANCELLED", SlurmTaskState::Cancelled},  {"CA", SlurmTaskState::Cancelled},
-        {"FAILED", SlurmTaskState::Failed},        {"F", SlurmTaskState::Failed},
-        {"TIMEOUT", SlurmTaskState::Failed},       {"TO", SlurmTaskState::Failed},
-        {"NODE_FAIL", SlurmTaskState::Failed},     {"NF", SlurmTaskState::Failed},
-        {"OUT_OF_MEMORY", SlurmTaskState::Failed}, {"OOM", SlurmTaskState::Failed},
-        {"BOOT_FAIL", SlurmTaskState::Failed},     {"BF", SlurmTaskState::Failed},
-        {"DEADLINE", SlurmTaskState::Failed},      {"DL", SlurmTaskState::Failed},
-        {"PREEMPTED", SlurmTaskState::Failed},     {"PR", SlurmTaskState::Failed},
-        {"SPECIAL_EXIT", SlurmTaskState::Failed},  {"SE", SlurmTaskState::Failed},
-        {"REVOKED", SlurmTaskState::Cancelled},    {"RV", SlurmTaskState::Cancelled},
+        {"RUNNING", SlurmTaskState::Running},       {"R", SlurmTaskState::Running},
+        {"CONFIGURING", SlurmTaskState::Running},   {"CF", SlurmTaskState::Running},
+        {"COMPLETING", SlurmTaskState::Running},    {"CG", SlurmTaskState::Running},
+        {"SUSPENDED", SlurmTaskState::Running},     {"S", SlurmTaskState::Running},
+        {"STOPPED", SlurmTaskState::Running},       {"ST", SlurmTaskState::Running},
+        {"SIGNALING", SlurmTaskState::Running},     {"SI", SlurmTaskState::Running},
+        {"STAGE_OUT", SlurmTaskState::Running},     {"SO", SlurmTaskState::Running},
+        {"RESIZING", SlurmTaskState::Running},      {"RS", SlurmTaskState::Running},
+        {"COMPLETED", SlurmTaskState::Completed},   {"CD", SlurmTaskState::Completed},
+        {"CANCELLED", SlurmTaskState::Cancelled},   {"CA", SlurmTaskState::Cancelled},
+        {"FAILED", SlurmTaskState::Failed},         {"F", SlurmTaskState::Failed},
+        {"TIMEOUT", SlurmTaskState::Failed},        {"TO", SlurmTaskState::Failed},
+        {"NODE_FAIL", SlurmTaskState::Failed},      {"NF", SlurmTaskState::Failed},
+        {"OUT_OF_MEMORY", SlurmTaskState::Failed},  {"OOM", SlurmTaskState::Failed},
+        {"BOOT_FAIL", SlurmTaskState::Failed},      {"BF", SlurmTaskState::Failed},
+        {"DEADLINE", SlurmTaskState::Failed},       {"DL", SlurmTaskState::Failed},
+        {"PREEMPTED", SlurmTaskState::Failed},      {"PR", SlurmTaskState::Failed},
+        {"SPECIAL_EXIT", SlurmTaskState::Failed},   {"SE", SlurmTaskState::Failed},
+        {"REVOKED", SlurmTaskState::Cancelled},     {"RV", SlurmTaskState::Cancelled},
     };
     const auto it = kStates.find(state);
     return it == kStates.end() ? SlurmTaskState::Unknown : it->second;
@@ -180,7 +181,8 @@ std::vector<SlurmTaskStatus> parseScontrolTasks(std::string_view output, std::st
         if (fields["ArrayJobId"] != jobId || !fields.count("ArrayTaskId"))
             continue;
         const std::string rawState(fields["JobState"]);
-        const std::string reason = withExitCode(reasonOrEmpty(fields["Reason"]), fields["ExitCode"]);
+        const std::string reason =
+            withExitCode(reasonOrEmpty(fields["Reason"]), fields["ExitCode"]);
         for (int index : expandArrayRange(fields["ArrayTaskId"])) {
             SlurmTaskStatus task{index, mapSlurmState(rawState), rawState, reason};
             byIndex[index] = std::move(task);

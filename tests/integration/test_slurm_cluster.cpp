@@ -35,7 +35,8 @@ std::string describe(const std::vector<SlurmTaskStatus> &tasks) {
 // Polls arrayStates until `done` holds (a generous bound against a wedged cluster, not a timing
 // check); returns the last states seen.
 template <typename Predicate>
-std::vector<SlurmTaskStatus> waitFor(const SlurmClient &client, const std::string &jobId, Predicate done) {
+std::vector<SlurmTaskStatus> waitFor(const SlurmClient &client, const std::string &jobId,
+                                     Predicate done) {
     std::vector<SlurmTaskStatus> tasks;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
     while (std::chrono::steady_clock::now() < deadline) {
@@ -97,20 +98,21 @@ void TestSlurmCluster::arraysDependenciesAndCancel() {
     QVERIFY2(client.ok(), client.ok() ? "" : client.error().toString().c_str());
 
     // A: three tasks write their index; B (afterok A) copies A's files, so it must run after.
-    ArraySubmission first = submission(dir, "first", "echo \"first $SLURM_ARRAY_TASK_ID\" > a_$SLURM_ARRAY_TASK_ID.txt\n");
+    ArraySubmission first = submission(
+        dir, "first", "echo \"first $SLURM_ARRAY_TASK_ID\" > a_$SLURM_ARRAY_TASK_ID.txt\n");
     first.indices = {0, 1, 2};
     const auto firstId = client->submitArray(first);
     QVERIFY2(firstId.ok(), firstId.ok() ? "" : firstId.error().toString().c_str());
-    ArraySubmission second = submission(dir, "second", "cp a_$SLURM_ARRAY_TASK_ID.txt b_$SLURM_ARRAY_TASK_ID.txt\n");
+    ArraySubmission second =
+        submission(dir, "second", "cp a_$SLURM_ARRAY_TASK_ID.txt b_$SLURM_ARRAY_TASK_ID.txt\n");
     second.indices = {0, 1, 2};
     second.afterOk = {*firstId};
     const auto secondId = client->submitArray(second);
     QVERIFY2(secondId.ok(), secondId.ok() ? "" : secondId.error().toString().c_str());
     QVERIFY(*secondId != *firstId);
 
-    const auto secondDone = waitFor(*client, *secondId, [](const auto &t) {
-        return allIn(t, 3, SlurmTaskState::Completed);
-    });
+    const auto secondDone = waitFor(
+        *client, *secondId, [](const auto &t) { return allIn(t, 3, SlurmTaskState::Completed); });
     QVERIFY2(allIn(secondDone, 3, SlurmTaskState::Completed), describe(secondDone).c_str());
     const auto firstStates = client->arrayStates(*firstId);
     QVERIFY(firstStates.ok());
@@ -118,15 +120,17 @@ void TestSlurmCluster::arraysDependenciesAndCancel() {
     for (int i = 0; i < 3; ++i) {
         const std::string expected = "first " + std::to_string(i) + "\n";
         QCOMPARE(readFile(dir / "work" / ("b_" + std::to_string(i) + ".txt")), expected);
-        QVERIFY(std::filesystem::exists(dir / "work" / ("first-" + *firstId + "_" + std::to_string(i) + ".log")));
+        QVERIFY(std::filesystem::exists(dir / "work" /
+                                        ("first-" + *firstId + "_" + std::to_string(i) + ".log")));
     }
 
     // C: task 0 waits for a go file, task 1 too but is cancelled, task 2 fails with exit 3.
-    ArraySubmission third = submission(dir, "third",
-                                       "if [ \"$SLURM_ARRAY_TASK_ID\" = 2 ]; then exit 3; fi\n"
-                                       "for i in $(seq 600); do [ -e go ] && break; sleep 0.1; done\n"
-                                       "[ -e go ]\n"
-                                       "echo done > c_$SLURM_ARRAY_TASK_ID.txt\n");
+    ArraySubmission third =
+        submission(dir, "third",
+                   "if [ \"$SLURM_ARRAY_TASK_ID\" = 2 ]; then exit 3; fi\n"
+                   "for i in $(seq 600); do [ -e go ] && break; sleep 0.1; done\n"
+                   "[ -e go ]\n"
+                   "echo done > c_$SLURM_ARRAY_TASK_ID.txt\n");
     third.indices = {0, 1, 2};
     const auto thirdId = client->submitArray(third);
     QVERIFY2(thirdId.ok(), thirdId.ok() ? "" : thirdId.error().toString().c_str());
@@ -134,10 +138,13 @@ void TestSlurmCluster::arraysDependenciesAndCancel() {
     QVERIFY2(cancelled.ok(), cancelled.ok() ? "" : cancelled.error().toString().c_str());
     const auto settled = waitFor(*client, *thirdId, [](const auto &t) {
         const auto *one = taskOf(t, 1), *two = taskOf(t, 2);
-        return one && two && one->state == SlurmTaskState::Cancelled && two->state == SlurmTaskState::Failed;
+        return one && two && one->state == SlurmTaskState::Cancelled &&
+               two->state == SlurmTaskState::Failed;
     });
-    QVERIFY2(taskOf(settled, 1) && taskOf(settled, 1)->state == SlurmTaskState::Cancelled, describe(settled).c_str());
-    QVERIFY2(taskOf(settled, 2) && taskOf(settled, 2)->reason.find("exit code 3:0") != std::string::npos,
+    QVERIFY2(taskOf(settled, 1) && taskOf(settled, 1)->state == SlurmTaskState::Cancelled,
+             describe(settled).c_str());
+    QVERIFY2(taskOf(settled, 2) &&
+                 taskOf(settled, 2)->reason.find("exit code 3:0") != std::string::npos,
              describe(settled).c_str());
     QCOMPARE(taskOf(settled, 2)->rawState, std::string("FAILED"));
 
@@ -146,7 +153,8 @@ void TestSlurmCluster::arraysDependenciesAndCancel() {
         const auto *zero = taskOf(t, 0);
         return zero && zero->state == SlurmTaskState::Completed;
     });
-    QVERIFY2(taskOf(finished, 0) && taskOf(finished, 0)->state == SlurmTaskState::Completed, describe(finished).c_str());
+    QVERIFY2(taskOf(finished, 0) && taskOf(finished, 0)->state == SlurmTaskState::Completed,
+             describe(finished).c_str());
     QCOMPARE(finished.size(), size_t(3));
     QCOMPARE(readFile(dir / "work" / "c_0.txt"), std::string("done\n"));
     QVERIFY(!std::filesystem::exists(dir / "work" / "c_1.txt"));

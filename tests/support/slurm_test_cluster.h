@@ -40,9 +40,11 @@ public:
     static std::string unavailableReason() {
         const QStringList dirs = {"/usr/sbin", "/usr/bin", "/sbin", "/bin"};
         for (const char *tool : {"slurmctld", "slurmd", "munged", "mungekey", "sbatch", "sinfo"}) {
-            if (QStandardPaths::findExecutable(tool).isEmpty() && QStandardPaths::findExecutable(tool, dirs).isEmpty())
-                return std::string(tool) + " not installed (apt-get install slurmctld slurmd slurm-client munge, "
-                                           "or scripts/setup.sh)";
+            if (QStandardPaths::findExecutable(tool).isEmpty() &&
+                QStandardPaths::findExecutable(tool, dirs).isEmpty())
+                return std::string(tool) +
+                       " not installed (apt-get install slurmctld slurmd slurm-client munge, "
+                       "or scripts/setup.sh)";
         }
         if (::geteuid() != 0)
             return "scripts/slurm-up.sh needs root (the daemons run as SlurmUser=root)";
@@ -75,7 +77,8 @@ private:
         process.start("bash", {script, QString::fromStdString(m_stateDir.string())});
         const bool finished = process.waitForFinished(180'000);
         const std::string output = process.readAll().toStdString();
-        return {finished && process.exitStatus() == QProcess::NormalExit && process.exitCode() == 0, output};
+        return {finished && process.exitStatus() == QProcess::NormalExit && process.exitCode() == 0,
+                output};
     }
 
     std::filesystem::path m_stateDir;
@@ -89,13 +92,13 @@ private:
 // Declares `var`, a running SlurmTestCluster in `stateDir`, or skips (fails under
 // LOWBIT_REQUIRE_SLURM=1) the calling test function.
 #define LOWBIT_REQUIRE_SLURM_CLUSTER(var, stateDir)                                                \
-    if (const std::string lowbitWhy = lowbit::test::SlurmTestCluster::unavailableReason();        \
+    if (const std::string lowbitWhy = lowbit::test::SlurmTestCluster::unavailableReason();         \
         !lowbitWhy.empty()) {                                                                      \
-        const QByteArray lowbitMsg = QByteArray("no Slurm test cluster: ") + lowbitWhy.c_str();   \
+        const QByteArray lowbitMsg = QByteArray("no Slurm test cluster: ") + lowbitWhy.c_str();    \
         if (lowbit::test::SlurmTestCluster::required())                                            \
             QFAIL(lowbitMsg.constData());                                                          \
         QSKIP(lowbitMsg.constData());                                                              \
     }                                                                                              \
     lowbit::test::SlurmTestCluster var(stateDir);                                                  \
-    if (std::string lowbitStartError; !var.start(lowbitStartError))                               \
+    if (std::string lowbitStartError; !var.start(lowbitStartError))                                \
     QFAIL(lowbitStartError.c_str())

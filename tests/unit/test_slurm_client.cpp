@@ -17,7 +17,8 @@ using lowbit::test::TempDir;
 
 namespace {
 
-void writeFile(const std::filesystem::path &path, const std::string &text, bool executable = false) {
+void writeFile(const std::filesystem::path &path, const std::string &text,
+               bool executable = false) {
     std::ofstream(path, std::ios::binary) << text;
     if (executable)
         ::chmod(path.c_str(), 0755);
@@ -30,14 +31,15 @@ std::string readFile(const std::filesystem::path &path) {
 
 // A stand-in for a Slurm tool: writes each argument on its own line to NAME.args, prints
 // `stdoutText`, `stderrText` to stderr, exits with `exitCode`.
-void fakeTool(const std::filesystem::path &dir, const std::string &name, const std::string &stdoutText,
-              int exitCode = 0, const std::string &stderrText = {}) {
+void fakeTool(const std::filesystem::path &dir, const std::string &name,
+              const std::string &stdoutText, int exitCode = 0, const std::string &stderrText = {}) {
     writeFile(dir / (name + ".out"), stdoutText);
     writeFile(dir / (name + ".err"), stderrText);
     const std::string base = (dir / name).string();
     writeFile(dir / name,
-              "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '" + base + ".args'\ncat '" + base +
-                  ".out'\ncat '" + base + ".err' >&2\nexit " + std::to_string(exitCode) + "\n",
+              "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '" + base +
+                  ".args'\ncat '" + base + ".out'\ncat '" + base + ".err' >&2\nexit " +
+                  std::to_string(exitCode) + "\n",
               true);
 }
 
@@ -159,12 +161,15 @@ void TestSlurmClient::scontrolRecordsExpandPendingRanges() {
         "ExitCode=0:0\n"
         "JobId=7 ArrayJobId=4 ArrayTaskId=1 JobName=j2.sh JobState=FAILED Reason=NonZeroExitCode "
         "ExitCode=3:0\n"
-        "JobId=4 ArrayJobId=4 ArrayTaskId=0 JobName=j2.sh JobState=COMPLETED Reason=None ExitCode=0:0\n"
-        "JobId=8 ArrayJobId=4 ArrayTaskId=4-8:2%1 JobName=j2.sh JobState=PENDING Reason=JobArrayTaskLimit\n";
+        "JobId=4 ArrayJobId=4 ArrayTaskId=0 JobName=j2.sh JobState=COMPLETED Reason=None "
+        "ExitCode=0:0\n"
+        "JobId=8 ArrayJobId=4 ArrayTaskId=4-8:2%1 JobName=j2.sh JobState=PENDING "
+        "Reason=JobArrayTaskLimit\n";
     const auto tasks = parseScontrolTasks(output, "4");
     using S = SlurmTaskState;
-    const std::vector<std::pair<int, S>> expected = {{0, S::Completed}, {1, S::Failed}, {3, S::Cancelled},
-                                                     {4, S::Pending},   {6, S::Pending}, {8, S::Pending}};
+    const std::vector<std::pair<int, S>> expected = {{0, S::Completed}, {1, S::Failed},
+                                                     {3, S::Cancelled}, {4, S::Pending},
+                                                     {6, S::Pending},   {8, S::Pending}};
     QCOMPARE(statesOf(tasks), expected);
     QCOMPARE(tasks[0].reason, std::string());
     QCOMPARE(tasks[1].reason, std::string("NonZeroExitCode, exit code 3:0"));
@@ -172,8 +177,9 @@ void TestSlurmClient::scontrolRecordsExpandPendingRanges() {
     QCOMPARE(tasks[3].reason, std::string("JobArrayTaskLimit"));
 
     const auto other = parseScontrolTasks(output, "5");
-    QCOMPARE(statesOf(other), (std::vector<std::pair<int, S>>{{0, S::Pending}, {2, S::Pending}, {5, S::Pending},
-                                                              {6, S::Pending}}));
+    QCOMPARE(statesOf(other),
+             (std::vector<std::pair<int, S>>{
+                 {0, S::Pending}, {2, S::Pending}, {5, S::Pending}, {6, S::Pending}}));
     QVERIFY(parseScontrolTasks("slurm_load_jobs error: Invalid job id specified\n", "4").empty());
 }
 
@@ -185,8 +191,11 @@ void TestSlurmClient::sacctLinesBecomeTasks() {
                                "13_0|COMPLETED|0:0\n";
     const auto tasks = parseSacctTasks(output, "12");
     using S = SlurmTaskState;
-    QCOMPARE(statesOf(tasks), (std::vector<std::pair<int, S>>{
-                                  {0, S::Completed}, {1, S::Cancelled}, {2, S::Failed}, {3, S::Pending}, {4, S::Pending}}));
+    QCOMPARE(statesOf(tasks), (std::vector<std::pair<int, S>>{{0, S::Completed},
+                                                              {1, S::Cancelled},
+                                                              {2, S::Failed},
+                                                              {3, S::Pending},
+                                                              {4, S::Pending}}));
     QCOMPARE(tasks[1].rawState, std::string("CANCELLED"));
     QCOMPARE(tasks[2].reason, std::string("exit code 2:0"));
 }
@@ -197,9 +206,11 @@ void TestSlurmClient::detectFailsWithoutSlurm() {
     QVERIFY(!client.ok());
     QCOMPARE(client.error().code, ErrorCode::NotFound);
     const std::string message = client.error().message;
-    QVERIFY2(message.starts_with("Slurm not found (no executable sbatch in " + empty.path().string() + ")"),
+    QVERIFY2(message.starts_with("Slurm not found (no executable sbatch in " +
+                                 empty.path().string() + ")"),
              message.c_str());
-    QVERIFY2(message.find("use the local backend or install slurm-client") != std::string::npos, message.c_str());
+    QVERIFY2(message.find("use the local backend or install slurm-client") != std::string::npos,
+             message.c_str());
 
     // A folder with only some of the tools is no Slurm either.
     fakeTool(empty.path(), "sbatch", "");
@@ -220,7 +231,8 @@ void TestSlurmClient::submitPassesAnArgumentVector() {
     submission.logPattern = dir / "logs/slurm-%A_%a.log";
     submission.indices = {4, 0, 1, 2};
     submission.afterOk = {"17", "18"};
-    writeFile(submission.script, "#!/bin/bash\n# lowbit sweep task\n" + SlurmClient::directives(submission) +
+    writeFile(submission.script, "#!/bin/bash\n# lowbit sweep task\n" +
+                                     SlurmClient::directives(submission) +
                                      "lowbit run \"spec_${SLURM_ARRAY_TASK_ID}.json\"\n");
     const auto client = SlurmClient::detect(dir.path());
     QVERIFY(client.ok());
@@ -228,7 +240,8 @@ void TestSlurmClient::submitPassesAnArgumentVector() {
     QVERIFY2(id.ok(), id.ok() ? "" : id.error().toString().c_str());
     QCOMPARE(*id, std::string("4711"));
     QCOMPARE(readFile(dir / "sbatch.args"),
-             "--parsable\n--array=0-2,4\n--job-name=q4 $(touch pwned); echo\n--chdir=" + (dir / "work dir").string() +
+             "--parsable\n--array=0-2,4\n--job-name=q4 $(touch pwned); echo\n--chdir=" +
+                 (dir / "work dir").string() +
                  "\n--output=" + (dir / "logs/slurm-%A_%a.log").string() +
                  "\n--dependency=afterok:17:18\n" + submission.script.string() + "\n");
     QVERIFY(!std::filesystem::exists("pwned"));
@@ -249,7 +262,8 @@ void TestSlurmClient::submitRefusesAScriptWithoutDirectives() {
     auto id = client->submitArray(submission);
     QVERIFY(!id.ok());
     QCOMPARE(id.error().code, ErrorCode::InvalidArgument);
-    QVERIFY2(id.error().message.find("#SBATCH --gres=gpu:1") != std::string::npos, id.error().message.c_str());
+    QVERIFY2(id.error().message.find("#SBATCH --gres=gpu:1") != std::string::npos,
+             id.error().message.c_str());
 
     // After the first command, sbatch would ignore them.
     writeFile(submission.script, "#!/bin/bash\necho hi\n" + SlurmClient::directives(submission));
@@ -274,7 +288,8 @@ void TestSlurmClient::submitRefusesLineBreaksAndBadDependencies() {
     writeFile(submission.script, "#!/bin/bash\n" + SlurmClient::directives(submission));
     auto id = client->submitArray(submission);
     QVERIFY(!id.ok());
-    QVERIFY2(id.error().message.find("partition holds a line break") != std::string::npos, id.error().message.c_str());
+    QVERIFY2(id.error().message.find("partition holds a line break") != std::string::npos,
+             id.error().message.c_str());
 
     submission.resources.partition = "gpu";
     writeFile(submission.script, "#!/bin/bash\n" + SlurmClient::directives(submission));
@@ -301,7 +316,8 @@ void TestSlurmClient::submitQuotesTheToolsError() {
     const auto id = client->submitArray(submission);
     QVERIFY(!id.ok());
     const std::string message = id.error().message;
-    QVERIFY2(message.starts_with("sbatch --parsable --array=0-2 " + submission.script.string() + " failed (exit 1): "
+    QVERIFY2(message.starts_with("sbatch --parsable --array=0-2 " + submission.script.string() +
+                                 " failed (exit 1): "
                                  "sbatch: error: Invalid partition name specified"),
              message.c_str());
 
@@ -324,7 +340,8 @@ void TestSlurmClient::statesMergeSqueueAndScontrol() {
     QVERIFY2(tasks.ok(), tasks.ok() ? "" : tasks.error().toString().c_str());
     using S = SlurmTaskState;
     QCOMPARE(statesOf(*tasks),
-             (std::vector<std::pair<int, S>>{{0, S::Completed}, {1, S::Cancelled}, {2, S::Running}, {3, S::Pending}}));
+             (std::vector<std::pair<int, S>>{
+                 {0, S::Completed}, {1, S::Cancelled}, {2, S::Running}, {3, S::Pending}}));
     QCOMPARE(readFile(dir / "squeue.args"), std::string("-h\n-r\n-j\n8\n-o\n%F|%K|%T|%r\n"));
     QCOMPARE(readFile(dir / "scontrol.args"), std::string("-o\nshow\njob\n8\n"));
 
@@ -351,7 +368,8 @@ void TestSlurmClient::cancelNamesTheTask() {
     QVERIFY(client->cancel("31", 4).ok());
     QCOMPARE(readFile(dir / "scontrol.args"), std::string("hold\n31_4\n"));
     QCOMPARE(readFile(dir / "scancel.args"), std::string("31_4\n"));
-    fakeTool(dir.path(), "scontrol", "", 1, "scontrol: error: Job is no longer pending execution\n");
+    fakeTool(dir.path(), "scontrol", "", 1,
+             "scontrol: error: Job is no longer pending execution\n");
     QVERIFY(client->cancel("31", 5).ok()); // a running task refuses the hold; scancel still goes
     QVERIFY(client->cancel("31").ok());
     QCOMPARE(readFile(dir / "scancel.args"), std::string("31\n"));
@@ -360,7 +378,8 @@ void TestSlurmClient::cancelNamesTheTask() {
     fakeTool(dir.path(), "scancel", "", 1, "scancel: error: Invalid job id 31\n");
     const auto failed = client->cancel("31");
     QVERIFY(!failed.ok());
-    QVERIFY2(failed.error().message.find("scancel 31 failed (exit 1): scancel: error: Invalid job id 31") !=
+    QVERIFY2(failed.error().message.find(
+                 "scancel 31 failed (exit 1): scancel: error: Invalid job id 31") !=
                  std::string::npos,
              failed.error().message.c_str());
 }
