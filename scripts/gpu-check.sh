@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One-shot check of the CUDA backend on a machine with an NVIDIA GPU (issue 7), under 6 minutes:
+#   1. configure + build Release (-j16) for this GPU's architecture only (LOWBIT_CUDA_ARCHS);
+#   2. the cuda-labelled suites: test_cuda_backend (every op vs the CPU backend, NaN-poisoned
+#      outputs, normalized MSE) and test_cuda_model (fixture logits, device NLL, stories260K greedy
+#      on the GPU; device from LOWBIT_TEST_DEVICE);
+#   3. bench_cuda on a random LLaMA-3-8B-shaped model (2 layers): prefill vs cuBLAS, decode bf16 and
+#      4-bit vs copy bandwidth, GPTQ of one layer.
+# Writes gpu-check.log and bench_cuda.md to $OUT (the device tool's folder) or build/gpu-check.
+#
+# Usage: scripts/gpu-check.sh [--build-only] [--archs "80"] [--device cuda:0]
+#   --build-only  configure and compile only (works without a GPU: proves the script's build part)
+# Shared test data: LOWBIT_SHARED_DIR (default ../shared next to the repository); tests skip
+# without it, so the log says which ran.
+set -u -o pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT_DIR=${OUT:-$ROOT/build/gpu-check}
+BUILD=${LOWBIT_GPU_BUILD:-$ROOT/build/gpu-check-build}
+DEVICE=cuda:0
+BUILD_ONLY=0
+ARCHS=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build-only) BUILD_ONLY=1 ;;
+    --archs) ARCHS=$2; shift ;;
+    --device) DEVICE=$2; shift ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+mkdir -p "$OUT_DIR"
+LOG=$OUT_DIR/gpu-check.log
+: > "$LOG"
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
+run() { # run <seconds> <command...>: output into the log, status returned
+  local limit=$1; shift
+  log "\$ $*"
+  timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 124 ] && log "TIMEOUT after ${limit}s: $*"
+  return "$rc"
+}
+START=$(date +%s)
+FAILED=()
+
+if command -v nvidia-smi >/dev/null; then
+  run 30 nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv
+  if [ -z "$ARCHS" ]; then # this GPU only: a quarter of the nvcc time of the default list
+    ARCHS=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+  fi
+else
+  log "nvidia-smi not found"
+fi
+ARCHS=${ARCHS:-80}
+JOBS=$(( $(nproc) < 16 ? $(nproc) : 16 ))
+log "architectures: $ARCHS, jobs: $JOBS, build: $BUILD"
+
+run 120 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_GUI=OFF \
+  -DLOWBIT_BUILD_BENCH=ON -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_ENABLE_CUDA=ON "-DLOWBIT_CUDA_ARCHS=$ARCHS" \
+  || { log "configure failed"; exit 1; }
+grep -q "define LOWBIT_HAVE_CUDA 1" "$BUILD/generated/core/build_info.h" \
+  || { log "the build has no CUDA backend (nvcc or CUDA toolkit not found)"; exit 1; }
+run 420 cmake --build "$BUILD" -j "$JOBS" --target test_cuda_backend test_cuda_model test_device bench_cuda \
+  || { log "build failed"; exit 1; }
+log "build done in $(( $(date +%s) - START ))s"
+[ "$BUILD_ONLY" -eq 1 ] && { log "--build-only: stopping here"; exit 0; }
+
+export LOWBIT_TEST_DEVICE=$DEVICE
+run 150 ctest --test-dir "$BUILD" -L cuda --output-on-failure -j1 || FAILED+=("cuda tests")
+run 30 "$BUILD/tests/test_device" || FAILED+=("test_device")
+run 180 "$BUILD/bench/bench_cuda" --device "$DEVICE" --layers 2 --ctx 2048 --decode 32 \
+  --out "$OUT_DIR/bench_cuda.md" || FAILED+=("bench_cuda")
+
+log "total $(( $(date +%s) - START ))s"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  log "FAILED: ${FAILED[*]}"
+  exit 1
+fi
+log "all GPU checks passed; table in $OUT_DIR/bench_cuda.md"
