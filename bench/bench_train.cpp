@@ -1,6 +1,6 @@
 // bench_train: training tokens/s of TrainableModel<float> (forward + hand-written backward, LoRA
 // on all seven projections) and forward-only tokens/s, on stories260K or any checkpoint.
-//   bench_train [MODEL] [--batch N] [--seq T] [--rank R] [--steps S]
+//   bench_train [MODEL] [--batch N] [--seq T] [--rank R] [--steps S] [--threads N]
 // Every position is scored (plain language modelling). Prints one table row per mode.
 #include "bench_support.h"
 
@@ -17,6 +17,7 @@ struct Options {
     std::filesystem::path model;
     int64_t batch = 8, seq = 256, steps = 3;
     int rank = 64;
+    int threads = 0;
 };
 
 Result<Options> parseArgs(int argc, char **argv) {
@@ -38,6 +39,9 @@ Result<Options> parseArgs(int argc, char **argv) {
         } else if (a == "--rank") {
             LOWBIT_TRY(int64_t r, value());
             o.rank = int(r);
+        } else if (a == "--threads") {
+            LOWBIT_TRY(int64_t t, value());
+            o.threads = int(t);
         } else if (!a.starts_with("--")) {
             o.model = a;
         } else {
@@ -74,7 +78,7 @@ int run(int argc, char **argv) {
     }
     train::LoraOptions lora;
     lora.rank = o.rank;
-    auto model = train::TrainableModel<float>::create(*checkpoint, lora);
+    auto model = train::TrainableModel<float>::create(*checkpoint, lora, {}, o.threads);
     if (!model) {
         std::fprintf(stderr, "bench_train: %s\n", model.error().message.c_str());
         return 1;
@@ -94,9 +98,9 @@ int run(int argc, char **argv) {
             }
         }
         const double seconds = secondsSince(start) / double(o.steps);
-        std::printf("| %s | %lld x %lld | %d | %s | %.0f | %.3f |\n",
+        std::printf("| %s | %lld x %lld | %d | %d | %s | %.0f | %.3f |\n",
                     o.model.filename().string().c_str(), (long long)o.batch, (long long)o.seq,
-                    o.rank, backward ? "fwd+bwd" : "fwd", tokens / seconds, seconds);
+                    o.rank, o.threads, backward ? "fwd+bwd" : "fwd", tokens / seconds, seconds);
     }
     return 0;
 }

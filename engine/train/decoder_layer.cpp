@@ -28,10 +28,10 @@ template <typename Real> ops::AttentionDims attentionDims(const ModelConfig &c) 
 
 template <typename Real>
 void runLinear(const DecoderLayer<Real> &layer, int projection, const Real *x, int64_t n, Real *y,
-               LayerActivations<Real> &a) {
+               LayerActivations<Real> &a, ThreadPool *pool) {
     const LoraLinear<Real> &linear = *layer.linears[size_t(projection)];
     sized(a.hidden[size_t(projection)], n * linear.rank());
-    linear.forward(x, n, y, a.hidden[size_t(projection)].data());
+    linear.forward(x, n, y, a.hidden[size_t(projection)].data(), pool);
 }
 
 } // namespace
@@ -39,7 +39,7 @@ void runLinear(const DecoderLayer<Real> &layer, int projection, const Real *x, i
 template <typename Real>
 void decoderLayerForward(const ModelConfig &c, const DecoderLayer<Real> &layer,
                          const BatchRows<Real> &batch, const Real *xIn, Real *xOut,
-                         LayerActivations<Real> &a) {
+                         LayerActivations<Real> &a, ThreadPool *pool) {
     const int64_t n = batch.rows(), hidden = c.hiddenSize, hd = c.headDim;
     const int64_t qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, ffn = c.intermediateSize;
     sized(a.normed1, n * hidden), sized(a.invRms1, n), sized(a.q, n * qDim);
@@ -48,24 +48,24 @@ void decoderLayerForward(const ModelConfig &c, const DecoderLayer<Real> &layer,
     sized(a.invRms2, n), sized(a.gate, n * ffn), sized(a.up, n * ffn), sized(a.act, n * ffn);
 
     ops::rmsnormForward(xIn, n, hidden, layer.attnNorm.data(), c.rmsNormEps, a.normed1.data(),
-                        a.invRms1.data());
-    runLinear(layer, kQ, a.normed1.data(), n, a.q.data(), a);
-    runLinear(layer, kK, a.normed1.data(), n, a.k.data(), a);
-    runLinear(layer, kV, a.normed1.data(), n, a.v.data(), a);
+                        a.invRms1.data(), pool);
+    runLinear(layer, kQ, a.normed1.data(), n, a.q.data(), a, pool);
+    runLinear(layer, kK, a.normed1.data(), n, a.k.data(), a, pool);
+    runLinear(layer, kV, a.normed1.data(), n, a.v.data(), a, pool);
     ops::ropeForward(a.q.data(), n, qDim, c.numHeads, hd, batch.cosSin.data());
     ops::ropeForward(a.k.data(), n, kvDim, c.numKvHeads, hd, batch.cosSin.data());
     ops::attentionForward(a.q.data(), a.k.data(), a.v.data(), batch.starts, attentionDims<Real>(c),
-                          a.attn.data(), a.lse.data());
-    runLinear(layer, kO, a.attn.data(), n, a.mid.data(), a);
+                          a.attn.data(), a.lse.data(), pool);
+    runLinear(layer, kO, a.attn.data(), n, a.mid.data(), a, pool);
     for (int64_t i = 0; i < n * hidden; ++i) // residual: mid = x + o_proj(attention)
         a.mid[size_t(i)] += xIn[i];
 
     ops::rmsnormForward(a.mid.data(), n, hidden, layer.ffnNorm.data(), c.rmsNormEps,
-                        a.normed2.data(), a.invRms2.data());
-    runLinear(layer, kGate, a.normed2.data(), n, a.gate.data(), a);
-    runLinear(layer, kUp, a.normed2.data(), n, a.up.data(), a);
-    ops::swigluForward(a.gate.data(), a.up.data(), n * ffn, a.act.data());
-    runLinear(layer, kDown, a.act.data(), n, xOut, a);
+                        a.normed2.data(), a.invRms2.data(), pool);
+    runLinear(layer, kGate, a.normed2.data(), n, a.gate.data(), a, pool);
+    runLinear(layer, kUp, a.normed2.data(), n, a.up.data(), a, pool);
+    ops::swigluForward(a.gate.data(), a.up.data(), n * ffn, a.act.data(), pool);
+    runLinear(layer, kDown, a.act.data(), n, xOut, a, pool);
     for (int64_t i = 0; i < n * hidden; ++i)
         xOut[i] += a.mid[size_t(i)];
 }
@@ -73,7 +73,7 @@ void decoderLayerForward(const ModelConfig &c, const DecoderLayer<Real> &layer,
 template <typename Real>
 void decoderLayerBackward(const ModelConfig &c, DecoderLayer<Real> &layer,
                           const BatchRows<Real> &batch, const Real *xIn,
-                          const LayerActivations<Real> &a, Real *dx) {
+                          const LayerActivations<Real> &a, Real *dx, ThreadPool *pool) {
     const int64_t n = batch.rows(), hidden = c.hiddenSize, hd = c.headDim;
     const int64_t qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, ffn = c.intermediateSize;
     auto linear = [&](int p) -> LoraLinear<Real> & { return *layer.linears[size_t(p)]; };
@@ -81,38 +81,40 @@ void decoderLayerBackward(const ModelConfig &c, DecoderLayer<Real> &layer,
 
     // MLP block: xOut = mid + down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(mid)
     std::vector<Real> dAct(size_t(n * ffn)), dGate(size_t(n * ffn)), dUp(size_t(n * ffn));
-    linear(kDown).backward(a.act.data(), saved(kDown), dx, n, dAct.data(), false);
-    ops::swigluBackward(a.gate.data(), a.up.data(), dAct.data(), n * ffn, dGate.data(), dUp.data());
+    linear(kDown).backward(a.act.data(), saved(kDown), dx, n, dAct.data(), false, pool);
+    ops::swigluBackward(a.gate.data(), a.up.data(), dAct.data(), n * ffn, dGate.data(), dUp.data(),
+                        pool);
     std::vector<Real> dNormed(size_t(n * hidden));
-    linear(kGate).backward(a.normed2.data(), saved(kGate), dGate.data(), n, dNormed.data(), false);
-    linear(kUp).backward(a.normed2.data(), saved(kUp), dUp.data(), n, dNormed.data(), true);
+    linear(kGate).backward(a.normed2.data(), saved(kGate), dGate.data(), n, dNormed.data(), false,
+                           pool);
+    linear(kUp).backward(a.normed2.data(), saved(kUp), dUp.data(), n, dNormed.data(), true, pool);
     // dx now becomes dL/dmid: the residual passes dx through, the norm adds its share
     ops::rmsnormBackward(a.mid.data(), n, hidden, layer.ffnNorm.data(), a.invRms2.data(),
-                         dNormed.data(), dx);
+                         dNormed.data(), dx, pool);
 
     // Attention block: mid = xIn + o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(xIn)
     std::vector<Real> dAttn(size_t(n * qDim)), dq(size_t(n * qDim));
     std::vector<Real> dk(size_t(n * kvDim)), dv(size_t(n * kvDim));
-    linear(kO).backward(a.attn.data(), saved(kO), dx, n, dAttn.data(), false);
+    linear(kO).backward(a.attn.data(), saved(kO), dx, n, dAttn.data(), false, pool);
     ops::attentionBackward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(),
                            dAttn.data(), batch.starts, attentionDims<Real>(c), dq.data(), dk.data(),
-                           dv.data());
+                           dv.data(), pool);
     ops::ropeBackward(dq.data(), n, qDim, c.numHeads, hd, batch.cosSin.data());
     ops::ropeBackward(dk.data(), n, kvDim, c.numKvHeads, hd, batch.cosSin.data());
-    linear(kQ).backward(a.normed1.data(), saved(kQ), dq.data(), n, dNormed.data(), false);
-    linear(kK).backward(a.normed1.data(), saved(kK), dk.data(), n, dNormed.data(), true);
-    linear(kV).backward(a.normed1.data(), saved(kV), dv.data(), n, dNormed.data(), true);
+    linear(kQ).backward(a.normed1.data(), saved(kQ), dq.data(), n, dNormed.data(), false, pool);
+    linear(kK).backward(a.normed1.data(), saved(kK), dk.data(), n, dNormed.data(), true, pool);
+    linear(kV).backward(a.normed1.data(), saved(kV), dv.data(), n, dNormed.data(), true, pool);
     ops::rmsnormBackward(xIn, n, hidden, layer.attnNorm.data(), a.invRms1.data(), dNormed.data(),
-                         dx);
+                         dx, pool);
 }
 
 #define LOWBIT_DECODER_LAYER_INSTANTIATE(Real)                                                     \
     template void decoderLayerForward<Real>(const ModelConfig &, const DecoderLayer<Real> &,       \
                                             const BatchRows<Real> &, const Real *, Real *,         \
-                                            LayerActivations<Real> &);                             \
-    template void decoderLayerBackward<Real>(const ModelConfig &, DecoderLayer<Real> &,            \
-                                             const BatchRows<Real> &, const Real *,                \
-                                             const LayerActivations<Real> &, Real *);
+                                            LayerActivations<Real> &, ThreadPool *);               \
+    template void decoderLayerBackward<Real>(                                                      \
+        const ModelConfig &, DecoderLayer<Real> &, const BatchRows<Real> &, const Real *,          \
+        const LayerActivations<Real> &, Real *, ThreadPool *);
 
 LOWBIT_DECODER_LAYER_INSTANTIATE(float)
 LOWBIT_DECODER_LAYER_INSTANTIATE(double)

@@ -38,16 +38,17 @@ template <typename Real> struct LayerActivations {
     std::array<std::vector<Real>, kProjectionCount> hidden; // LoRA H of each linear
 };
 
-// xOut = layer(xIn), rows × hidden each (may not alias); fills `a`.
+// xOut = layer(xIn), rows × hidden each (may not alias); fills `a`. Work splits over `pool`
+// (nullptr: serial).
 template <typename Real>
 void decoderLayerForward(const ModelConfig &c, const DecoderLayer<Real> &layer,
                          const BatchRows<Real> &batch, const Real *xIn, Real *xOut,
-                         LayerActivations<Real> &a);
+                         LayerActivations<Real> &a, ThreadPool *pool = nullptr);
 // dx: on entry dL/dxOut, on return dL/dxIn; adds the parameter gradients of the layer's linears.
 // `a` must hold the forward of the same xIn.
 template <typename Real>
 void decoderLayerBackward(const ModelConfig &c, DecoderLayer<Real> &layer,
                           const BatchRows<Real> &batch, const Real *xIn,
-                          const LayerActivations<Real> &a, Real *dx);
+                          const LayerActivations<Real> &a, Real *dx, ThreadPool *pool = nullptr);
 
 } // namespace lowbit::train

@@ -85,15 +85,18 @@ void LoraLinear<Real>::addGroupMean(const Real *x, int64_t n, Real beta, Real *h
 }
 
 template <typename Real>
-void LoraLinear<Real>::forward(const Real *x, int64_t n, Real *y, Real *hidden) const {
+void LoraLinear<Real>::forward(const Real *x, int64_t n, Real *y, Real *hidden,
+                               ThreadPool *pool) const {
     const int64_t i = in(), o = out(), r = m_rank;
-    ops::gemm<Real>(false, true, n, o, i, Real(1), x, i, m_base->weight(), i, Real(0), y, o);
+    ops::gemm<Real>(false, true, n, o, i, Real(1), x, i, m_base->weight(), i, Real(0), y, o, pool);
     if (r == 0)
         return;
-    ops::gemm<Real>(false, true, n, r, i, Real(1), x, i, m_a.value.data(), i, Real(0), hidden, r);
+    ops::gemm<Real>(false, true, n, r, i, Real(1), x, i, m_a.value.data(), i, Real(0), hidden, r,
+                    pool);
     if (m_elastic)
         addGroupMean(x, n, m_betaA.value[0], hidden);
-    ops::gemm<Real>(false, true, n, o, r, m_scale, hidden, r, m_b.value.data(), r, Real(1), y, o);
+    ops::gemm<Real>(false, true, n, o, r, m_scale, hidden, r, m_b.value.data(), r, Real(1), y, o,
+                    pool);
     if (m_elastic) {
         const int64_t group = o / r;
         const Real c = m_scale * m_betaB.value[0];
@@ -105,14 +108,15 @@ void LoraLinear<Real>::forward(const Real *x, int64_t n, Real *y, Real *hidden) 
 
 template <typename Real>
 void LoraLinear<Real>::backward(const Real *x, const Real *hidden, const Real *dy, int64_t n,
-                                Real *dx, bool accumulate) {
+                                Real *dx, bool accumulate, ThreadPool *pool) {
     const int64_t i = in(), o = out(), r = m_rank;
     // dX = dY·Ŵ (+ the adapter's share below, without forming B·A)
     ops::gemm<Real>(false, false, n, i, o, Real(1), dy, o, m_base->weight(), i,
-                    accumulate ? Real(1) : Real(0), dx, i);
+                    accumulate ? Real(1) : Real(0), dx, i, pool);
     if (!m_base->parameters().empty()) {
         std::vector<Real> dWeight(size_t(o * i));
-        ops::gemm<Real>(true, false, o, i, n, Real(1), dy, o, x, i, Real(0), dWeight.data(), i);
+        ops::gemm<Real>(true, false, o, i, n, Real(1), dy, o, x, i, Real(0), dWeight.data(), i,
+                        pool);
         m_base->backward(dWeight.data());
     }
     if (r == 0)
@@ -120,8 +124,9 @@ void LoraLinear<Real>::backward(const Real *x, const Real *hidden, const Real *d
     // dH = s·dY·B (+ s·βB·repeatᵀ(dY)); dB += s·dYᵀ·H; dβB += s·Σ dY ⊙ repeat(H)
     std::vector<Real> dHidden(size_t(n * r));
     ops::gemm<Real>(false, false, n, r, o, m_scale, dy, o, m_b.value.data(), r, Real(0),
-                    dHidden.data(), r);
-    ops::gemm<Real>(true, false, o, r, n, m_scale, dy, o, hidden, r, Real(1), m_b.grad.data(), r);
+                    dHidden.data(), r, pool);
+    ops::gemm<Real>(true, false, o, r, n, m_scale, dy, o, hidden, r, Real(1), m_b.grad.data(), r,
+                    pool);
     if (m_elastic) {
         const int64_t group = o / r;
         const Real c = m_scale * m_betaB.value[0];
@@ -138,9 +143,9 @@ void LoraLinear<Real>::backward(const Real *x, const Real *hidden, const Real *d
     }
     // dA += dHᵀ·X; dX += dH·A (+ βA·groupMeanᵀ(dH)); dβA += Σ dH ⊙ groupMean(X)
     ops::gemm<Real>(true, false, r, i, n, Real(1), dHidden.data(), r, x, i, Real(1),
-                    m_a.grad.data(), i);
+                    m_a.grad.data(), i, pool);
     ops::gemm<Real>(false, false, n, i, r, Real(1), dHidden.data(), r, m_a.value.data(), i, Real(1),
-                    dx, i);
+                    dx, i, pool);
     if (m_elastic) {
         const int64_t group = i / r;
         const Real betaA = m_betaA.value[0];

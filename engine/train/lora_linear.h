@@ -19,6 +19,10 @@
 #include <memory>
 #include <string>
 
+namespace lowbit {
+class ThreadPool;
+}
+
 namespace lowbit::train {
 
 // A frozen dense weight (the default base): a copy converted to Real.
@@ -49,12 +53,13 @@ public:
     int64_t rank() const { return m_rank; }
     LinearBase<Real> &base() { return *m_base; }
 
-    // y (n × out) = the forward above; hidden (n × rank) receives H for backward.
-    void forward(const Real *x, int64_t n, Real *y, Real *hidden) const;
+    // y (n × out) = the forward above; hidden (n × rank) receives H for backward. The GEMMs
+    // split over `pool` (nullptr: serial).
+    void forward(const Real *x, int64_t n, Real *y, Real *hidden, ThreadPool *pool = nullptr) const;
     // From dY: writes dL/dX into dx (adds when `accumulate`), adds dL/dA, dL/dB, dL/dβ to the
     // adapter grads and hands dL/dW = dYᵀ·X to a trainable base.
     void backward(const Real *x, const Real *hidden, const Real *dy, int64_t n, Real *dx,
-                  bool accumulate);
+                  bool accumulate, ThreadPool *pool = nullptr);
 
     // A, B (then βA, βB with IEC); empty without adapter.
     std::vector<Parameter<Real> *> adapterParameters();

@@ -1,9 +1,11 @@
 #include "train/trainable_model.h"
 
+#include "core/thread_pool.h"
 #include "train/decoder_layer.h"
 #include "train/train_ops.h"
 
 #include <algorithm>
+#include <cblas.h>
 #include <cmath>
 #include <cstring>
 
@@ -47,6 +49,7 @@ template <typename Real> struct TrainableModel<Real>::Impl {
     std::vector<DecoderLayer<Real>> layers;
     std::vector<double> invFreq;
     std::vector<Parameter<Real> *> parameters;
+    std::unique_ptr<ThreadPool> pool;
 
     Status buildLayer(const Checkpoint &checkpoint, const LoraOptions &lora,
                       const LinearBaseFactory<Real> &makeBase, int64_t index);
@@ -96,7 +99,7 @@ Status TrainableModel<Real>::Impl::buildLayer(const Checkpoint &checkpoint, cons
 template <typename Real>
 Result<std::unique_ptr<TrainableModel<Real>>>
 TrainableModel<Real>::create(const Checkpoint &checkpoint, const LoraOptions &lora,
-                             LinearBaseFactory<Real> makeBase) {
+                             LinearBaseFactory<Real> makeBase, int threads) {
     const std::string source = checkpoint.path.string();
     LOWBIT_CHECK(checkpoint.config.validate(source));
     LOWBIT_CHECK(checkpoint.weights.validate(checkpoint.config, source));
@@ -113,6 +116,10 @@ TrainableModel<Real>::create(const Checkpoint &checkpoint, const LoraOptions &lo
     std::unique_ptr<TrainableModel> model(new TrainableModel());
     model->m_impl = std::make_unique<Impl>();
     Impl &s = *model->m_impl;
+    // The pool owns the parallelism, each BLAS call runs on one thread (as in CpuBackend):
+    // OpenBLAS's own threads on these small GEMMs oversubscribe the cores (measured 6× slower).
+    openblas_set_num_threads(1);
+    s.pool = std::make_unique<ThreadPool>(threads);
     s.config = checkpoint.config;
     s.invFreq = s.config.ropeInverseFrequencies();
     const ModelWeights &w = checkpoint.weights;
@@ -229,9 +236,9 @@ double TrainableModel<Real>::Impl::head(const std::vector<Real> &x,
             std::copy_n(x.data() + scored[c0 + size_t(r)].row * hidden, hidden,
                         selected.data() + r * hidden);
         ops::rmsnormForward(selected.data(), m, hidden, finalNorm.data(), config.rmsNormEps,
-                            normed.data(), invRms.data());
+                            normed.data(), invRms.data(), pool.get());
         ops::gemm<Real>(false, true, m, vocab, hidden, Real(1), normed.data(), hidden, output,
-                        hidden, Real(0), logits.data(), vocab);
+                        hidden, Real(0), logits.data(), vocab, pool.get());
         for (int64_t r = 0; r < m; ++r) {
             const ScoredRow &s = scored[c0 + size_t(r)];
             total += loss.score(s.example, s.position, s.target,
@@ -243,7 +250,7 @@ double TrainableModel<Real>::Impl::head(const std::vector<Real> &x,
         // logits = n·Outᵀ → dn = dLogits·Out (the head is frozen: no dOut)
         dNormed.resize(size_t(m * hidden));
         ops::gemm<Real>(false, false, m, hidden, vocab, Real(1), dLogits.data(), vocab, output,
-                        hidden, Real(0), dNormed.data(), hidden);
+                        hidden, Real(0), dNormed.data(), hidden, pool.get());
         std::vector<Real> dSelected(size_t(m * hidden), Real(0));
         ops::rmsnormBackward(selected.data(), m, hidden, finalNorm.data(), invRms.data(),
                              dNormed.data(), dSelected.data());
@@ -277,7 +284,8 @@ Result<LossStats> TrainableModel<Real>::Impl::run(std::span<const TrainExample> 
     LayerActivations<Real> acts;
     for (size_t l = 0; l < layers.size(); ++l) {
         inputs[l + 1].resize(size_t(n * hidden));
-        decoderLayerForward(config, layers[l], rows, inputs[l].data(), inputs[l + 1].data(), acts);
+        decoderLayerForward(config, layers[l], rows, inputs[l].data(), inputs[l + 1].data(), acts,
+                            pool.get());
     }
     CrossEntropyLoss<Real> crossEntropy;
     LossFunction<Real> &scorer = loss ? *loss : crossEntropy;
@@ -290,8 +298,10 @@ Result<LossStats> TrainableModel<Real>::Impl::run(std::span<const TrainExample> 
     inputs.pop_back();
     for (size_t l = layers.size(); l-- > 0;) {
         if (l + 1 < layers.size()) // the last layer's activations are still those of the forward
-            decoderLayerForward(config, layers[l], rows, inputs[l].data(), recomputed.data(), acts);
-        decoderLayerBackward(config, layers[l], rows, inputs[l].data(), acts, dx.data());
+            decoderLayerForward(config, layers[l], rows, inputs[l].data(), recomputed.data(), acts,
+                                pool.get());
+        decoderLayerBackward(config, layers[l], rows, inputs[l].data(), acts, dx.data(),
+                             pool.get());
         std::vector<Real>().swap(inputs[l]);
     }
     return stats;

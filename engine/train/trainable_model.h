@@ -32,9 +32,12 @@ using LinearBaseFactory = std::function<Result<std::unique_ptr<LinearBase<Real>>
 template <typename Real>
 class TrainableModel {
 public:
+    // threads: the CPU threads of forward and backward (0: every hardware thread). BLAS is set
+    // single-threaded process-wide (openblas_set_num_threads(1)), as the inference backend does.
     static Result<std::unique_ptr<TrainableModel>> create(const Checkpoint &checkpoint,
                                                           const LoraOptions &lora,
-                                                          LinearBaseFactory<Real> makeBase = {});
+                                                          LinearBaseFactory<Real> makeBase = {},
+                                                          int threads = 0);
     ~TrainableModel();
 
     const ModelConfig &config() const;
