@@ -45,6 +45,9 @@ public:
         if (e.phase == "quantize")
             std::fprintf(stderr, "[base] layer %lld/%lld quantized\n",
                          static_cast<long long>(e.done), static_cast<long long>(e.total));
+        else if (e.phase == "generate")
+            std::fprintf(stderr, "[distill] the FP model writes %lld sequences\n",
+                         static_cast<long long>(e.total));
         else if (e.phase == "merge")
             std::fprintf(stderr, "[merge] writing the merged model\n");
     }
@@ -59,10 +62,12 @@ Result<FinetuneOptions> parseOptions(const Args &args) {
     LOWBIT_TRY(o.method, parseFinetuneMethod(args.value("method").value_or("qlora")));
     const auto data = args.value("data");
     const auto out = args.value("out");
-    if (!data || !out)
+    if (!out || (!data && o.method != FinetuneMethod::DbLlm))
         return makeError(ErrorCode::InvalidArgument,
-                         "finetune: --data FILE and --out DIR are required");
-    o.dataPath = *data;
+                         "finetune: --data FILE and --out DIR are required (dbllm without "
+                         "--data distills on text the FP model generates)");
+    if (data)
+        o.dataPath = *data;
     o.outDir = *out;
     LOWBIT_TRY(o.data.format, parseDataFormat(args.value("format").value_or("auto")));
     LOWBIT_TRY(o.data.sourceMaxTokens, args.integer("source-len", 384));
@@ -91,6 +96,16 @@ Result<FinetuneOptions> parseOptions(const Args &args) {
     LOWBIT_TRY(int64_t threads, args.integer("threads", 0));
     o.threads = int(threads);
     o.writeMerged = !args.has("no-merge");
+    LOWBIT_TRY(o.dualBinary.groupSize, args.integer("dual-group", 64));
+    o.dualBinary.trainLatent = !args.has("no-latent");
+    LOWBIT_TRY(o.distill.weighting,
+               parseDistillWeighting(args.value("weighting").value_or("ambiguity")));
+    LOWBIT_TRY(o.distill.temperature, args.number("temperature", 1.0));
+    LOWBIT_TRY(o.distill.ceWeight, args.number("ce-weight", 0.0));
+    LOWBIT_TRY(o.distillData.sequences, args.integer("distill-seqs", 64));
+    LOWBIT_TRY(int64_t distillLen, args.integer("distill-len", 256));
+    o.distillData.tokensPerSequence = int(distillLen);
+    o.distillData.sampling.seed = uint64_t(seed);
     if (rank < 1 || o.blockSize < 1)
         return makeError(ErrorCode::InvalidArgument, "finetune: --rank and --block must be >= 1");
     return o;
@@ -100,12 +115,13 @@ Result<FinetuneOptions> parseOptions(const Args &args) {
 
 int runFinetune(const std::vector<std::string> &argv) {
     auto args = Args::parse(
-        argv,
-        {"model",         "tokenizer",    "method",      "data",         "format",   "out",
-         "steps",         "batch",        "micro-batch", "lr",           "schedule", "warmup",
-         "max-grad-norm", "weight-decay", "save-every",  "seed",         "rank",     "alpha",
-         "seq-len",       "source-len",   "target-len",  "max-examples", "block",    "threads"},
-        {"resume", "train-on-source", "no-merge", "json"});
+        argv, {"model",      "tokenizer",    "method",        "data",         "format",
+               "out",        "steps",        "batch",         "micro-batch",  "lr",
+               "schedule",   "warmup",       "max-grad-norm", "weight-decay", "save-every",
+               "seed",       "rank",         "alpha",         "seq-len",      "source-len",
+               "target-len", "max-examples", "block",         "threads",      "dual-group",
+               "weighting",  "temperature",  "ce-weight",     "distill-seqs", "distill-len"},
+        {"resume", "train-on-source", "no-merge", "no-latent", "json"});
     if (!args)
         return fail(args.error());
     auto options = parseOptions(*args);

@@ -29,6 +29,29 @@ private:
     LossFunction<float> *m_loss;
 };
 
+// DB-LLM: the FP model's logits on each micro-batch, then the student's distillation loss.
+class DistillTarget final : public TrainTarget {
+public:
+    DistillTarget(TrainableModel<float> &student, Model &teacher, DistillationOptions options)
+        : m_student(student), m_teacher(teacher), m_options(options) {}
+    std::vector<Parameter<float> *> parameters() override { return m_student.parameters(); }
+    void zeroGrad() override { m_student.zeroGrad(); }
+    Result<LossStats> accumulate(std::span<const TrainExample> batch) override {
+        LOWBIT_TRY(TeacherTable table, TeacherTable::compute(m_teacher, batch));
+        DistillationLoss<float> loss(table.source(), m_options);
+        LOWBIT_TRY(LossStats stats, m_student.accumulate(batch, &loss));
+        if (!loss.status().ok())
+            return loss.status().error();
+        return stats;
+    }
+    void afterStep() override { m_student.afterStep(); }
+
+private:
+    TrainableModel<float> &m_student;
+    Model &m_teacher;
+    DistillationOptions m_options;
+};
+
 Status writeReport(const fs::path &path, const json &body) {
     const fs::path tmp = path.string() + ".tmp";
     {
@@ -110,14 +133,15 @@ Result<std::shared_ptr<const Checkpoint>> finetuneBase(const Checkpoint &source,
                                                        const FinetuneOptions &options,
                                                        ProgressSink &progress,
                                                        std::stop_token stop) {
-    if (options.method == FinetuneMethod::DbLlm)
-        return makeError(ErrorCode::Unsupported,
-                         "finetune: dbllm needs the dual-binary base (train/dual_binary.h), not "
-                         "built yet");
     QuantizeOptions q;
     q.method = options.method == FinetuneMethod::IrQLora ? "icq" : "nf4";
     q.bits = 4;
     q.groupSize = options.blockSize;
+    if (options.method == FinetuneMethod::DbLlm) { // what dual binarization starts from
+        q.method = "rtn";
+        q.bits = 2;
+        q.groupSize = options.dualBinary.groupSize;
+    }
     q.threads = options.threads;
     q.methodOptions = options.methodOptions;
     LOWBIT_TRY(QuantizedModel model, quantizeModel(source, q, progress, stop));
@@ -131,12 +155,35 @@ Result<FinetuneReport> runFinetune(std::shared_ptr<const Checkpoint> source,
         return makeError(ErrorCode::InvalidArgument, "finetune: no model");
     if (options.outDir.empty())
         return makeError(ErrorCode::InvalidArgument, "finetune: no output directory");
-    LOWBIT_TRY(DataSet data, loadData(*source, options));
-    LOWBIT_TRY(std::shared_ptr<const Checkpoint> base,
-               finetuneBase(*source, options, progress, stop));
+    const bool dbllm = options.method == FinetuneMethod::DbLlm;
+    std::unique_ptr<Model> teacher;
+    DataSet data;
+    if (dbllm) {
+        LOWBIT_TRY(teacher, Model::create(source, {options.threads}));
+        if (options.dataPath.empty()) {
+            progress.report({"generate", 0, options.distillData.sequences, 0, -1});
+            LOWBIT_TRY(data.examples,
+                       generateDistillationData(*teacher, options.distillData, stop));
+            data.format = DataFormat::Text;
+            for (const TrainExample &e : data.examples)
+                for (int32_t t : e.targets)
+                    data.scoredTokens += t != kIgnoreTarget;
+        }
+    }
+    if (data.examples.empty()) {
+        LOWBIT_TRY(data, loadData(*source, options));
+    }
     LoraOptions lora = options.lora;
     lora.elasticConnection = options.method == FinetuneMethod::IrQLora;
-    LOWBIT_TRY(auto model, TrainableModel<float>::create(*base, lora));
+    std::shared_ptr<const Checkpoint> base = source;
+    LinearBaseFactory<float> factory;
+    if (dbllm) {
+        lora.rank = 0; // no adapter: the dual-binary base itself trains
+        factory = makeDualBinaryFactory<float>(options.dualBinary);
+    } else {
+        LOWBIT_TRY(base, finetuneBase(*source, options, progress, stop));
+    }
+    LOWBIT_TRY(auto model, TrainableModel<float>::create(*base, lora, factory));
 
     FinetuneReport report;
     report.method = options.method;
@@ -151,7 +198,11 @@ Result<FinetuneReport> runFinetune(std::shared_ptr<const Checkpoint> source,
     to.checkpointDir = options.outDir / "checkpoint";
     if (to.schedule.totalSteps <= 0)
         to.schedule.totalSteps = to.steps;
-    ModelTarget target(*model);
+    ModelTarget loraTarget(*model);
+    std::unique_ptr<DistillTarget> distillTarget;
+    if (dbllm)
+        distillTarget = std::make_unique<DistillTarget>(*model, *teacher, options.distill);
+    TrainTarget &target = dbllm ? static_cast<TrainTarget &>(*distillTarget) : loraTarget;
     Trainer trainer(target, data.examples, to);
     trainer.setObserver(observer);
     LOWBIT_TRY(report.train, trainer.run(progress, stop));
@@ -160,9 +211,13 @@ Result<FinetuneReport> runFinetune(std::shared_ptr<const Checkpoint> source,
     info.lora = lora;
     info.method = finetuneMethodName(options.method);
     info.baseModel = source->path.string();
-    report.adapterDir = options.outDir;
-    const auto params = model->parameters();
-    LOWBIT_CHECK(savePeftAdapter(options.outDir, params, info));
+    if (dbllm)
+        info.lora.targets = LoraOptions().targets; // every linear carries trained weights
+    if (!dbllm) {
+        report.adapterDir = options.outDir;
+        const auto params = model->parameters();
+        LOWBIT_CHECK(savePeftAdapter(options.outDir, params, info));
+    }
     if (options.writeMerged) {
         report.mergedDir = options.outDir / "merged";
         progress.report({"merge", 0, 1, 0, -1});

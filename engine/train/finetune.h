@@ -6,14 +6,18 @@
 //            projections (Dettmers et al. 2023).
 //   irqlora  base = ICQ-calibrated NF4 (engine/quant/icq.h, method "icq"), frozen; LoRA with the
 //            Information Elastic Connection (Qin et al. 2024).
-//   dbllm    dual-binarized trainable base with deviation-aware distillation (Chen et al. 2024);
-//            needs train/dual_binary.h and train/distillation.h (returns Unsupported until then).
+//   dbllm    dual-binarized trainable base (train/dual_binary.h: α1·b1 + α2·b2 per 64-group from
+//            RTN 2-bit, α and the latent weight trained through the STE) distilled from the FP
+//            model with deviation-aware weighting (train/distillation.h; Chen et al. 2024). No
+//            LoRA. Data: the --data file if given, else text the FP model writes itself
+//            (generateDistillationData; DB-LLM follows LLM-QAT's data-free setting).
 // Defaults are the reference scripts' (qlora.py / scripts/finetune_*.sh): r 64, alpha 16,
 // dropout 0, lr 2e-4 constant, max grad norm 0.3, batch 16, 10000 steps, source/target 384/128.
 //
 // OUT directory:
-//   adapter_model.safetensors, adapter_config.json   the adapter (train/peft_adapter.h)
+//   adapter_model.safetensors, adapter_config.json   the adapter (train/peft_adapter.h; not dbllm)
 //   merged/                                          HF checkpoint with the adapter folded in
+//                                                    (dbllm: the dual-binary weights α1·b1 + α2·b2)
 //   checkpoint/trainer_state.safetensors             trainer state (train/trainer.h); with
 //                                                    resume, a rerun continues from it
 //   finetune.json                                    options, data facts, per-step history
@@ -24,6 +28,8 @@
 #include "core/progress.h"
 #include "core/result.h"
 #include "model/checkpoint.h"
+#include "train/distillation.h"
+#include "train/dual_binary.h"
 #include "train/train_data.h"
 #include "train/trainer.h"
 
@@ -50,6 +56,10 @@ struct FinetuneOptions {
     bool writeMerged = true;
     int threads = 0; // quantization of the base; 0: every hardware thread
     nlohmann::json methodOptions = nlohmann::json::object(); // passed to the base quantizer
+    // DB-LLM only.
+    DualBinaryOptions dualBinary;   // group 64, latent weights trained
+    DistillationOptions distill;    // ambiguity weighting, T 1, pure KD
+    DistillDataOptions distillData; // FP-generated text when dataPath is empty
 };
 
 struct FinetuneReport {
@@ -65,7 +75,8 @@ struct FinetuneReport {
 };
 
 // The method's quantized base of `source` (fake-quant weights in the source dtypes): what the
-// adapters train against and what "the quantized model without fine-tuning" evaluates.
+// adapters train against and what "the quantized model without fine-tuning" evaluates (dbllm:
+// RTN 2-bit asymmetric at the dual-binary group size, which FDB's initialization equals).
 Result<std::shared_ptr<const Checkpoint>> finetuneBase(const Checkpoint &source,
                                                        const FinetuneOptions &options,
                                                        ProgressSink &progress,
