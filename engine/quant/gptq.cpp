@@ -1,5 +1,6 @@
 #include "quant/gptq.h"
 
+#include "quant/group_quantizers.h"
 #include "quant/minmax_grid.h"
 #include "quant/obs_sweep.h"
 
@@ -20,46 +21,28 @@ bool useLdl(const GptqOptions &options, int64_t cols) {
 class GridSweep final : public SweepQuantizer {
 public:
     GridSweep(int64_t rows, int64_t cols, int64_t groupSize, int bits, bool symmetric)
-        : m_rows(rows), m_cols(cols), m_group(groupSize), m_bits(bits), m_symmetric(symmetric),
-          m_groups((cols + groupSize - 1) / groupSize), m_params(size_t(rows * m_groups)),
-          m_codes(size_t(rows * cols)) {}
+        : m_grids(rows, cols, groupSize), m_cols(cols), m_bits(bits), m_symmetric(symmetric) {}
 
     void beginBlock(int64_t first, int64_t count, const float *w) override {
-        for (int64_t c = (first + m_group - 1) / m_group * m_group; c < first + count;
-             c += m_group) {
-            const int64_t g = c / m_group, width = std::min(m_group, m_cols - c);
-            for (int64_t r = 0; r < m_rows; ++r)
-                m_params[size_t(r * m_groups + g)] =
-                    minMaxGrid(w + r * m_cols + c, width, 1, m_bits, m_symmetric);
-        }
+        m_grids.forGroupsStarting(first, count, [&](int64_t g, int64_t c, int64_t width) {
+            for (int64_t r = 0; r < m_grids.rows(); ++r)
+                m_grids.at(r, g) = minMaxGrid(w + r * m_cols + c, width, 1, m_bits, m_symmetric);
+        });
     }
 
     void quantizeColumn(int64_t col, int64_t r0, int64_t r1, const float *w, float *q) override {
-        const int64_t g = col / m_group;
-        for (int64_t r = r0; r < r1; ++r) {
-            const GridParams &p = m_params[size_t(r * m_groups + g)];
-            const uint8_t code = p.code(w[r - r0]);
-            m_codes[size_t(r * m_cols + col)] = code;
-            q[r - r0] = p.value(code);
-        }
+        m_grids.quantizeColumn(col, r0, r1, w, q);
     }
 
     Status fill(QuantizedTensor &t) const {
-        for (int64_t r = 0; r < m_rows; ++r)
-            for (int64_t g = 0; g < m_groups; ++g) {
-                t.scale(r, g) = m_params[size_t(r * m_groups + g)].scale;
-                t.zero(r, g) = m_params[size_t(r * m_groups + g)].zero;
-            }
-        return t.setCodes(m_codes);
+        return m_grids.fill(t, [](const GridParams &p) { return p; });
     }
 
 private:
-    int64_t m_rows, m_cols, m_group;
+    GroupQuantizers<GridParams> m_grids;
+    int64_t m_cols;
     int m_bits;
     bool m_symmetric;
-    int64_t m_groups;
-    std::vector<GridParams> m_params;
-    std::vector<uint8_t> m_codes;
 };
 
 } // namespace

@@ -1,12 +1,14 @@
 #include "quant/pb_llm.h"
 
 #include "quant/binarize.h"
+#include "quant/group_quantizers.h"
 #include "quant/minmax_grid.h"
 #include "quant/obs_sweep.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
 namespace lowbit {
 
@@ -65,54 +67,50 @@ std::vector<uint8_t> selectSalient(const std::vector<float> &w, int64_t rows, in
     return mask;
 }
 
+// A binarizer as a one-group quantizer: code 1 = w >= mu (+alpha), 0 = below.
+struct SignCode {
+    BinaryParams params;
+    uint8_t code(float w) const { return params.positive(w) ? 1 : 0; }
+    float value(uint8_t code) const { return params.value(code != 0); }
+};
+
 // The per-column quantizer of the sweep: the mask and both quantizers are fixed beforehand.
 class PbSweep final : public SweepQuantizer {
 public:
-    PbSweep(int64_t cols, int64_t groupSize, const std::vector<uint8_t> &mask,
-            const std::vector<BinaryParams> &binary, const std::vector<GridParams> &high)
-        : m_cols(cols), m_group(groupSize), m_groups((cols + groupSize - 1) / groupSize),
-          m_mask(mask), m_binary(binary), m_high(high), m_codes(mask.size(), 0),
+    PbSweep(int64_t cols, const std::vector<uint8_t> &mask, GroupQuantizers<SignCode> binary,
+            const std::vector<GridParams> &high)
+        : m_cols(cols), m_mask(mask), m_binary(std::move(binary)), m_high(high),
           m_highCodes(mask.size(), 0) {}
 
     void quantizeColumn(int64_t col, int64_t r0, int64_t r1, const float *w, float *q) override {
-        const int64_t g = col / m_group;
         for (int64_t r = r0; r < r1; ++r) {
             const size_t at = size_t(r * m_cols + col);
-            const float x = w[r - r0];
             if (m_mask[at]) {
-                m_highCodes[at] = m_high[size_t(r)].code(x);
+                m_highCodes[at] = m_high[size_t(r)].code(w[r - r0]);
                 q[r - r0] = m_high[size_t(r)].value(m_highCodes[at]);
             } else {
-                const BinaryParams &b = m_binary[size_t(r * m_groups + g)];
-                m_codes[at] = b.positive(x) ? 1 : 0;
-                q[r - r0] = b.value(m_codes[at] != 0);
+                q[r - r0] = m_binary.quantize(r, col, w[r - r0]);
             }
         }
     }
 
-    const std::vector<uint8_t> &codes() const { return m_codes; }
+    const GroupQuantizers<SignCode> &binary() const { return m_binary; }
     const std::vector<uint8_t> &highCodes() const { return m_highCodes; }
 
 private:
-    int64_t m_cols, m_group, m_groups;
+    int64_t m_cols;
     const std::vector<uint8_t> &m_mask;
-    const std::vector<BinaryParams> &m_binary;
+    GroupQuantizers<SignCode> m_binary; // salient weights keep code 0 here
     const std::vector<GridParams> &m_high;
-    std::vector<uint8_t> m_codes, m_highCodes;
+    std::vector<uint8_t> m_highCodes;
 };
 
 Status fillTensor(QuantizedTensor &t, const PbSweep &sweep, const std::vector<uint8_t> &mask,
-                  const std::vector<BinaryParams> &binary, const std::vector<GridParams> &high,
-                  int highBits) {
+                  const std::vector<GridParams> &high, int highBits) {
     t.codebook = kSignLevels;
     t.zeroBits = 16;
-    for (int64_t r = 0; r < t.rows; ++r)
-        for (int64_t g = 0; g < t.groups(); ++g) {
-            const ScaleZero sz = binaryScaleZero(binary[size_t(r * t.groups() + g)], true);
-            t.scale(r, g) = sz.scale;
-            t.zero(r, g) = sz.zero;
-        }
-    LOWBIT_CHECK(t.setCodes(sweep.codes()));
+    LOWBIT_CHECK(sweep.binary().fill(
+        t, [](const SignCode &b) { return binaryScaleZero(b.params, true); }));
     std::vector<int32_t> counts(size_t(t.rows), 0), index;
     std::vector<uint8_t> values;
     std::vector<float> scales(size_t(t.rows)), zeros(size_t(t.rows));
@@ -177,7 +175,7 @@ Result<QuantizedTensor> quantizePbLlm(std::string name, std::span<const float> w
     const std::vector<uint8_t> mask = selectSalient(w, rows, cols, t.groupSize, salient,
                                                     prepared->hinvUpper, options.hessianSalience);
     std::vector<GridParams> high(static_cast<size_t>(rows));
-    std::vector<BinaryParams> binary(size_t(rows * t.groups()));
+    GroupQuantizers<SignCode> binary(rows, cols, t.groupSize);
     std::vector<uint8_t> binarized(static_cast<size_t>(cols));
     for (int64_t r = 0; r < rows; ++r) {
         const float *row = w.data() + r * cols;
@@ -186,13 +184,13 @@ Result<QuantizedTensor> quantizePbLlm(std::string name, std::span<const float> w
             binarized[size_t(j)] = mask[size_t(r * cols + j)] ? 0 : 1;
         for (int64_t g = 0; g < t.groups(); ++g) {
             const int64_t c0 = g * t.groupSize, width = std::min(t.groupSize, cols - c0);
-            binary[size_t(r * t.groups() + g)] = fitBinary(row + c0, width, binarized.data() + c0);
+            binary.at(r, g) = {fitBinary(row + c0, width, binarized.data() + c0)};
         }
     }
-    PbSweep sweep(cols, t.groupSize, mask, binary, high);
+    PbSweep sweep(cols, mask, std::move(binary), high);
     LOWBIT_TRY(SweepResult result, obsSweep(w, rows, cols, prepared->hinvUpper, options.blockSize,
                                             sweep, options.threads, stop));
-    LOWBIT_CHECK(fillTensor(t, sweep, mask, binary, high, options.highBits));
+    LOWBIT_CHECK(fillTensor(t, sweep, mask, high, options.highBits));
     if (notes) {
         (*notes)["salient"] = salient;
         (*notes)["salient_fraction"] = double(salient) / double(rows * cols);

@@ -1,5 +1,6 @@
 #include "quant/quip.h"
 
+#include "quant/group_quantizers.h"
 #include "quant/minmax_grid.h"
 #include "quant/obs_sweep.h"
 #include "quant/random_butterfly.h"
@@ -25,6 +26,21 @@ GridParams incoherentGrid(double rms, int bits) {
     return p;
 }
 
+// One (row, group)'s grid. qfn b rounds w / scale + zero with the half-integer zero maxq / 2
+// (round(((w / S + 1) / 2) * maxq)); qfn a is GPTQ's round(w / scale) + zero.
+struct QuipGrid {
+    GridParams grid;
+    bool centered = true; // qfn b
+
+    uint8_t code(float w) const {
+        if (!centered)
+            return grid.code(w);
+        return uint8_t(std::clamp(std::nearbyint(w / grid.scale + grid.zero), 0.0f,
+                                  float(grid.maxq)));
+    }
+    float value(uint8_t code) const { return grid.value(code); }
+};
+
 // The per-column quantizer of the sweep. Grid parameters of a (row, group) are found when the
 // sweep's block reaches the group's first column, from the weights as updated so far (GPTQ's rule,
 // applied to both grids); with one group per row and qfn b, one S for the whole tensor, found
@@ -32,9 +48,7 @@ GridParams incoherentGrid(double rms, int bits) {
 class QuipSweep final : public SweepQuantizer {
 public:
     QuipSweep(int64_t rows, int64_t cols, int64_t groupSize, int bits, char qfn)
-        : m_rows(rows), m_cols(cols), m_group(groupSize), m_bits(bits), m_qfn(qfn),
-          m_groups((cols + groupSize - 1) / groupSize), m_params(size_t(rows * m_groups)),
-          m_codes(size_t(rows * cols)) {}
+        : m_grids(rows, cols, groupSize), m_cols(cols), m_bits(bits), m_qfn(qfn) {}
 
     // One S for the tensor, and the target clamped to [-S, S] before rounding (QuIP Alg. 1 lines
     // 6-7; vector_balance.py quantize_weight_vecbal, qfn b): LDLQ then feeds back only rounding
@@ -44,7 +58,9 @@ public:
         for (float v : w)
             sum += double(v) * double(v);
         const GridParams p = incoherentGrid(std::sqrt(sum / double(w.size())), m_bits);
-        std::fill(m_params.begin(), m_params.end(), p);
+        for (int64_t r = 0; r < m_grids.rows(); ++r)
+            for (int64_t g = 0; g < m_grids.groups(); ++g)
+                m_grids.at(r, g) = {p, true};
         m_tensorScale = true;
         const float limit = p.scale * p.zero; // S
         for (float &v : w)
@@ -54,54 +70,35 @@ public:
     void beginBlock(int64_t first, int64_t count, const float *w) override {
         if (m_tensorScale)
             return;
-        for (int64_t c = (first + m_group - 1) / m_group * m_group; c < first + count;
-             c += m_group) {
-            const int64_t g = c / m_group, width = std::min(m_group, m_cols - c);
-            for (int64_t r = 0; r < m_rows; ++r) {
+        m_grids.forGroupsStarting(first, count, [&](int64_t g, int64_t c, int64_t width) {
+            for (int64_t r = 0; r < m_grids.rows(); ++r) {
                 const float *x = w + r * m_cols + c;
-                GridParams &p = m_params[size_t(r * m_groups + g)];
                 if (m_qfn == 'a') {
-                    p = minMaxGrid(x, width, 1, m_bits, false);
-                } else {
-                    double sum = 0;
-                    for (int64_t j = 0; j < width; ++j)
-                        sum += double(x[j]) * double(x[j]);
-                    p = incoherentGrid(std::sqrt(sum / double(width)), m_bits);
+                    m_grids.at(r, g) = {minMaxGrid(x, width, 1, m_bits, false), false};
+                    continue;
                 }
+                double sum = 0;
+                for (int64_t j = 0; j < width; ++j)
+                    sum += double(x[j]) * double(x[j]);
+                m_grids.at(r, g) = {incoherentGrid(std::sqrt(sum / double(width)), m_bits), true};
             }
-        }
+        });
     }
 
     void quantizeColumn(int64_t col, int64_t r0, int64_t r1, const float *w, float *q) override {
-        const int64_t g = col / m_group;
-        for (int64_t r = r0; r < r1; ++r) {
-            const GridParams &p = m_params[size_t(r * m_groups + g)];
-            // qfn b: round(((w / S + 1) / 2) * maxq) = round(w / scale + zero), clamped.
-            const float v = std::nearbyint(w[r - r0] / p.scale + (m_qfn == 'a' ? 0.0f : p.zero)) +
-                            (m_qfn == 'a' ? p.zero : 0.0f);
-            const uint8_t code = uint8_t(std::clamp(v, 0.0f, float(p.maxq)));
-            m_codes[size_t(r * m_cols + col)] = code;
-            q[r - r0] = p.value(code);
-        }
+        m_grids.quantizeColumn(col, r0, r1, w, q);
     }
 
     Status fill(QuantizedTensor &t) const {
-        for (int64_t r = 0; r < m_rows; ++r)
-            for (int64_t g = 0; g < m_groups; ++g) {
-                t.scale(r, g) = m_params[size_t(r * m_groups + g)].scale;
-                t.zero(r, g) = m_params[size_t(r * m_groups + g)].zero;
-            }
-        return t.setCodes(m_codes);
+        return m_grids.fill(t, [](const QuipGrid &g) { return g.grid; });
     }
 
 private:
-    int64_t m_rows, m_cols, m_group;
+    GroupQuantizers<QuipGrid> m_grids;
+    int64_t m_cols;
     int m_bits;
     char m_qfn;
-    int64_t m_groups;
     bool m_tensorScale = false;
-    std::vector<GridParams> m_params;
-    std::vector<uint8_t> m_codes;
 };
 
 std::vector<float> transposed(const std::vector<float> &a, int64_t rows, int64_t cols) {

@@ -2,6 +2,7 @@
 
 #include "core/thread_pool.h"
 #include "quant/binarize.h"
+#include "quant/group_quantizers.h"
 #include "quant/linalg.h"
 #include "quant/minmax_grid.h"
 #include "quant/obs_sweep.h"
@@ -86,43 +87,32 @@ class SlimSweep final : public SweepQuantizer {
 public:
     SlimSweep(int64_t rows, int64_t cols, int64_t groupSize, const std::vector<uint8_t> &widths,
               const std::vector<float> &hinvUpper, const SlimLlmOptions &options)
-        : m_rows(rows), m_cols(cols), m_group(groupSize), m_groups(int64_t(widths.size())),
-          m_widths(widths), m_u(hinvUpper), m_options(options), m_pool(options.threads),
-          m_quantizers(size_t(rows * m_groups)), m_codes(size_t(rows * cols)) {}
+        : m_rows(rows), m_cols(cols), m_widths(widths), m_u(hinvUpper), m_options(options),
+          m_pool(options.threads), m_quantizers(rows, cols, groupSize) {}
 
     void beginBlock(int64_t first, int64_t count, const float *w) override {
-        for (int64_t c = (first + m_group - 1) / m_group * m_group; c < first + count; c += m_group)
-            fitGroup(c / m_group, w);
+        m_quantizers.forGroupsStarting(first, count, [&](int64_t g, int64_t c0, int64_t width) {
+            fitGroup(g, c0, width, w);
+        });
     }
 
     void quantizeColumn(int64_t col, int64_t r0, int64_t r1, const float *w, float *q) override {
-        const int64_t g = col / m_group;
-        for (int64_t r = r0; r < r1; ++r) {
-            const GroupQuantizer &gq = m_quantizers[size_t(r * m_groups + g)];
-            const uint8_t code = gq.code(w[r - r0]);
-            m_codes[size_t(r * m_cols + col)] = code;
-            q[r - r0] = gq.value(code);
-        }
+        m_quantizers.quantizeColumn(col, r0, r1, w, q);
     }
 
-    const GroupQuantizer &quantizer(int64_t r, int64_t g) const {
-        return m_quantizers[size_t(r * m_groups + g)];
-    }
-    const std::vector<uint8_t> &codes() const { return m_codes; }
+    const GroupQuantizers<GroupQuantizer> &quantizers() const { return m_quantizers; }
 
 private:
-    void fitGroup(int64_t g, const float *w) {
-        const int64_t c0 = g * m_group, width = std::min(m_group, m_cols - c0);
+    void fitGroup(int64_t g, int64_t c0, int64_t width, const float *w) {
         const int bits = m_widths[size_t(g)];
         if (bits == 1) {
             for (int64_t r = 0; r < m_rows; ++r)
-                m_quantizers[size_t(r * m_groups + g)] =
-                    rtnQuantizer(w + r * m_cols + c0, width, 1);
+                m_quantizers.at(r, g) = rtnQuantizer(w + r * m_cols + c0, width, 1);
             return;
         }
         const std::vector<uint8_t> salient = salientMask(w, c0, width);
         for (int64_t r = 0; r < m_rows; ++r) {
-            GroupQuantizer &gq = m_quantizers[size_t(r * m_groups + g)];
+            GroupQuantizer &gq = m_quantizers.at(r, g);
             gq.binary = false;
             gq.grid =
                 sqcGrid(w + r * m_cols + c0, width, salient.data() + r * width, bits, m_options);
@@ -151,13 +141,12 @@ private:
         return mask;
     }
 
-    int64_t m_rows, m_cols, m_group, m_groups;
+    int64_t m_rows, m_cols;
     const std::vector<uint8_t> &m_widths;
     const std::vector<float> &m_u;
     const SlimLlmOptions &m_options;
     ThreadPool m_pool; // SQC's search, over rows (beginBlock runs while the sweep's pool waits)
-    std::vector<GroupQuantizer> m_quantizers;
-    std::vector<uint8_t> m_codes;
+    GroupQuantizers<GroupQuantizer> m_quantizers;
 };
 
 // KL(softmax(yq) || softmax(y)) averaged over m rows of n logits, probabilities clamped at 1e-6
@@ -291,23 +280,19 @@ Allocation allocateBits(const std::vector<float> &w, int64_t rows, int64_t cols,
 
 Status fillTensor(QuantizedTensor &t, const SlimSweep &sweep, const std::vector<uint8_t> &widths) {
     LOWBIT_CHECK(t.setGroupBits(widths));
+    const GroupQuantizers<GroupQuantizer> &quantizers = sweep.quantizers();
     std::vector<float> means;
     int64_t binaryGroups = 0;
     for (uint8_t b : widths)
         binaryGroups += b == 1;
     for (int64_t r = 0; r < t.rows; ++r)
-        for (int64_t g = 0; g < t.groups(); ++g) {
-            const GroupQuantizer &q = sweep.quantizer(r, g);
-            const ScaleZero sz = q.scaleZero();
-            t.scale(r, g) = sz.scale;
-            t.zero(r, g) = sz.zero;
-            if (q.binary)
-                means.push_back(q.bin.mean);
-        }
+        for (int64_t g = 0; g < t.groups(); ++g)
+            if (quantizers.at(r, g).binary)
+                means.push_back(quantizers.at(r, g).bin.mean);
     if (binaryGroups > 0)
         t.extra["binary_means"] =
             QuantExtra::fromF32({t.rows, binaryGroups}, means, 16.0 - double(t.zeroBits));
-    return t.setCodes(sweep.codes());
+    return quantizers.fill(t, [](const GroupQuantizer &q) { return q.scaleZero(); });
 }
 
 } // namespace
