@@ -5,7 +5,8 @@
 //     stories260K (../shared/data/llama2c), calibrated on WikiText-2 train windows of 512 tokens
 //     (the study's calibration text), scored on TinyStories validation (first 1000 stories, read
 //     whole with BOS) in the paper protocol at context 512: PPL, and KL(P_fp || Q) per predicted
-//     token over the full vocabulary in float64, for every method at its bit-widths, groups of 32.
+//     token over the full vocabulary in float64, for every method at its bit-widths, groups of 32
+//     (and RTN / QuIP per channel, QuIP's reference setting).
 //
 //   bench_quant_methods layer [--tokens N] [--search-tokens N] [--threads N]
 //     one LLaMA-3-8B-shaped decoder layer (hidden 4096, FFN 14336, 32 / 8 heads of 128, random
@@ -42,6 +43,7 @@ struct Config {
     int bits;
     nlohmann::json methodOptions = nlohmann::json::object();
     int activationBits = 0;
+    int64_t group = 32; // 0: per channel (QuIP: one S per tensor, the reference's grid)
 };
 
 struct Scores {
@@ -147,6 +149,13 @@ int runStories(int argc, char **argv) {
         {"QuIP V-only W4 g32", "quip", 4, vOnly},
         {"QuIP V-only W3 g32", "quip", 3, vOnly},
         {"QuIP V-only W2 g32", "quip", 2, vOnly},
+        // The reference's own setting (it has no groups): one S per tensor, beside RTN per row.
+        {"RTN W4 per channel", "rtn", 4, {}, 0, 0},
+        {"RTN W3 per channel", "rtn", 3, {}, 0, 0},
+        {"RTN W2 per channel", "rtn", 2, {}, 0, 0},
+        {"QuIP W4 per tensor", "quip", 4, {}, 0, 0},
+        {"QuIP W3 per tensor", "quip", 3, {}, 0, 0},
+        {"QuIP W2 per tensor", "quip", 2, {}, 0, 0},
         {"SmoothQuant W8A8", "smoothquant", 8, {}, 8},
         {"SmoothQuant W6A6", "smoothquant", 6, {}, 6},
         {"SmoothQuant W4A4", "smoothquant", 4, {}, 4},
@@ -161,7 +170,7 @@ int runStories(int argc, char **argv) {
         QuantizeOptions o;
         o.method = c.method;
         o.bits = c.bits;
-        o.groupSize = c.method == "smoothquant" ? 0 : 32;
+        o.groupSize = c.method == "smoothquant" ? 0 : c.group;
         o.threads = threads;
         o.methodOptions = c.methodOptions;
         o.calibration.samples = samples;
