@@ -3,6 +3,7 @@
 // a static library that nothing references are dropped by the linker.
 #include "quant/awq.h"
 #include "quant/billm.h"
+#include "quant/fdb.h"
 #include "quant/gptq.h"
 #include "quant/icq.h"
 #include "quant/nf4.h"
@@ -24,6 +25,8 @@ const QuantizerInfo kMethods[] = {
      "4-bit NormalFloat, 64-weight absmax blocks, double-quantized scales"},
     {"icq", makeIcqQuantizer,
      "IR-QLoRA ICQ: NF4 with a per-block entropy-maximizing shift tau (tau_range, tau_steps)"},
+    {"fdb", makeFdbQuantizer,
+     "DB-LLM dual binarization storage: RTN 2-bit as two {0,1} planes (finetune dbllm trains it)"},
     {"pb-llm", makePbLlmQuantizer,
      "PB-LLM: salient weights at 8 bits, the rest binarized, GPTQ compensation (target_bits)"},
     {"billm", makeBillmQuantizer,

@@ -1,6 +1,6 @@
 #include "train/dual_binary.h"
 
-#include "quant/minmax_grid.h"
+#include "quant/fdb.h"
 
 #include <array>
 #include <cmath>
@@ -8,12 +8,6 @@
 namespace lowbit::train {
 
 namespace {
-
-// For RTN zero point z: the codes q whose level s·(q - z) is α1, α2 and α1 + α2 (header table).
-struct Split {
-    uint8_t alpha1, alpha2, both;
-};
-constexpr std::array<Split, 4> kSplits = {{{1, 2, 3}, {3, 0, 2}, {0, 3, 1}, {2, 1, 0}}};
 
 std::string stem(const std::string &name) {
     const std::string suffix = ".weight";
@@ -29,48 +23,39 @@ template <typename Real>
 Result<std::unique_ptr<DualBinaryLinear<Real>>>
 DualBinaryLinear<Real>::create(const std::string &name, const float *weight, int64_t rows,
                                int64_t cols, const DualBinaryOptions &options) {
-    if (rows <= 0 || cols <= 0)
-        return makeError(ErrorCode::InvalidArgument,
-                         name + ": dual binarization of an empty weight");
-    for (int64_t i = 0; i < rows * cols; ++i)
-        if (!std::isfinite(weight[i]))
-            return makeError(ErrorCode::InvalidArgument,
-                             name + ": non-finite weight at index " + std::to_string(i));
+    // DB-LLM Sec. 3.2: the initial planes and scales are those of the 2-bit uniform quantizer
+    // (quant/fdb.h: RTN 2-bit written as two {0, 1} planes). Validates shape and values.
+    LOWBIT_TRY(QuantizedTensor init, quantizeFdb(name, weight, rows, cols, options.groupSize));
     std::unique_ptr<DualBinaryLinear> l(new DualBinaryLinear());
     l->m_rows = rows;
     l->m_cols = cols;
-    l->m_groupSize = options.groupSize <= 0 || options.groupSize >= cols ? cols : options.groupSize;
+    l->m_groupSize = init.groupSize;
     l->m_trainLatent = options.trainLatent;
-    const int64_t groups = l->groups();
-    l->m_b1.assign(size_t(rows * cols), 0);
-    l->m_b2.assign(size_t(rows * cols), 0);
+    const std::vector<uint8_t> codes = init.codes();
+    l->m_b1.resize(codes.size());
+    l->m_b2.resize(codes.size());
+    for (size_t i = 0; i < codes.size(); ++i) {
+        l->m_b1[i] = codes[i] & 1;
+        l->m_b2[i] = (codes[i] >> 1) & 1;
+    }
+    const std::span<const float> alpha = init.extra.at("fdb_alpha").f32();
     l->m_alpha = {stem(name) + ".fdb_alpha",
-                  {rows, groups, 2},
-                  std::vector<Real>(size_t(rows * groups * 2)),
-                  std::vector<Real>(size_t(rows * groups * 2))};
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t g = 0; g < groups; ++g) {
-            const int64_t begin = g * l->m_groupSize, end = std::min(cols, begin + l->m_groupSize);
-            const float *x = weight + r * cols + begin;
-            // DB-LLM Sec. 3.2: FDB starts from the 2-bit uniform quantizer (here RTN's grid).
-            const GridParams grid = minMaxGrid(x, end - begin, 1, 2, false);
-            const Split split = kSplits[size_t(std::clamp(int(grid.zero), 0, 3))];
-            l->m_alpha.value[l->index(r, g)] = Real(grid.value(split.alpha1));
-            l->m_alpha.value[l->index(r, g) + 1] = Real(grid.value(split.alpha2));
-            for (int64_t j = begin; j < end; ++j) {
-                const uint8_t q = grid.code(weight[r * cols + j]);
-                const size_t i = size_t(r * cols + j);
-                l->m_b1[i] = q == split.alpha1 || q == split.both;
-                l->m_b2[i] = q == split.alpha2 || q == split.both;
-            }
-        }
+                  {rows, l->groups(), 2},
+                  std::vector<Real>(alpha.begin(), alpha.end()),
+                  std::vector<Real>(alpha.size())};
     if (options.trainLatent)
         l->m_latent = {name,
                        {rows, cols},
                        std::vector<Real>(weight, weight + rows * cols),
-                       std::vector<Real>(size_t(rows * cols))};
+                       std::vector<Real>(static_cast<size_t>(rows * cols))};
     l->rebuildWeight();
     return l;
+}
+
+template <typename Real>
+Result<QuantizedTensor> DualBinaryLinear<Real>::toQuantizedTensor(const std::string &name) const {
+    const std::vector<float> alpha(m_alpha.value.begin(), m_alpha.value.end());
+    return packFdb(name, m_rows, m_cols, m_groupSize, m_b1, m_b2, alpha);
 }
 
 template <typename Real> std::vector<Parameter<Real> *> DualBinaryLinear<Real>::parameters() {

@@ -31,6 +31,7 @@
 
 #include "core/result.h"
 #include "core/tensor.h"
+#include "quant/quantized_tensor.h"
 #include "train/train_types.h"
 #include "train/trainable_model.h"
 
@@ -72,6 +73,9 @@ public:
     Real alpha2(int64_t row, int64_t group) const { return m_alpha.value[index(row, group) + 1]; }
     Parameter<Real> &alphaParameter() { return m_alpha; }
     Parameter<Real> *latentParameter() { return m_trainLatent ? &m_latent : nullptr; }
+    // The current planes and scales in the "fdb" storage layout (engine/quant/fdb.h), e.g. for
+    // writing the trained model as a quantized checkpoint; `name` is the tensor name.
+    Result<QuantizedTensor> toQuantizedTensor(const std::string &name) const;
     // Deployed bits per weight: 2 + 2·16 / groupSize (codes plus fp16 α pair per group).
     double bitsPerWeight() const { return 2.0 + 32.0 / double(m_groupSize); }
 

@@ -3,6 +3,7 @@
 // ŵ = α1·b1 + α2·b2; dL/dα by central differences in double; STE latent gradient; refresh picks
 // the nearest of {0, α1, α2, α1 + α2} (the paper's thresholds for α1 = 2s, α2 = -s);
 // bits/weight; the factory and bad input.
+#include "quant/fdb.h"
 #include "train/dual_binary.h"
 
 #include <QtTest>
@@ -85,6 +86,7 @@ private slots:
     void refreshPicksNearestLevel();
     void bitsPerWeight();
     void factoryAndBadInput();
+    void fdbStorage();
 };
 
 void TestTrainDualBinary::initEqualsRtn2Bit() {
@@ -239,6 +241,52 @@ void TestTrainDualBinary::factoryAndBadInput() {
     QVERIFY(!bad.ok());
     QVERIFY(bad.error().message.find("bad.weight") != std::string::npos);
     QVERIFY(!DualBinaryLinear<float>::create("e", w.data(), 0, kCols, {}).ok());
+}
+
+void TestTrainDualBinary::fdbStorage() {
+    const auto w = testWeights(12);
+    auto l = make<float>(w, true);
+    QVERIFY(l);
+    for (float &a : l->alphaParameter().value)
+        a *= 0.9f; // a trained state, not the initialization
+    l->refresh();
+    auto t = l->toQuantizedTensor("model.layers.0.mlp.up_proj.weight");
+    QVERIFY(t.ok());
+    QVERIFY(t->validate().ok());
+    QCOMPARE(t->method, std::string("fdb"));
+    QCOMPARE(t->bitsPerWeight(), 2.0 + 4 * 32.0 / double(kCols)); // 4 groups (one short) per row
+    auto values = dequantizeFdb(*t);
+    QVERIFY(values.ok());
+    for (size_t i = 0; i < values->size(); ++i)
+        QCOMPARE((*values)[i], l->weight()[i]);
+
+    QuantizeOptions o;
+    o.method = "fdb";
+    o.bits = 2;
+    auto q = makeQuantizer(o);
+    QVERIFY(q.ok());
+    LinearJob job;
+    job.name = "w";
+    job.rows = kRows;
+    job.cols = kCols;
+    job.weight = w;
+    auto ptq = (*q)->quantize(job);
+    QVERIFY(ptq.ok());
+    auto ptqValues = (*q)->dequantize(*ptq);
+    QVERIFY(ptqValues.ok());
+    for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t j = 0; j < kCols; ++j) {
+            const int64_t begin = j / 64 * 64, n = std::min<int64_t>(64, kCols - begin);
+            const size_t i = size_t(r * kCols + j);
+            QCOMPARE((*ptqValues)[i], rtn2(w[i], grid2(w.data() + r * kCols + begin, n)));
+        }
+    o.bits = 3;
+    QVERIFY(!makeQuantizer(o).ok());
+    QuantizedTensor broken = *ptq;
+    broken.extra.erase("fdb_alpha");
+    auto bad = dequantizeFdb(broken);
+    QVERIFY(!bad.ok());
+    QVERIFY(bad.error().message.find("w:") == 0);
 }
 
 QTEST_APPLESS_MAIN(TestTrainDualBinary)
