@@ -186,7 +186,9 @@ int collect(const Args &args, const SweepPlan &plan) {
                 m.runsUnfinished, m.artifactsImported, report->missing);
     for (const std::string &conflict : m.conflicts)
         std::fprintf(stderr, "lowbit: conflict: %s\n", conflict.c_str());
-    return m.conflicts.empty() ? 0 : 1;
+    for (const std::string &error : report->unreadable)
+        std::fprintf(stderr, "lowbit: not collected: %s\n", error.c_str());
+    return m.conflicts.empty() && report->unreadable.empty() ? 0 : 1;
 }
 
 int cancel(const Args &args, const SweepPlan &plan, BackendKind backend) {

@@ -4,13 +4,28 @@ namespace lowbit::sweep {
 
 namespace {
 
+// A task database that its task has just created and not yet given its schema: a read-only open
+// cannot use it, and the task is merely starting.
+bool beingCreated(const Error &error) {
+    return error.code == ErrorCode::Unsupported &&
+           error.message.find("schema version 0 ") != std::string::npos;
+}
+
 Result<TaskResultState> stateOf(const SweepTask &task) {
     TaskResultState state;
     state.index = task.index;
     std::error_code ec;
     if (!std::filesystem::exists(task.dbPath, ec))
         return state;
-    LOWBIT_TRY(RunStore store, RunStore::open(task.dbPath, {.readOnly = true}));
+    auto opened = RunStore::open(task.dbPath, {.readOnly = true});
+    if (!opened.ok()) {
+        // One unreadable database must not hide the state of the others.
+        state.progress =
+            beingCreated(opened.error()) ? TaskProgress::Running : TaskProgress::Failed;
+        state.detail = opened.error().message;
+        return state;
+    }
+    RunStore store = std::move(opened).value();
     Database &db = store.database();
     if (task.stage == StageKind::Quantize) {
         LOWBIT_TRY(Statement query, db.prepare("SELECT path FROM artifacts ORDER BY id DESC"));
@@ -72,14 +87,22 @@ Result<CollectReport> collectSweep(const SweepPlan &plan, RunStore &target) {
             ++report.missing;
             continue;
         }
-        LOWBIT_TRY(MergeReport merged, target.mergeFrom(task.dbPath));
+        auto result = target.mergeFrom(task.dbPath);
+        if (!result.ok()) {
+            if (beingCreated(result.error()))
+                ++report.missing;
+            else
+                report.unreadable.push_back(result.error().message);
+            continue;
+        }
+        const MergeReport &merged = *result;
         ++report.databases;
         report.merged.runsImported += merged.runsImported;
         report.merged.runsPresent += merged.runsPresent;
         report.merged.runsUnfinished += merged.runsUnfinished;
         report.merged.artifactsImported += merged.artifactsImported;
-        for (std::string &conflict : merged.conflicts)
-            report.merged.conflicts.push_back(std::move(conflict));
+        for (const std::string &conflict : merged.conflicts)
+            report.merged.conflicts.push_back(conflict);
     }
     return report;
 }

@@ -30,9 +30,10 @@ struct TaskResultState {
 Result<std::vector<TaskResultState>> taskResults(const SweepPlan &plan);
 
 struct CollectReport {
-    int databases = 0;  // task databases merged
-    int missing = 0;    // tasks without a database yet
-    MergeReport merged; // summed over the databases; conflicts from all
+    int databases = 0; // task databases merged
+    int missing = 0;   // tasks without a database yet (or one still being created)
+    std::vector<std::string> unreadable; // task databases that could not be read (the error)
+    MergeReport merged;                  // summed over the databases; conflicts from all
 };
 
 Result<CollectReport> collectSweep(const SweepPlan &plan, RunStore &target);

@@ -156,7 +156,6 @@ Result<std::vector<SweepSubmission>> submitToSlurm(SweepPlan &plan, const SlurmC
 }
 
 Result<std::vector<SweepTaskStatus>> sweepStatus(const SweepPlan &plan, const SlurmClient *client) {
-    LOWBIT_TRY(auto results, taskResults(plan));
     const auto latest = latestSubmissions(plan);
     std::map<std::string, std::map<int, SlurmTaskStatus>> arrays; // job id -> index -> state
     if (client)
@@ -167,6 +166,8 @@ Result<std::vector<SweepTaskStatus>> sweepStatus(const SweepPlan &plan, const Sl
             for (const SlurmTaskStatus &state : states)
                 arrays[s.jobId][state.arrayIndex] = state;
         }
+    // The databases are read after Slurm: a task Slurm saw complete has its results on disk.
+    LOWBIT_TRY(auto results, taskResults(plan));
     std::vector<SweepTaskStatus> status;
     for (const TaskResultState &result : results) {
         SweepTaskStatus task;
