@@ -1,6 +1,7 @@
 #include "train/finetune.h"
 
 #include "quant/quantize.h"
+#include "train/dbllm_target.h"
 #include "train/peft_adapter.h"
 #include "train/trainable_model.h"
 
@@ -27,29 +28,6 @@ public:
 private:
     TrainableModel<float> &m_model;
     LossFunction<float> *m_loss;
-};
-
-// DB-LLM: the FP model's logits on each micro-batch, then the student's distillation loss.
-class DistillTarget final : public TrainTarget {
-public:
-    DistillTarget(TrainableModel<float> &student, Model &teacher, DistillationOptions options)
-        : m_student(student), m_teacher(teacher), m_options(options) {}
-    std::vector<Parameter<float> *> parameters() override { return m_student.parameters(); }
-    void zeroGrad() override { m_student.zeroGrad(); }
-    Result<LossStats> accumulate(std::span<const TrainExample> batch) override {
-        LOWBIT_TRY(TeacherTable table, TeacherTable::compute(m_teacher, batch));
-        DistillationLoss<float> loss(table.source(), m_options);
-        LOWBIT_TRY(LossStats stats, m_student.accumulate(batch, &loss));
-        if (!loss.status().ok())
-            return loss.status().error();
-        return stats;
-    }
-    void afterStep() override { m_student.afterStep(); }
-
-private:
-    TrainableModel<float> &m_student;
-    Model &m_teacher;
-    DistillationOptions m_options;
 };
 
 Status writeReport(const fs::path &path, const json &body) {
@@ -148,6 +126,86 @@ Result<std::shared_ptr<const Checkpoint>> finetuneBase(const Checkpoint &source,
     return model.checkpoint;
 }
 
+namespace {
+
+// The trained model and the Trainer's view of it: LoRA over a quantized base, or DB-LLM.
+struct Trainee {
+    LoraOptions lora;
+    std::shared_ptr<const Checkpoint> base;
+    std::unique_ptr<TrainableModel<float>> loraModel;
+    std::unique_ptr<ModelTarget> loraTarget;
+    std::unique_ptr<DbLlmTarget> dbllm;
+    TrainTarget &target() { return dbllm ? static_cast<TrainTarget &>(*dbllm) : *loraTarget; }
+    TrainableModel<float> &model() { return dbllm ? dbllm->student() : *loraModel; }
+};
+
+Result<Trainee> makeTrainee(std::shared_ptr<const Checkpoint> source,
+                            const FinetuneOptions &options, ProgressSink &progress,
+                            std::stop_token stop) {
+    Trainee t;
+    t.lora = options.lora;
+    if (options.method == FinetuneMethod::DbLlm) {
+        t.lora.rank = 0; // no adapter: the dual-binary base itself trains
+        t.base = source;
+        LOWBIT_TRY(t.dbllm, DbLlmTarget::create(source, options.dualBinary, options.distill,
+                                                options.threads));
+        return t;
+    }
+    t.lora.elasticConnection = options.method == FinetuneMethod::IrQLora;
+    LOWBIT_TRY(t.base, finetuneBase(*source, options, progress, stop));
+    LOWBIT_TRY(t.loraModel, TrainableModel<float>::create(*t.base, t.lora, {}, options.threads));
+    t.loraTarget = std::make_unique<ModelTarget>(*t.loraModel);
+    return t;
+}
+
+// The --data file, or for DB-LLM without one the FP model's own text.
+Result<DataSet> prepareData(const Checkpoint &source, const FinetuneOptions &options,
+                            Trainee &trainee, ProgressSink &progress, std::stop_token stop) {
+    if (!trainee.dbllm || !options.dataPath.empty())
+        return loadData(source, options);
+    DataSet data;
+    progress.report({"generate", 0, options.distillData.sequences, 0, -1});
+    LOWBIT_TRY(data.examples,
+               generateDistillationData(trainee.dbllm->teacher(), options.distillData, stop));
+    data.format = DataFormat::Text;
+    for (const TrainExample &e : data.examples)
+        for (int32_t t : e.targets)
+            data.scoredTokens += t != kIgnoreTarget;
+    return data;
+}
+
+json optionsJson(const FinetuneOptions &options, const TrainerOptions &to, const Trainee &t,
+                 const Checkpoint &source) {
+    json o = {{"steps", to.steps},
+              {"batch_size", to.batchSize},
+              {"micro_batch_size", to.microBatchSize},
+              {"lr", to.schedule.peak},
+              {"schedule", lrScheduleName(to.schedule.kind)},
+              {"warmup_steps", to.schedule.warmupSteps},
+              {"max_grad_norm", to.maxGradNorm},
+              {"weight_decay", to.adam.weightDecay},
+              {"seed", to.seed},
+              {"rank", t.lora.rank},
+              {"alpha", t.lora.alpha},
+              {"source_max_len", options.data.sourceMaxTokens},
+              {"target_max_len", options.data.targetMaxTokens},
+              {"train_on_source", options.data.trainOnSource},
+              {"data", options.dataPath.string()},
+              {"model", source.path.string()}};
+    if (t.dbllm)
+        o["dbllm"] = {{"group_size", options.dualBinary.groupSize},
+                      {"train_latent", options.dualBinary.trainLatent},
+                      {"weighting", distillWeightingName(options.distill.weighting)},
+                      {"strength", options.distill.strength},
+                      {"temperature", options.distill.temperature},
+                      {"ce_weight", options.distill.ceWeight},
+                      {"distill_sequences", options.distillData.sequences},
+                      {"distill_tokens", options.distillData.tokensPerSequence}};
+    return o;
+}
+
+} // namespace
+
 Result<FinetuneReport> runFinetune(std::shared_ptr<const Checkpoint> source,
                                    const FinetuneOptions &options, ProgressSink &progress,
                                    std::stop_token stop, TrainObserver *observer) {
@@ -155,91 +213,44 @@ Result<FinetuneReport> runFinetune(std::shared_ptr<const Checkpoint> source,
         return makeError(ErrorCode::InvalidArgument, "finetune: no model");
     if (options.outDir.empty())
         return makeError(ErrorCode::InvalidArgument, "finetune: no output directory");
-    const bool dbllm = options.method == FinetuneMethod::DbLlm;
-    std::unique_ptr<Model> teacher;
-    DataSet data;
-    if (dbllm) {
-        LOWBIT_TRY(teacher, Model::create(source, {options.threads}));
-        if (options.dataPath.empty()) {
-            progress.report({"generate", 0, options.distillData.sequences, 0, -1});
-            LOWBIT_TRY(data.examples,
-                       generateDistillationData(*teacher, options.distillData, stop));
-            data.format = DataFormat::Text;
-            for (const TrainExample &e : data.examples)
-                for (int32_t t : e.targets)
-                    data.scoredTokens += t != kIgnoreTarget;
-        }
-    }
-    if (data.examples.empty()) {
-        LOWBIT_TRY(data, loadData(*source, options));
-    }
-    LoraOptions lora = options.lora;
-    lora.elasticConnection = options.method == FinetuneMethod::IrQLora;
-    std::shared_ptr<const Checkpoint> base = source;
-    LinearBaseFactory<float> factory;
-    if (dbllm) {
-        lora.rank = 0; // no adapter: the dual-binary base itself trains
-        factory = makeDualBinaryFactory<float>(options.dualBinary);
-    } else {
-        LOWBIT_TRY(base, finetuneBase(*source, options, progress, stop));
-    }
-    LOWBIT_TRY(auto model, TrainableModel<float>::create(*base, lora, factory));
-
+    LOWBIT_TRY(Trainee trainee, makeTrainee(source, options, progress, stop));
+    LOWBIT_TRY(DataSet data, prepareData(*source, options, trainee, progress, stop));
     FinetuneReport report;
     report.method = options.method;
     report.dataFormat = data.format;
     report.examples = int64_t(data.examples.size());
     report.skippedExamples = data.skipped;
     report.scoredTokens = data.scoredTokens;
-    for (const Parameter<float> *p : model->parameters())
+    for (const Parameter<float> *p : trainee.target().parameters())
         report.trainableParameters += int64_t(p->value.size());
 
     TrainerOptions to = options.trainer;
     to.checkpointDir = options.outDir / "checkpoint";
     if (to.schedule.totalSteps <= 0)
         to.schedule.totalSteps = to.steps;
-    ModelTarget loraTarget(*model);
-    std::unique_ptr<DistillTarget> distillTarget;
-    if (dbllm)
-        distillTarget = std::make_unique<DistillTarget>(*model, *teacher, options.distill);
-    TrainTarget &target = dbllm ? static_cast<TrainTarget &>(*distillTarget) : loraTarget;
-    Trainer trainer(target, data.examples, to);
+    Trainer trainer(trainee.target(), data.examples, to);
     trainer.setObserver(observer);
     LOWBIT_TRY(report.train, trainer.run(progress, stop));
 
     AdapterInfo info;
-    info.lora = lora;
+    info.lora = trainee.lora;
     info.method = finetuneMethodName(options.method);
     info.baseModel = source->path.string();
-    if (dbllm)
+    if (trainee.dbllm) {
         info.lora.targets = LoraOptions().targets; // every linear carries trained weights
-    if (!dbllm) {
+    } else {
         report.adapterDir = options.outDir;
-        const auto params = model->parameters();
+        const auto params = trainee.model().parameters();
         LOWBIT_CHECK(savePeftAdapter(options.outDir, params, info));
     }
     if (options.writeMerged) {
         report.mergedDir = options.outDir / "merged";
         progress.report({"merge", 0, 1, 0, -1});
-        LOWBIT_CHECK(writeMergedCheckpoint(report.mergedDir, *source, *base, *model, info));
+        LOWBIT_CHECK(
+            writeMergedCheckpoint(report.mergedDir, *source, *trainee.base, trainee.model(), info));
     }
     json body = report.toJson();
-    body["options"] = {{"steps", to.steps},
-                       {"batch_size", to.batchSize},
-                       {"micro_batch_size", to.microBatchSize},
-                       {"lr", to.schedule.peak},
-                       {"schedule", lrScheduleName(to.schedule.kind)},
-                       {"warmup_steps", to.schedule.warmupSteps},
-                       {"max_grad_norm", to.maxGradNorm},
-                       {"weight_decay", to.adam.weightDecay},
-                       {"seed", to.seed},
-                       {"rank", lora.rank},
-                       {"alpha", lora.alpha},
-                       {"source_max_len", options.data.sourceMaxTokens},
-                       {"target_max_len", options.data.targetMaxTokens},
-                       {"train_on_source", options.data.trainOnSource},
-                       {"data", options.dataPath.string()},
-                       {"model", source->path.string()}};
+    body["options"] = optionsJson(options, to, trainee, *source);
     LOWBIT_CHECK(writeReport(options.outDir / "finetune.json", body));
     return report;
 }
