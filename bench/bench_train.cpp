@@ -85,8 +85,8 @@ int run(int argc, char **argv) {
     }
     const auto batch = randomBatch(o, checkpoint->config.vocabSize);
     const double tokens = double(o.batch * o.seq);
-    std::printf(
-        "| model | batch x seq | rank | mode | tokens/s | s/step |\n|---|---|---|---|---|---|\n");
+    std::printf("| model | batch x seq | rank | threads | mode | tokens/s | s/step "
+                "|\n|---|---|---|---|---|---|---|\n");
     for (bool backward : {false, true}) {
         (void)(backward ? (*model)->accumulate(batch) : (*model)->evaluate(batch)); // warm-up
         const auto start = std::chrono::steady_clock::now();

@@ -42,11 +42,6 @@ LoraLinear<Real>::create(std::unique_ptr<LinearBase<Real>> base, const std::stri
     linear->m_rank = rank;
     if (rank == 0)
         return linear;
-    if (elasticConnection && (in % rank != 0 || out % rank != 0))
-        return makeError(ErrorCode::InvalidArgument,
-                         prefix + ": the IR-QLoRA elastic connection needs in (" +
-                             std::to_string(in) + ") and out (" + std::to_string(out) +
-                             ") features divisible by the LoRA rank " + std::to_string(rank));
     linear->m_scale = Real(alpha / double(rank));
     linear->m_elastic = elasticConnection;
     linear->m_a = makeParameter<Real>(prefix + ".lora_A.weight", {rank, in});
@@ -73,14 +68,13 @@ template <typename Real> std::vector<Parameter<Real> *> LoraLinear<Real>::adapte
 
 template <typename Real>
 void LoraLinear<Real>::addGroupMean(const Real *x, int64_t n, Real beta, Real *hidden) const {
-    const int64_t group = in() / m_rank;
-    for (int64_t r = 0; r < n; ++r)
+    for (int64_t row = 0; row < n; ++row)
         for (int64_t g = 0; g < m_rank; ++g) {
-            const Real *xs = x + r * in() + g * group;
+            const int64_t begin = poolBegin(g), end = poolEnd(g);
             double sum = 0;
-            for (int64_t i = 0; i < group; ++i)
-                sum += double(xs[i]);
-            hidden[r * m_rank + g] += beta * Real(sum / double(group));
+            for (int64_t j = begin; j < end; ++j)
+                sum += double(x[row * in() + j]);
+            hidden[row * m_rank + g] += beta * Real(sum / double(end - begin));
         }
 }
 
@@ -98,11 +92,10 @@ void LoraLinear<Real>::forward(const Real *x, int64_t n, Real *y, Real *hidden,
     ops::gemm<Real>(false, true, n, o, r, m_scale, hidden, r, m_b.value.data(), r, Real(1), y, o,
                     pool);
     if (m_elastic) {
-        const int64_t group = o / r;
         const Real c = m_scale * m_betaB.value[0];
         for (int64_t row = 0; row < n; ++row)
             for (int64_t j = 0; j < o; ++j)
-                y[row * o + j] += c * hidden[row * r + j / group];
+                y[row * o + j] += c * hidden[row * r + repeatSource(j)];
     }
 }
 
@@ -128,16 +121,13 @@ void LoraLinear<Real>::backward(const Real *x, const Real *hidden, const Real *d
     ops::gemm<Real>(true, false, o, r, n, m_scale, dy, o, hidden, r, Real(1), m_b.grad.data(), r,
                     pool);
     if (m_elastic) {
-        const int64_t group = o / r;
         const Real c = m_scale * m_betaB.value[0];
         double dBeta = 0;
         for (int64_t row = 0; row < n; ++row)
-            for (int64_t g = 0; g < r; ++g) {
-                double sum = 0;
-                for (int64_t j = g * group; j < (g + 1) * group; ++j)
-                    sum += double(dy[row * o + j]);
-                dHidden[size_t(row * r + g)] += c * Real(sum);
-                dBeta += sum * double(hidden[row * r + g]);
+            for (int64_t j = 0; j < o; ++j) {
+                const int64_t g = repeatSource(j);
+                dHidden[size_t(row * r + g)] += c * dy[row * o + j];
+                dBeta += double(dy[row * o + j]) * double(hidden[row * r + g]);
             }
         m_betaB.grad[0] += Real(double(m_scale) * dBeta);
     }
@@ -147,18 +137,18 @@ void LoraLinear<Real>::backward(const Real *x, const Real *hidden, const Real *d
     ops::gemm<Real>(false, false, n, i, r, Real(1), dHidden.data(), r, m_a.value.data(), i, Real(1),
                     dx, i, pool);
     if (m_elastic) {
-        const int64_t group = i / r;
         const Real betaA = m_betaA.value[0];
         double dBeta = 0;
         for (int64_t row = 0; row < n; ++row)
             for (int64_t g = 0; g < r; ++g) {
-                const Real dh = dHidden[size_t(row * r + g)];
+                const int64_t begin = poolBegin(g), end = poolEnd(g);
+                const Real dh = dHidden[size_t(row * r + g)] / Real(end - begin);
                 double sum = 0;
-                for (int64_t j = g * group; j < (g + 1) * group; ++j) {
+                for (int64_t j = begin; j < end; ++j) {
                     sum += double(x[row * i + j]);
-                    dx[row * i + j] += betaA * dh / Real(group);
+                    dx[row * i + j] += betaA * dh;
                 }
-                dBeta += double(dh) * sum / double(group);
+                dBeta += double(dh) * sum;
             }
         m_betaA.grad[0] += Real(dBeta);
     }
@@ -170,12 +160,12 @@ template <typename Real> std::vector<Real> LoraLinear<Real>::merged() const {
     if (r == 0)
         return w;
     std::vector<Real> a = m_a.value, b = m_b.value;
-    if (m_elastic) { // A + βA·G, G[g][j] = 1/(in/r) on group g; B + βB·R, R[j][g] = 1 on group g
+    if (m_elastic) { // A + βA·P, P[g][j] = 1/|group g| on group g; B + βB·R, R[j][source(j)] = 1
         for (int64_t g = 0; g < r; ++g)
-            for (int64_t j = g * (i / r); j < (g + 1) * (i / r); ++j)
-                a[size_t(g * i + j)] += m_betaA.value[0] / Real(i / r);
+            for (int64_t j = poolBegin(g); j < poolEnd(g); ++j)
+                a[size_t(g * i + j)] += m_betaA.value[0] / Real(poolEnd(g) - poolBegin(g));
         for (int64_t j = 0; j < o; ++j)
-            b[size_t(j * r + j / (o / r))] += m_betaB.value[0];
+            b[size_t(j * r + repeatSource(j))] += m_betaB.value[0];
     }
     ops::gemm<Real>(false, false, o, i, r, m_scale, b.data(), r, a.data(), i, Real(1), w.data(), i);
     return w;

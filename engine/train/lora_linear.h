@@ -10,12 +10,17 @@
 // IR-QLoRA reference forward (htqin/IR-QLoRA, irlora.py: `x.reshape(..., r, -1).mean(-1)` added
 // to lora_A's output scaled by lora_default_A_scale; lora_B's output reshaped to (r, out/r) plus
 // lora_default_B_scale · x.unsqueeze(-1)); paper: Qin et al. 2024, arXiv 2402.05445, Sec. 3.2.
+// The reference needs r to divide in and out; here any shape works, identical to it when r
+// divides: group g is features [⌊g·in/r⌋, ⌊(g+1)·in/r⌋) (at least the first when in < r), output
+// j repeats hidden ⌊j·r/out⌋. (stories260K's 32-wide k/v and 172-wide MLP would otherwise
+// allow no rank above 4.)
 // Without IEC (or with βA = βB = 0) it is plain LoRA (Hu et al. 2021).
 #pragma once
 
 #include "core/result.h"
 #include "train/train_types.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -42,7 +47,7 @@ private:
 template <typename Real> class LoraLinear {
 public:
     // prefix: the PEFT module path ("base_model.model.model.layers.0.self_attn.q_proj");
-    // rank 0: no adapter. Errors: IEC with in or out features not divisible by the rank.
+    // rank 0: no adapter. Errors: no base, negative rank.
     static Result<std::unique_ptr<LoraLinear>> create(std::unique_ptr<LinearBase<Real>> base,
                                                       const std::string &prefix, int rank,
                                                       double alpha, bool elasticConnection,
@@ -69,6 +74,10 @@ public:
 private:
     LoraLinear() = default;
     void addGroupMean(const Real *x, int64_t n, Real beta, Real *hidden) const;
+    // The IEC index maps (see the top of this file).
+    int64_t poolBegin(int64_t g) const { return g * in() / m_rank; }
+    int64_t poolEnd(int64_t g) const { return std::max((g + 1) * in() / m_rank, poolBegin(g) + 1); }
+    int64_t repeatSource(int64_t j) const { return j * m_rank / out(); }
 
     std::unique_ptr<LinearBase<Real>> m_base;
     int64_t m_rank = 0;
