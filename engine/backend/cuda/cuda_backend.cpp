@@ -26,6 +26,21 @@ int cudaDeviceCount(std::string *why) {
 
 namespace {
 
+// Weights are cached by host address, dtype and size: a freed tensor's address can be reused by a
+// different one, and the dtype and size tell most such cases apart (the header's contract covers
+// the rest: cached tensors must outlive the backend).
+struct WeightKey {
+    const void *data;
+    DType type;
+    int64_t numel;
+    bool operator==(const WeightKey &) const = default;
+};
+struct WeightKeyHash {
+    size_t operator()(const WeightKey &k) const {
+        return std::hash<const void *>()(k.data) ^ (size_t(k.numel) * 31 + size_t(k.type));
+    }
+};
+
 struct DeviceWeight {
     DeviceBuffer data;
     DType type = DType::F32; // as stored on the device
@@ -66,8 +81,9 @@ public:
         LOWBIT_CUDA_CHECK(cudaStreamCreateWithFlags(&m_stream, cudaStreamNonBlocking), "cudaStreamCreate");
         LOWBIT_CUDA_CHECK(cublasCreate(&m_blas), "cublasCreate");
         LOWBIT_CUDA_CHECK(cublasSetStream(m_blas, m_stream), "cublasSetStream");
-        // Float32 GEMMs stay float32: no silent TF32 (10-bit mantissa) on Ampere and later.
-        LOWBIT_CUDA_CHECK(cublasSetMathMode(m_blas, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+        // Default math: float32 GEMMs stay float32 (TF32 needs CUBLAS_TF32_TENSOR_OP_MATH), and 16-bit
+        // GEMMs keep tensor cores (pedantic math may give them up).
+        LOWBIT_CUDA_CHECK(cublasSetMathMode(m_blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
         return {};
     }
 
@@ -159,7 +175,7 @@ private:
     cudaStream_t m_stream = nullptr;
     cublasHandle_t m_blas = nullptr;
     Status m_error;
-    std::unordered_map<const void *, DeviceWeight> m_weights;
+    std::unordered_map<WeightKey, DeviceWeight, WeightKeyHash> m_weights;
     std::unordered_map<const void *, DevicePacked> m_packed;
     std::unordered_map<float *, DeviceBuffer> m_buffers;
     uint64_t m_weightBytes = 0;
@@ -182,7 +198,8 @@ Status CudaBackendImpl::uploadVector(DeviceBuffer &buffer, const std::vector<T> 
 }
 
 Result<const DeviceWeight *> CudaBackendImpl::deviceWeight(const Tensor &weight) {
-    if (auto it = m_weights.find(weight.data); it != m_weights.end())
+    const WeightKey key{weight.data, weight.dtype, weight.numel()};
+    if (auto it = m_weights.find(key); it != m_weights.end())
         return &it->second;
     if (weight.empty() || weight.numel() <= 0)
         return makeError(ErrorCode::InvalidArgument, "cuda: weight " + weight.name + " is empty");
@@ -202,7 +219,7 @@ Result<const DeviceWeight *> CudaBackendImpl::deviceWeight(const Tensor &weight)
                           ("upload of " + weight.name).c_str());
     }
     m_weightBytes += w.data.bytes();
-    return &m_weights.emplace(weight.data, std::move(w)).first->second;
+    return &m_weights.emplace(key, std::move(w)).first->second;
 }
 
 void CudaBackendImpl::embed(const Tensor &table, std::span<const int32_t> ids, float *out) {

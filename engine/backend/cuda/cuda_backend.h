@@ -4,8 +4,8 @@
 // Memory contract: every float pointer passed to an op (activations, AttentionSequence pointers,
 // RoPE cos/sin) is DEVICE memory, e.g. from allocate(); token ids and the AttentionSequence array
 // itself are host memory. Weight Tensors are host memory (usually a mapped checkpoint): each is
-// uploaded on first use and cached by its data pointer for the backend's lifetime, so that memory
-// must outlive the backend and not change. Dense weights keep their 16-bit dtype on the device
+// uploaded on first use and cached by (data pointer, dtype, size) for the backend's lifetime, so
+// that memory must outlive the backend and not change. Dense weights keep their 16-bit dtype on the device
 // under GemmPrecision::Tensor16 (tensor-core GEMMs on 16-bit-rounded activations, fp32
 // accumulation; decode-sized products stay exact float32) and are widened to float32 under Fp32
 // (exact float32 products everywhere, twice the memory: for checking against the CPU).

@@ -35,7 +35,7 @@ Result<std::vector<double>> cudaHessian(CudaBackend &backend, std::span<const fl
     LOWBIT_CHECK(backend.synchronize()); // also selects nothing: the backend set its device at creation
     Handles h;
     LOWBIT_CUDA_CHECK(cublasCreate(&h.blas), "cublasCreate");
-    LOWBIT_CUDA_CHECK(cublasSetMathMode(h.blas, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+    LOWBIT_CUDA_CHECK(cublasSetMathMode(h.blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     // Row blocks bound the float32 sums (the BlockedFloat32 scheme); float64 across blocks.
     const int64_t block = std::min<int64_t>(rows, 4096);
     const size_t square = size_t(cols) * size_t(cols);
