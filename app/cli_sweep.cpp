@@ -10,8 +10,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 namespace lowbit::cli {
 
@@ -19,6 +23,12 @@ using namespace lowbit::sweep;
 using nlohmann::json;
 
 namespace {
+
+std::atomic<bool> g_sweepInterrupted = false;
+
+extern "C" void onSweepInterrupt(int) {
+    g_sweepInterrupted = true;
+}
 
 // SWEEP.json, or the manifest.json of a planned sweep folder.
 Result<SweepPlan> loadPlan(const std::string &path) {
@@ -104,10 +114,26 @@ int printPlan(const SweepPlan &plan, BackendKind backend) {
     return 0;
 }
 
+// Runs the tasks in the foreground; Ctrl-C stops the running task (what it committed stays, and
+// submit or retry continues from there).
 int runHere(const Args &args, const SweepPlan &plan, const std::vector<int> &indices) {
     StderrProgress progress;
-    const auto outcomes =
-        runLocal(plan, cliPipelineContext(dataDirFor(args, plan)), progress, {}, indices);
+    std::stop_source stop;
+    g_sweepInterrupted = false;
+    auto previous = std::signal(SIGINT, onSweepInterrupt);
+    std::atomic<bool> finished = false;
+    std::thread watcher([&] {
+        while (!finished) {
+            if (g_sweepInterrupted)
+                stop.request_stop();
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    });
+    const auto outcomes = runLocal(plan, cliPipelineContext(dataDirFor(args, plan)), progress,
+                                   stop.get_token(), indices);
+    finished = true;
+    watcher.join();
+    std::signal(SIGINT, previous);
     progress.finish();
     int failed = 0;
     for (const LocalOutcome &outcome : outcomes) {

@@ -35,7 +35,7 @@ Status writeFile(const std::filesystem::path &path, const std::string &text) {
 std::string gridLabel(const JobSpec &job) {
     std::string label = job.checkpoint.filename().string() + " " + job.method.name;
     if (!job.method.isNone())
-        label += " " + std::to_string(job.method.bits) + "-bit";
+        label.append(" ").append(std::to_string(job.method.bits)).append("-bit");
     return label;
 }
 

@@ -2,6 +2,7 @@
 // stage-2 tasks with their dependencies, the manifest round trip, the batch script, and
 // RunStore::mergeFrom on hand-built stores (import, idempotence, unfinished runs left out,
 // conflicts detected, artifacts deduplicated).
+#include "cli_commands.h"
 #include "run_store.h"
 #include "sweep/sweep_plan.h"
 #include "sweep/sweep_slurm.h"
@@ -10,10 +11,14 @@
 
 #include <QtTest>
 
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <random>
 #include <set>
+#include <sstream>
+#include <unistd.h>
 
 using namespace lowbit;
 using namespace lowbit::sweep;
@@ -83,6 +88,41 @@ int64_t doneRun(RunStore &store, const std::string &method, int samples) {
     return id;
 }
 
+struct Output {
+    int code = -1;
+    std::string out, err;
+};
+
+// Runs `lowbit sweep ARGS` in-process with stdout and stderr captured into files in `dir`.
+Output sweepCommand(const std::vector<std::string> &args, const std::filesystem::path &dir) {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const int savedOut = dup(1), savedErr = dup(2);
+    FILE *out = std::fopen((dir / "out.txt").c_str(), "w");
+    FILE *err = std::fopen((dir / "err.txt").c_str(), "w");
+    dup2(fileno(out), 1);
+    dup2(fileno(err), 2);
+    Output result;
+    result.code = cli::runSweep(args);
+    std::fflush(stdout);
+    std::fflush(stderr);
+    dup2(savedOut, 1);
+    dup2(savedErr, 2);
+    close(savedOut);
+    close(savedErr);
+    std::fclose(out);
+    std::fclose(err);
+    const auto read = [](const std::filesystem::path &path) {
+        std::ifstream in(path);
+        std::ostringstream text;
+        text << in.rdbuf();
+        return text.str();
+    };
+    result.out = read(dir / "out.txt");
+    result.err = read(dir / "err.txt");
+    return result;
+}
+
 int64_t count(RunStore &store, const std::string &sql) {
     return store.database().queryInteger(sql).value().value_or(-1);
 }
@@ -99,6 +139,7 @@ private slots:
     void batchScript();
     void mergeIsIdempotent();
     void mergeDetectsConflicts();
+    void withoutSlurm();
 };
 
 void TestSweepSpec::parsesAndRoundTrips() {
@@ -383,6 +424,32 @@ void TestSweepSpec::mergeDetectsConflicts() {
              merged->conflicts[0].c_str());
     QCOMPARE(user.listRuns().value().size(), size_t(2));
     QCOMPARE(gptqMetric(), before);
+}
+
+void TestSweepSpec::withoutSlurm() {
+    TempDir dir;
+    std::filesystem::create_directories(dir / "empty-bin");
+    const std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
+    ::setenv("PATH", (dir / "empty-bin").c_str(), 1); // no sbatch anywhere
+    const auto spec = dir / "sweep.json";
+    std::ofstream(spec) << baseSpec(dir / "sweep").dump();
+    const Output submitted =
+        sweepCommand({"submit", spec.string(), "--backend", "slurm"}, dir.path());
+    const Output planned = sweepCommand({"plan", spec.string()}, dir.path());
+    const Output status = sweepCommand({"status", spec.string()}, dir.path());
+    const Output bad = sweepCommand({"launch", spec.string()}, dir.path());
+    ::setenv("PATH", path.c_str(), 1);
+    QVERIFY(submitted.code != 0);
+    QVERIFY2(submitted.err.find("Slurm") != std::string::npos &&
+                 submitted.err.find("--backend local") != std::string::npos,
+             submitted.err.c_str());
+    QVERIFY(readManifest(dir / "sweep" / "manifest.json").value().submissions.empty());
+    // Planning and status need no Slurm: every task listed, none submitted.
+    QCOMPARE(planned.code, 0);
+    QVERIFY(planned.out.find("28 tasks") != std::string::npos);
+    QCOMPARE(status.code, 0);
+    QVERIFY2(status.out.find("not-submitted") != std::string::npos, status.out.c_str());
+    QVERIFY(bad.code != 0 && bad.err.find("unknown action 'launch'") != std::string::npos);
 }
 
 QTEST_APPLESS_MAIN(TestSweepSpec)
