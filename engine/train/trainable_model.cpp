@@ -239,6 +239,7 @@ double TrainableModel<Real>::Impl::head(const std::vector<Real> &x,
                             normed.data(), invRms.data(), pool.get());
         ops::gemm<Real>(false, true, m, vocab, hidden, Real(1), normed.data(), hidden, output,
                         hidden, Real(0), logits.data(), vocab, pool.get());
+        std::fill(dLogits.begin(), dLogits.end(), Real(0)); // a loss may write only some entries
         for (int64_t r = 0; r < m; ++r) {
             const ScoredRow &s = scored[c0 + size_t(r)];
             total += loss.score(s.example, s.position, s.target,

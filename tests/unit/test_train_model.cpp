@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <QtTest>
+#include <array>
 #include <cmath>
 #include <random>
 
@@ -150,6 +151,7 @@ private slots:
     void gradients();
     void floatMatchesDouble();
     void threadCountDoesNotChangeResults();
+    void customLossFunction();
     void mergedWeightsGiveSameLoss();
     void badInput();
     void forwardMatchesFixtureNll_data();
@@ -275,6 +277,47 @@ void TestTrainModel::threadCountDoesNotChangeResults() {
             QVERIFY2(std::abs(pa[t]->grad[i] - pb[t]->grad[i]) <=
                          1e-12 * (1 + std::abs(pa[t]->grad[i])),
                      pa[t]->name.c_str());
+}
+
+namespace {
+
+// A loss that is not cross-entropy: ½·Σ_j (z_j − c·target)² over the logits, recording which
+// (example, position, target) it was asked about.
+class SquaredLogits final : public LossFunction<double> {
+public:
+    std::vector<std::array<int64_t, 3>> seen;
+    double score(int64_t example, int64_t position, int32_t target, std::span<const double> logits,
+                 std::span<double> dLogits) override {
+        seen.push_back({example, position, target});
+        double loss = 0;
+        for (size_t j = 0; j < logits.size(); ++j) {
+            const double d = logits[j] - 0.1 * double(target);
+            loss += 0.5 * d * d;
+            dLogits[j] = d;
+        }
+        return loss;
+    }
+};
+
+} // namespace
+
+void TestTrainModel::customLossFunction() {
+    const Checkpoint ck = tinyCheckpoint(true, 71);
+    auto made = TrainableModel<double>::create(ck, smallLora(true));
+    QVERIFY(made.ok());
+    TrainableModel<double> &model = **made;
+    randomizeAdapters(model, 72);
+    const std::vector<TrainExample> batch = tinyBatch();
+    SquaredLogits loss;
+    QVERIFY(model.accumulate(batch, &loss).ok());
+    const std::vector<std::array<int64_t, 3>> expected = {
+        {0, 2, 9}, {0, 3, 4}, {0, 4, 2}, {0, 5, 10}, {1, 0, 0}, {1, 2, 6}, {1, 3, 3}};
+    QCOMPARE(loss.seen, expected);
+    auto value = [&] { return model.evaluate(batch, &loss)->lossSum; };
+    for (Parameter<double> *p : model.parameters()) {
+        const QString mismatch = checkGradient(p->name, p->value, p->grad, value);
+        QVERIFY2(mismatch.isEmpty(), qPrintable(mismatch));
+    }
 }
 
 void TestTrainModel::mergedWeightsGiveSameLoss() {
