@@ -59,6 +59,7 @@ private slots:
     void qloraLowersPplBelowNf4();
     void adapterReloadMatchesMergedLogits();
     void killNineThenResume();
+    void irqloraAndDbllmDrivers();
 
 private:
     double ppl(std::shared_ptr<const Checkpoint> checkpoint);
@@ -244,6 +245,53 @@ void TestFinetuneStories260K::killNineThenResume() {
         QVERIFY(b->tensors.count(name));
         QCOMPARE(tensorToFloats(t), tensorToFloats(b->tensors.at(name))); // bit for bit
     }
+}
+
+// The other two methods through the same driver, briefly: IR-QLoRA (ICQ base + elastic
+// connection) ends below its ICQ base; DB-LLM (no data file: FP-generated text) writes a merged
+// 2-bit model below RTN 2-bit, with no adapter files.
+void TestFinetuneStories260K::irqloraAndDbllmDrivers() {
+    NullProgress progress;
+    FinetuneOptions ir = m_options;
+    ir.method = FinetuneMethod::IrQLora;
+    ir.outDir = m_dir / "irqlora";
+    ir.trainer.steps = 20;
+    auto icq = finetuneBase(*m_fp, ir, progress);
+    QVERIFY(icq.ok());
+    auto irReport = runFinetune(m_fp, ir, progress);
+    QVERIFY2(irReport.ok(), irReport.ok() ? "" : irReport.error().message.c_str());
+    auto adapter = loadPeftAdapter(ir.outDir);
+    QVERIFY(adapter.ok() && adapter->info.lora.elasticConnection);
+    QVERIFY(adapter->tensors.count(
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_default_A_scale"));
+    auto irMerged = loadCheckpoint(irReport->mergedDir);
+    QVERIFY(irMerged.ok());
+    const double icqPpl = ppl(*icq),
+                 irPpl = ppl(std::make_shared<const Checkpoint>(std::move(*irMerged)));
+
+    FinetuneOptions db = m_options;
+    db.method = FinetuneMethod::DbLlm;
+    db.dataPath.clear();
+    db.outDir = m_dir / "dbllm";
+    db.trainer.steps = 12;
+    db.trainer.schedule.peak = 1e-3;
+    db.distillData.sequences = 16;
+    db.distillData.tokensPerSequence = 127;
+    auto rtn2 = finetuneBase(*m_fp, db, progress);
+    QVERIFY(rtn2.ok());
+    auto dbReport = runFinetune(m_fp, db, progress);
+    QVERIFY2(dbReport.ok(), dbReport.ok() ? "" : dbReport.error().message.c_str());
+    QCOMPARE(dbReport->examples, int64_t(16));
+    QVERIFY(!std::filesystem::exists(db.outDir / kAdapterWeightsFile));
+    auto dbMerged = loadCheckpoint(dbReport->mergedDir);
+    QVERIFY(dbMerged.ok());
+    const double rtnPpl = ppl(*rtn2),
+                 dbPpl = ppl(std::make_shared<const Checkpoint>(std::move(*dbMerged)));
+    qInfo("ICQ %.4f -> IR-QLoRA (20 steps) %.4f; RTN 2-bit g64 %.4f -> DB-LLM (12 steps, 16 "
+          "generated sequences) %.4f",
+          icqPpl, irPpl, rtnPpl, dbPpl);
+    QVERIFY(irPpl > 0 && irPpl < icqPpl);
+    QVERIFY(dbPpl > 0 && dbPpl < rtnPpl);
 }
 
 QTEST_APPLESS_MAIN(TestFinetuneStories260K)
