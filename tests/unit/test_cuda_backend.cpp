@@ -293,7 +293,8 @@ void TestCudaBackend::quantizedMatmul_data() {
     QTest::addColumn<bool>("nf4");
     QTest::addColumn<bool>("mixed");
     QTest::addColumn<bool>("permuted");
-    QTest::newRow("4-bit g128 (word path)") << 4 << 128 << false << false << false;
+    QTest::newRow("4-bit g128 (16-byte word path)") << 4 << 128 << false << false << false;
+    QTest::newRow("4-bit g8 (one word per lane)") << 4 << 8 << false << false << false;
     QTest::newRow("2-bit g64") << 2 << 64 << false << false << false;
     QTest::newRow("8-bit per-channel") << 8 << 0 << false << false << false;
     QTest::newRow("3-bit g128 (bit stream)") << 3 << 128 << false << false << false;

@@ -2,8 +2,8 @@
 // GEMV for decode and a dequantize-to-bf16 pass that lets prefill use a tensor-core GEMM.
 //
 // Word path (uniform 2/4/8-bit codes, rows a whole number of 32-bit words, groups a multiple of
-// 32/bits columns): a lane reads one 32-bit word = 16/8/4 codes of one group, so the scale and
-// zero are loaded once per word. Generic path (3-bit, mixed widths, odd sizes): each code is cut
+// 32/bits columns): a lane reads one 32-bit word = 16/8/4 codes of one group (or four words at
+// once when rows and groups allow), so the scale and zero are loaded once per word. Generic path (3-bit, mixed widths, odd sizes): each code is cut
 // out of two bytes of the LSB-first stream at its bit offset (hence the 4 bytes of padding).
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_math.cuh"
@@ -33,6 +33,38 @@ __device__ __forceinline__ float weightAt(const PackedView &w, int64_t r, int64_
     return scale * (levelOf(w, codeAt(w.codes, bit, width)) - zero);
 }
 
+// kWords 32-bit words per lane and step (4: one 16-byte load, more bytes in flight per warp; the
+// caller checks that rows are whole 16-byte chunks and that a chunk never straddles two groups).
+template <int kWords>
+__device__ __forceinline__ void wordPath(const PackedView &w, int64_t o, const float *x, int rows,
+                                         float (&acc)[kGemvMaxRows]) {
+    const int lane = threadIdx.x & 31, perWord = 32 / w.bits;
+    const uint32_t mask = (1u << w.bits) - 1u;
+    const int64_t words = w.rowBits / 32;
+    const uint32_t *row = reinterpret_cast<const uint32_t *>(w.codes) + o * words;
+    for (int64_t v = lane; v < words / kWords; v += 32) {
+        uint32_t word[kWords];
+        if constexpr (kWords == 4) {
+            const uint4 q = __ldg(reinterpret_cast<const uint4 *>(row) + v);
+            word[0] = q.x, word[1] = q.y, word[2] = q.z, word[3] = q.w;
+        } else {
+            word[0] = __ldg(row + v);
+        }
+        const int64_t j0 = v * kWords * perWord, g = j0 / w.groupSize;
+        const float scale = w.scales[o * w.groups + g], zero = w.zeros[o * w.groups + g];
+#pragma unroll
+        for (int k = 0; k < kWords; ++k)
+            for (int c = 0; c < perWord; ++c) {
+                const float wv = scale * (levelOf(w, (word[k] >> (c * w.bits)) & mask) - zero);
+                const int64_t j = j0 + k * perWord + c;
+#pragma unroll
+                for (int r = 0; r < kGemvMaxRows; ++r)
+                    if (r < rows)
+                        acc[r] += wv * x[r * w.cols + j];
+            }
+    }
+}
+
 __global__ void __launch_bounds__(kWarps * 32)
     packedGemvKernel(const float *x, int rows, PackedView w, float *y) {
     const int lane = threadIdx.x & 31;
@@ -41,22 +73,11 @@ __global__ void __launch_bounds__(kWarps * 32)
         return;
     float acc[kGemvMaxRows] = {};
     if (w.uniform && w.bits <= 8 && 32 % w.bits == 0) {
-        const int perWord = 32 / w.bits;
-        const uint32_t mask = (1u << w.bits) - 1u;
         const int64_t words = w.rowBits / 32;
-        const uint32_t *row = reinterpret_cast<const uint32_t *>(w.codes) + o * words;
-        for (int64_t v = lane; v < words; v += 32) {
-            const uint32_t word = __ldg(row + v);
-            const int64_t j0 = v * perWord, g = j0 / w.groupSize;
-            const float scale = w.scales[o * w.groups + g], zero = w.zeros[o * w.groups + g];
-            for (int c = 0; c < perWord; ++c) {
-                const float wv = scale * (levelOf(w, (word >> (c * w.bits)) & mask) - zero);
-#pragma unroll
-                for (int r = 0; r < kGemvMaxRows; ++r)
-                    if (r < rows)
-                        acc[r] += wv * x[r * w.cols + j0 + c];
-            }
-        }
+        if (words % 4 == 0 && w.groupSize % (4 * (32 / w.bits)) == 0)
+            wordPath<4>(w, o, x, rows, acc);
+        else
+            wordPath<1>(w, o, x, rows, acc);
     } else {
         for (int64_t j = lane; j < w.cols; j += 32) {
             const float wv = weightAt(w, o, j);
