@@ -84,6 +84,42 @@ double outputError(const Layer &l, const std::vector<float> &q) {
     return num / den;
 }
 
+// U upper with U^T U = (H + 0.01 mean(diag H) I)^-1 in float64: the Cholesky factor of the
+// Gauss-Jordan inverse (GPTQ's damped H^-1 factor).
+std::vector<double> hinvUpperFloat64(std::vector<double> h, int64_t n) {
+    std::vector<double> inv(size_t(n * n), 0.0), u(size_t(n * n), 0.0);
+    double mean = 0;
+    for (int64_t i = 0; i < n; ++i)
+        mean += h[size_t(i * n + i)] / double(n);
+    for (int64_t i = 0; i < n; ++i) {
+        h[size_t(i * n + i)] += 0.01 * mean;
+        inv[size_t(i * n + i)] = 1;
+    }
+    for (int64_t c = 0; c < n; ++c) {
+        const double pivot = h[size_t(c * n + c)];
+        for (int64_t j = 0; j < n; ++j) {
+            h[size_t(c * n + j)] /= pivot;
+            inv[size_t(c * n + j)] /= pivot;
+        }
+        for (int64_t r = 0; r < n; ++r)
+            if (r != c) {
+                const double f = h[size_t(r * n + c)];
+                for (int64_t j = 0; j < n; ++j) {
+                    h[size_t(r * n + j)] -= f * h[size_t(c * n + j)];
+                    inv[size_t(r * n + j)] -= f * inv[size_t(c * n + j)];
+                }
+            }
+    }
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = i; j < n; ++j) {
+            double s = inv[size_t(i * n + j)];
+            for (int64_t k = 0; k < i; ++k)
+                s -= u[size_t(k * n + i)] * u[size_t(k * n + j)];
+            u[size_t(i * n + j)] = i == j ? std::sqrt(s) : s / u[size_t(i * n + i)];
+        }
+    return u;
+}
+
 } // namespace
 
 class TestQuantQuip : public QObject {
@@ -249,38 +285,7 @@ void TestQuantQuip::tensorGridClampsBeforeLdlq() {
     auto t = quantizeQuip("w", l.w, l.rows, l.cols, l.hessian, quipSeeds(0, 0, 0), o);
     QVERIFY2(t.ok(), t.ok() ? "" : t.error().message.c_str());
     const int64_t n = l.cols;
-    // U upper with U^T U = (H + 0.01 mean(diag H) I)^-1: the Cholesky factor of the
-    // Gauss-Jordan inverse.
-    std::vector<double> h = l.hessian, inv(size_t(n * n), 0.0), u(size_t(n * n), 0.0);
-    double mean = 0;
-    for (int64_t i = 0; i < n; ++i)
-        mean += h[size_t(i * n + i)] / double(n);
-    for (int64_t i = 0; i < n; ++i) {
-        h[size_t(i * n + i)] += 0.01 * mean;
-        inv[size_t(i * n + i)] = 1;
-    }
-    for (int64_t c = 0; c < n; ++c) {
-        const double pivot = h[size_t(c * n + c)];
-        for (int64_t j = 0; j < n; ++j) {
-            h[size_t(c * n + j)] /= pivot;
-            inv[size_t(c * n + j)] /= pivot;
-        }
-        for (int64_t r = 0; r < n; ++r)
-            if (r != c) {
-                const double f = h[size_t(r * n + c)];
-                for (int64_t j = 0; j < n; ++j) {
-                    h[size_t(r * n + j)] -= f * h[size_t(c * n + j)];
-                    inv[size_t(r * n + j)] -= f * inv[size_t(c * n + j)];
-                }
-            }
-    }
-    for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = i; j < n; ++j) {
-            double s = inv[size_t(i * n + j)];
-            for (int64_t k = 0; k < i; ++k)
-                s -= u[size_t(k * n + i)] * u[size_t(k * n + j)];
-            u[size_t(i * n + j)] = i == j ? std::sqrt(s) : s / u[size_t(i * n + i)];
-        }
+    const std::vector<double> u = hinvUpperFloat64(l.hessian, n);
     double sum = 0;
     for (float v : l.w)
         sum += double(v) * v;
