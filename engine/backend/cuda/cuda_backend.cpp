@@ -290,8 +290,8 @@ Status CudaBackendImpl::attend(std::span<const AttentionSequence> sequences, con
         const int64_t pairs = sequences[s].queries * group;
         maxKeys = std::max(maxKeys, sequences[s].firstPosition + sequences[s].queries);
         for (int64_t h = 0; h < shape.kvHeads; ++h)
-            for (int64_t p0 = 0; p0 < pairs; p0 += cuda::kAttentionWarps) {
-                const int64_t lastRow = (std::min(pairs, p0 + cuda::kAttentionWarps) - 1) / group;
+            for (int64_t p0 = 0; p0 < pairs; p0 += cuda::kAttentionPairsPerBlock) {
+                const int64_t lastRow = (std::min(pairs, p0 + cuda::kAttentionPairsPerBlock) - 1) / group;
                 tasks.push_back({int32_t(s), int32_t(h), int32_t(p0),
                                  int32_t(sequences[s].firstPosition + lastRow + 1)});
             }

@@ -67,10 +67,11 @@ Status packedDequantize(const PackedView &w, DType to, void *out, cudaStream_t s
 // pointers are device pointers). queryPairs[s] = queries of sequence s * heads/kvHeads.
 // workspace: attentionWorkspaceFloats(...) floats for split-key (decode) partial results.
 struct AttentionPlan {
-    int64_t tasks = 0;  // blocks of kAttentionWarps (query row, head) pairs
+    int64_t tasks = 0;  // blocks of kAttentionPairsPerBlock (query row, head) pairs
     int64_t splits = 1; // key ranges per task (flash-decoding); 1 for long query runs
 };
 constexpr int kAttentionWarps = 8;
+constexpr int kAttentionPairsPerBlock = 32; // 4 per warp
 constexpr int64_t kAttentionMaxHeadDim = 128;
 struct AttentionTask {
     int32_t sequence, kvHead, pair0, keyEnd; // keyEnd: keys the task's last row sees
