@@ -72,49 +72,49 @@ void decoderLayerForward(const ModelConfig &c, const DecoderLayer<Real> &layer,
 
 template <typename Real>
 void decoderLayerBackward(const ModelConfig &c, DecoderLayer<Real> &layer,
-                          const BatchRows<Real> &batch, const Real *xIn,
-                          const LayerActivations<Real> &a, Real *dx, ThreadPool *pool) {
+                          const BatchRows<Real> &batch, const Real *xIn, LayerActivations<Real> &a,
+                          Real *dx, ThreadPool *pool) {
     const int64_t n = batch.rows(), hidden = c.hiddenSize, hd = c.headDim;
     const int64_t qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, ffn = c.intermediateSize;
     auto linear = [&](int p) -> LoraLinear<Real> & { return *layer.linears[size_t(p)]; };
     auto saved = [&](int p) { return a.hidden[size_t(p)].data(); };
 
     // MLP block: xOut = mid + down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(mid)
-    std::vector<Real> dAct(size_t(n * ffn)), dGate(size_t(n * ffn)), dUp(size_t(n * ffn));
-    linear(kDown).backward(a.act.data(), saved(kDown), dx, n, dAct.data(), false, pool);
-    ops::swigluBackward(a.gate.data(), a.up.data(), dAct.data(), n * ffn, dGate.data(), dUp.data(),
-                        pool);
-    std::vector<Real> dNormed(size_t(n * hidden));
-    linear(kGate).backward(a.normed2.data(), saved(kGate), dGate.data(), n, dNormed.data(), false,
-                           pool);
-    linear(kUp).backward(a.normed2.data(), saved(kUp), dUp.data(), n, dNormed.data(), true, pool);
+    // Every scratch buffer is overwritten before it is read (no zeroing needed).
+    sized(a.dAct, n * ffn), sized(a.dGate, n * ffn), sized(a.dUp, n * ffn);
+    sized(a.dNormed, n * hidden), sized(a.dAttn, n * qDim), sized(a.dq, n * qDim);
+    sized(a.dk, n * kvDim), sized(a.dv, n * kvDim);
+    Real *dAct = a.dAct.data(), *dGate = a.dGate.data(), *dUp = a.dUp.data();
+    Real *dNormed = a.dNormed.data(), *dAttn = a.dAttn.data(), *dq = a.dq.data();
+    Real *dk = a.dk.data(), *dv = a.dv.data();
+    linear(kDown).backward(a.act.data(), saved(kDown), dx, n, dAct, false, pool);
+    ops::swigluBackward(a.gate.data(), a.up.data(), dAct, n * ffn, dGate, dUp, pool);
+    linear(kGate).backward(a.normed2.data(), saved(kGate), dGate, n, dNormed, false, pool);
+    linear(kUp).backward(a.normed2.data(), saved(kUp), dUp, n, dNormed, true, pool);
     // dx now becomes dL/dmid: the residual passes dx through, the norm adds its share
-    ops::rmsnormBackward(a.mid.data(), n, hidden, layer.ffnNorm.data(), a.invRms2.data(),
-                         dNormed.data(), dx, pool);
+    ops::rmsnormBackward(a.mid.data(), n, hidden, layer.ffnNorm.data(), a.invRms2.data(), dNormed,
+                         dx, pool);
 
     // Attention block: mid = xIn + o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(xIn)
-    std::vector<Real> dAttn(size_t(n * qDim)), dq(size_t(n * qDim));
-    std::vector<Real> dk(size_t(n * kvDim)), dv(size_t(n * kvDim));
-    linear(kO).backward(a.attn.data(), saved(kO), dx, n, dAttn.data(), false, pool);
-    ops::attentionBackward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(),
-                           dAttn.data(), batch.starts, attentionDims<Real>(c), dq.data(), dk.data(),
-                           dv.data(), pool);
-    ops::ropeBackward(dq.data(), n, qDim, c.numHeads, hd, batch.cosSin.data());
-    ops::ropeBackward(dk.data(), n, kvDim, c.numKvHeads, hd, batch.cosSin.data());
-    linear(kQ).backward(a.normed1.data(), saved(kQ), dq.data(), n, dNormed.data(), false, pool);
-    linear(kK).backward(a.normed1.data(), saved(kK), dk.data(), n, dNormed.data(), true, pool);
-    linear(kV).backward(a.normed1.data(), saved(kV), dv.data(), n, dNormed.data(), true, pool);
-    ops::rmsnormBackward(xIn, n, hidden, layer.attnNorm.data(), a.invRms1.data(), dNormed.data(),
-                         dx, pool);
+    linear(kO).backward(a.attn.data(), saved(kO), dx, n, dAttn, false, pool);
+    ops::attentionBackward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.lse.data(), dAttn,
+                           batch.starts, attentionDims<Real>(c), dq, dk, dv, pool);
+    ops::ropeBackward(dq, n, qDim, c.numHeads, hd, batch.cosSin.data());
+    ops::ropeBackward(dk, n, kvDim, c.numKvHeads, hd, batch.cosSin.data());
+    linear(kQ).backward(a.normed1.data(), saved(kQ), dq, n, dNormed, false, pool);
+    linear(kK).backward(a.normed1.data(), saved(kK), dk, n, dNormed, true, pool);
+    linear(kV).backward(a.normed1.data(), saved(kV), dv, n, dNormed, true, pool);
+    ops::rmsnormBackward(xIn, n, hidden, layer.attnNorm.data(), a.invRms1.data(), dNormed, dx,
+                         pool);
 }
 
 #define LOWBIT_DECODER_LAYER_INSTANTIATE(Real)                                                     \
     template void decoderLayerForward<Real>(const ModelConfig &, const DecoderLayer<Real> &,       \
                                             const BatchRows<Real> &, const Real *, Real *,         \
                                             LayerActivations<Real> &, ThreadPool *);               \
-    template void decoderLayerBackward<Real>(                                                      \
-        const ModelConfig &, DecoderLayer<Real> &, const BatchRows<Real> &, const Real *,          \
-        const LayerActivations<Real> &, Real *, ThreadPool *);
+    template void decoderLayerBackward<Real>(const ModelConfig &, DecoderLayer<Real> &,            \
+                                             const BatchRows<Real> &, const Real *,                \
+                                             LayerActivations<Real> &, Real *, ThreadPool *);
 
 LOWBIT_DECODER_LAYER_INSTANTIATE(float)
 LOWBIT_DECODER_LAYER_INSTANTIATE(double)

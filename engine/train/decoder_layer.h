@@ -36,6 +36,8 @@ template <typename Real> struct BatchRows {
 template <typename Real> struct LayerActivations {
     std::vector<Real> normed1, invRms1, q, k, v, attn, lse, mid, normed2, invRms2, gate, up, act;
     std::array<std::vector<Real>, kProjectionCount> hidden; // LoRA H of each linear
+    // The backward's scratch, kept across layers and calls so that it is allocated once.
+    std::vector<Real> dAct, dGate, dUp, dNormed, dAttn, dq, dk, dv;
 };
 
 // xOut = layer(xIn), rows × hidden each (may not alias); fills `a`. Work splits over `pool`
@@ -45,10 +47,10 @@ void decoderLayerForward(const ModelConfig &c, const DecoderLayer<Real> &layer,
                          const BatchRows<Real> &batch, const Real *xIn, Real *xOut,
                          LayerActivations<Real> &a, ThreadPool *pool = nullptr);
 // dx: on entry dL/dxOut, on return dL/dxIn; adds the parameter gradients of the layer's linears.
-// `a` must hold the forward of the same xIn.
+// `a` must hold the forward of the same xIn (its scratch is overwritten).
 template <typename Real>
 void decoderLayerBackward(const ModelConfig &c, DecoderLayer<Real> &layer,
-                          const BatchRows<Real> &batch, const Real *xIn,
-                          const LayerActivations<Real> &a, Real *dx, ThreadPool *pool = nullptr);
+                          const BatchRows<Real> &batch, const Real *xIn, LayerActivations<Real> &a,
+                          Real *dx, ThreadPool *pool = nullptr);
 
 } // namespace lowbit::train

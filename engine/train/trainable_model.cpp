@@ -50,6 +50,7 @@ template <typename Real> struct TrainableModel<Real>::Impl {
     std::vector<double> invFreq;
     std::vector<Parameter<Real> *> parameters;
     std::unique_ptr<ThreadPool> pool;
+    LayerActivations<Real> acts; // one layer's, reused by every layer and call
 
     Status buildLayer(const Checkpoint &checkpoint, const LoraOptions &lora,
                       const LinearBaseFactory<Real> &makeBase, int64_t index);
@@ -277,25 +278,28 @@ Result<LossStats> TrainableModel<Real>::Impl::run(std::span<const TrainExample> 
     if (scored.empty())
         return stats;
     // Activation checkpointing: inputs[l] is the input of layer l; inputs[L] the final hidden.
-    std::vector<std::vector<Real>> inputs(layers.size() + 1);
-    inputs[0].resize(size_t(n * hidden));
+    // Forward-only keeps just two (the input and output of the running layer).
+    const size_t kept = backward ? layers.size() + 1 : 2;
+    std::vector<std::vector<Real>> inputs(kept);
+    for (std::vector<Real> &buffer : inputs)
+        buffer.resize(size_t(n * hidden));
     for (int64_t r = 0; r < n; ++r)
         std::copy_n(embedding.data() + int64_t(ids[size_t(r)]) * hidden, hidden,
                     inputs[0].data() + r * hidden);
-    LayerActivations<Real> acts;
     for (size_t l = 0; l < layers.size(); ++l) {
-        inputs[l + 1].resize(size_t(n * hidden));
-        decoderLayerForward(config, layers[l], rows, inputs[l].data(), inputs[l + 1].data(), acts,
-                            pool.get());
+        std::vector<Real> &in = inputs[backward ? l : l % 2],
+                          &out = inputs[backward ? l + 1 : (l + 1) % 2];
+        decoderLayerForward(config, layers[l], rows, in.data(), out.data(), acts, pool.get());
     }
+    const std::vector<Real> &final = inputs[backward ? layers.size() : layers.size() % 2];
     CrossEntropyLoss<Real> crossEntropy;
     LossFunction<Real> &scorer = loss ? *loss : crossEntropy;
     if (!backward) {
-        stats.lossSum = head(inputs.back(), scored, scorer, nullptr);
+        stats.lossSum = head(final, scored, scorer, nullptr);
         return stats;
     }
     std::vector<Real> dx(size_t(n * hidden), Real(0)), recomputed(size_t(n * hidden));
-    stats.lossSum = head(inputs.back(), scored, scorer, &dx);
+    stats.lossSum = head(final, scored, scorer, &dx);
     inputs.pop_back();
     for (size_t l = layers.size(); l-- > 0;) {
         if (l + 1 < layers.size()) // the last layer's activations are still those of the forward
