@@ -151,10 +151,14 @@ int runFinetune(const std::vector<std::string> &argv) {
     std::signal(SIGTERM, previousTerm);
     if (!report) {
         if (report.error().code == ErrorCode::Cancelled) {
-            std::fprintf(stderr,
-                         "lowbit: finetune cancelled; state saved in %s, continue with "
-                         "--resume\n",
-                         (options->outDir / "checkpoint").c_str());
+            const auto state = options->outDir / "checkpoint" / train::kTrainerStateFile;
+            if (std::filesystem::exists(state))
+                std::fprintf(stderr,
+                             "lowbit: finetune cancelled; state saved in %s, continue "
+                             "with --resume\n",
+                             state.c_str());
+            else
+                std::fprintf(stderr, "lowbit: finetune cancelled before training started\n");
             return 130;
         }
         return fail(report.error());

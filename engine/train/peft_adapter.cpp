@@ -52,6 +52,17 @@ json adapterConfig(const AdapterInfo &info) {
               {"seed", info.lora.seed}}}};
 }
 
+// nlohmann's value() throws on a present key of another type: bad input must be an error.
+std::string stringOr(const json &object, const char *key, const std::string &fallback) {
+    const auto it = object.find(key);
+    return it != object.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+bool boolOr(const json &object, const char *key, bool fallback) {
+    const auto it = object.find(key);
+    return it != object.end() && it->is_boolean() ? it->get<bool>() : fallback;
+}
+
 Result<AdapterInfo> parseAdapterConfig(const fs::path &path) {
     std::ifstream in(path, std::ios::binary);
     if (!in)
@@ -61,7 +72,7 @@ Result<AdapterInfo> parseAdapterConfig(const fs::path &path) {
     const json c = json::parse(ss.str(), nullptr, false);
     if (c.is_discarded() || !c.is_object())
         return makeError(ErrorCode::Format, path.string() + ": not a JSON object");
-    if (c.value("peft_type", std::string()) != "LORA")
+    if (stringOr(c, "peft_type", "") != "LORA")
         return makeError(ErrorCode::Unsupported, path.string() + ": peft_type is not \"LORA\"");
     if (!c.contains("r") || !c["r"].is_number_integer() || c["r"].get<int64_t>() < 1 ||
         !c.contains("lora_alpha") || !c["lora_alpha"].is_number())
@@ -75,10 +86,10 @@ Result<AdapterInfo> parseAdapterConfig(const fs::path &path) {
             if (t.is_string())
                 info.lora.targets.push_back(t.get<std::string>());
     }
-    info.baseModel = c.value("base_model_name_or_path", std::string());
+    info.baseModel = stringOr(c, "base_model_name_or_path", "");
     if (c.contains("lowbit") && c["lowbit"].is_object()) {
-        info.method = c["lowbit"].value("method", std::string("qlora"));
-        info.lora.elasticConnection = c["lowbit"].value("elastic_connection", false);
+        info.method = stringOr(c["lowbit"], "method", "qlora");
+        info.lora.elasticConnection = boolOr(c["lowbit"], "elastic_connection", false);
     }
     return info;
 }

@@ -212,7 +212,8 @@ Status addJsonRow(DataSet &set, DataFormat format, const json &row, const fs::pa
     if (format == DataFormat::Oasst) {
         if (!row.contains("prompt") || !row["prompt"].is_object())
             return dataError(path, line, "OASST tree without a 'prompt' object");
-        if (!options.includeSynthetic && row["prompt"].value("synthetic", false)) {
+        if (!options.includeSynthetic && row["prompt"].contains("synthetic") &&
+            row["prompt"]["synthetic"] == true) {
             ++set.skipped;
             return {};
         }

@@ -106,7 +106,10 @@ Result<int64_t> Trainer::loadState() {
         v.push_back(std::move(vi));
     }
     const int64_t step = meta["step"].get<int64_t>();
-    const int64_t adamSteps = meta.value("adam_steps", step);
+    const bool hasAdamSteps = meta.contains("adam_steps") && meta["adam_steps"].is_number_integer();
+    const int64_t adamSteps = hasAdamSteps ? meta["adam_steps"].get<int64_t>() : step;
+    if (step < 0 || adamSteps < 0)
+        return stateError(path, "negative step count");
     if (adamSteps > 0)
         m_adam.restore(adamSteps, std::move(m), std::move(v));
     m_target.afterStep();

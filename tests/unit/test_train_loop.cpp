@@ -8,8 +8,11 @@
 
 #include "tokenizer/tokenizer_loaders.h"
 #include "train/optimizer.h"
+#include "train/peft_adapter.h"
 #include "train/train_data.h"
 #include "train/trainer.h"
+
+#include <nlohmann/json.hpp>
 
 #include <QtTest>
 
@@ -114,6 +117,7 @@ private slots:
     void resumeReproducesStraightRun();
     void cancelSavesAndResumes();
     void resumeRejectsOtherData();
+    void peftAdapterRoundTrip();
 
 private:
     std::shared_ptr<const Tokenizer> m_spm;
@@ -496,6 +500,43 @@ void TestTrainLoop::resumeRejectsOtherData() {
     QVERIFY(r.error().message.find("data order") != std::string::npos);
     writeText(dir / kTrainerStateFile, "garbage");
     QVERIFY(!Trainer(u, data, o).run(progress).ok());
+}
+
+void TestTrainLoop::peftAdapterRoundTrip() {
+    test::TempDir dir;
+    const std::string prefix = "base_model.model.model.layers.0.self_attn.q_proj.";
+    Parameter<float> a{prefix + "lora_A.weight", {2, 3}, {0.5f, -1, 2, 0.25f, 3, -4}, {}};
+    Parameter<float> b{prefix + "lora_B.weight", {4, 2}, {1, 2, 3, 4, 5, 6, 7, -8}, {}};
+    std::vector<Parameter<float> *> params = {&a, &b};
+    AdapterInfo info;
+    info.lora.rank = 2;
+    info.lora.alpha = 16;
+    info.lora.targets = {"q_proj"};
+    info.baseModel = "stories260K.bin";
+    QVERIFY(savePeftAdapter(dir.path(), params, info).ok());
+    const auto config = nlohmann::json::parse(test::readFile(dir / kAdapterConfigFile));
+    QCOMPARE(config["peft_type"].get<std::string>(), std::string("LORA"));
+    QCOMPARE(config["task_type"].get<std::string>(), std::string("CAUSAL_LM"));
+    QCOMPARE(config["r"].get<int>(), 2);
+    QCOMPARE(config["target_modules"], nlohmann::json::array({"q_proj"}));
+    auto loaded = loadPeftAdapter(dir.path());
+    QVERIFY(loaded.ok());
+    QCOMPARE(loaded->info.lora.rank, 2);
+    QCOMPARE(loaded->shapes.at(b.name), (std::vector<int64_t>{4, 2}));
+    Parameter<float> a2{a.name, {2, 3}, std::vector<float>(6, 0.0f), {}};
+    Parameter<float> b2{b.name, {4, 2}, std::vector<float>(8, 0.0f), {}};
+    std::vector<Parameter<float> *> fresh = {&a2, &b2};
+    QVERIFY(applyPeftAdapter(*loaded, fresh).ok());
+    QCOMPARE(a2.value, a.value);
+    QCOMPARE(b2.value, b.value);
+    Parameter<float> wrongRank{a.name, {3, 3}, std::vector<float>(9, 0.0f), {}};
+    std::vector<Parameter<float> *> wrong = {&wrongRank};
+    QVERIFY(!applyPeftAdapter(*loaded, wrong).ok());
+    writeText(dir / kAdapterConfigFile, "{\"peft_type\": 5, \"r\": 2, \"lora_alpha\": 16}");
+    auto bad = loadPeftAdapter(dir.path());
+    QVERIFY(!bad.ok() && bad.error().message.find("peft_type") != std::string::npos);
+    writeText(dir / kAdapterConfigFile, "{\"peft_type\": \"LORA\", \"r\": \"2\"}");
+    QVERIFY(!loadPeftAdapter(dir.path()).ok());
 }
 
 QTEST_APPLESS_MAIN(TestTrainLoop)
