@@ -359,6 +359,13 @@ void TestTrainModel::badInput() {
     QVERIFY(fails({{{1, 2, 3}, {2, 3, 11}}}, "target 11 out of range"));
     QVERIFY(fails({{{1, -1, 3}, {2, 3, 4}}}, "token -1 out of range"));
     QVERIFY(fails({{std::vector<int32_t>(81, 1), std::vector<int32_t>(81, 1)}}, "context"));
+    // An empty example changes nothing.
+    const std::vector<TrainExample> one = {tinyBatch()[1]};
+    const std::vector<TrainExample> withEmpty = {TrainExample{}, tinyBatch()[1], TrainExample{}};
+    auto plain = model.evaluate(one), padded = model.evaluate(withEmpty);
+    QVERIFY(plain.ok() && padded.ok());
+    QCOMPARE(padded->scored, plain->scored);
+    QCOMPARE(padded->lossSum, plain->lossSum);
     // Nothing scored: no loss, no gradient.
     model.zeroGrad();
     auto r = model.accumulate(std::vector<TrainExample>{{{1, 2}, {kIgnoreTarget, kIgnoreTarget}}});
