@@ -11,6 +11,7 @@
 #include "runs_browser.h"
 #include "runs_model.h"
 #include "settings_dialog.h"
+#include "sweep_panel.h"
 #include "tasks_panel.h"
 #include "workbench_settings.h"
 
@@ -55,6 +56,8 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     m_views->addTab(m_chart, tr("C&harts"));
     m_views->addTab(m_layerErrors, tr("&Layer errors"));
     m_views->addTab(m_compareView, tr("Co&mpare"));
+    m_sweepPanel = new SweepPanel(m_views);
+    m_views->addTab(m_sweepPanel, tr("S&weep"));
     setCentralWidget(m_views);
     buildDocks();
     buildMenus();
@@ -143,6 +146,8 @@ void MainWindow::wirePanels() {
                 setWindowTitle(tr("%1 — lowbit workbench").arg(name));
             });
     connect(m_jobQueue, &JobQueue::runsChanged, m_runsBrowser, &RunsBrowser::refresh);
+    connect(m_sweepPanel, &SweepPanel::runsChanged, m_runsBrowser, &RunsBrowser::refresh);
+    connect(m_sweepPanel, &SweepPanel::errorOccurred, this, &MainWindow::showError);
     connect(m_runsModel, &QAbstractItemModel::modelReset, this,
             [this] { m_chart->setRows(m_runsModel->rows()); });
     connect(m_runsBrowser, &RunsBrowser::errorOccurred, this, &MainWindow::showError);
@@ -173,6 +178,7 @@ void MainWindow::applySettings() {
     m_jobQueue->setDatabase(databasePath(), workbenchPipelineContext(data));
     m_runsBrowser->setDatabase(databasePath());
     m_runsBrowser->refresh();
+    m_sweepPanel->setDatabase(databasePath(), workbenchPipelineContext(data));
 }
 
 std::vector<int64_t> MainWindow::runExperiment() {

@@ -1,7 +1,8 @@
 // MainWindow: the workbench's top-level window. It only creates the panels and wires their
 // signals together and to the menus, title and status bar; the panels hold all behaviour.
 //
-//   docks (left): Model, Method, Tasks        centre tabs: Runs, Charts, Layer errors, Compare
+//   docks (left): Model, Method, Tasks        centre tabs: Runs, Charts, Layer errors, Compare,
+//                                                          Sweep
 //   dock (bottom): Jobs (queue + log)
 //
 // Window geometry and dock layout are saved on close and restored on start (QSettings).
@@ -25,6 +26,7 @@ class MetricChart;
 class ModelPanel;
 class RunsBrowser;
 class RunsModel;
+class SweepPanel;
 class TasksPanel;
 
 class MainWindow : public QMainWindow {
@@ -43,6 +45,7 @@ public:
     CompareView *compareView() const { return m_compareView; }
     LayerErrorMap *layerErrors() const { return m_layerErrors; }
     QTabWidget *views() const { return m_views; }
+    SweepPanel *sweepPanel() const { return m_sweepPanel; }
 
 public slots:
     // Queues one job per method spec of the panels; returns the new run ids (errors: status bar).
@@ -72,6 +75,7 @@ private:
     CompareView *m_compareView = nullptr;
     LayerErrorMap *m_layerErrors = nullptr;
     QTabWidget *m_views = nullptr;
+    SweepPanel *m_sweepPanel = nullptr;
 };
 
 } // namespace lowbit::ui

@@ -1,5 +1,6 @@
 #include "sweep/sweep_slurm.h"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <fstream>
