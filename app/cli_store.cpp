@@ -1,5 +1,6 @@
 #include "cli_store.h"
 
+#include "pipeline/engine_finetune.h"
 #include "pipeline/engine_quantization.h"
 #include "task.h"
 
@@ -42,7 +43,7 @@ PipelineContext cliPipelineContext(const std::filesystem::path &dataDir) {
                 return info.dataFiles;
         return std::vector<std::filesystem::path>();
     };
-    context.quantization = engineQuantizationHooks(dataDir);
+    context.quantization = withFinetuneMethods(engineQuantizationHooks(dataDir));
     return context;
 }
 
