@@ -102,6 +102,8 @@ json FinetuneReport::toJson() const {
             {"resumed_from_step", train.resumedFromStep},
             {"seconds", train.seconds},
             {"tokens_per_second", train.tokensPerSecond},
+            {"first_loss", train.history.empty() ? 0.0 : train.history.front().loss},
+            {"final_loss", train.history.empty() ? 0.0 : train.history.back().loss},
             {"adapter_dir", adapterDir.string()},
             {"merged_dir", mergedDir.string()},
             {"history", history}};
