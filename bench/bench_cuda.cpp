@@ -8,7 +8,7 @@
 //   - GPTQ of one decoder layer: Hessians and chol(H^-1) on the GPU, and the CPU column sweep.
 // Usage: bench_cuda [--device cuda:0] [--layers 2] [--ctx 2048] [--decode 32] [--no-sweep] [--out table.md]
 #include "backend/cuda/cuda_gptq.h"
-#include "backend/cuda/cuda_model.h"
+#include "runtime/cuda_model.h"
 #include "bench_support.h"
 #include "quant/gptq.h"
 #include "quant/quantized_tensor.h"

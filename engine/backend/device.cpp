@@ -90,6 +90,14 @@ Result<std::unique_ptr<CudaBackend>> makeCudaBackend(const CudaOptions &options)
     cudaDeviceCount(&why);
     return makeError(ErrorCode::Unsupported, "cuda:" + std::to_string(options.device) + ": " + why);
 }
+
+Result<std::vector<double>> cudaHessian(CudaBackend &, std::span<const float>, int64_t, int64_t) {
+    return makeError(ErrorCode::Unsupported, "cudaHessian: this build has no CUDA backend");
+}
+
+Status cudaCholeskyInverseUpper(CudaBackend &, std::vector<float> &, int64_t) {
+    return makeError(ErrorCode::Unsupported, "cudaCholeskyInverseUpper: this build has no CUDA backend");
+}
 #endif
 
 } // namespace lowbit

@@ -1,4 +1,4 @@
-#include "backend/cuda/cuda_model.h"
+#include "runtime/cuda_model.h"
 
 #include "quant/quantized_tensor.h"
 

@@ -9,6 +9,8 @@
 //
 // Before anything is uploaded, create() compares estimateDeviceMemory() with the free memory and
 // refuses a job that cannot fit (OutOfMemory naming both). One thread at a time.
+// Plain C++ over the CudaBackend interface, so it compiles in every build; without the CUDA
+// backend create() returns Unsupported.
 #pragma once
 
 #include "backend/cuda/cuda_backend.h"

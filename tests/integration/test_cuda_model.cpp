@@ -5,7 +5,7 @@
 // Skips when the build has no CUDA backend or the machine has no GPU.
 #include "shared_data.h"
 
-#include "backend/cuda/cuda_model.h"
+#include "runtime/cuda_model.h"
 #include "model/checkpoint.h"
 
 #include <nlohmann/json.hpp>
