@@ -291,15 +291,15 @@ Result<LossStats> TrainableModel<Real>::Impl::run(std::span<const TrainExample> 
                           &out = inputs[backward ? l + 1 : (l + 1) % 2];
         decoderLayerForward(config, layers[l], rows, in.data(), out.data(), acts, pool.get());
     }
-    const std::vector<Real> &final = inputs[backward ? layers.size() : layers.size() % 2];
+    const std::vector<Real> &lastHidden = inputs[backward ? layers.size() : layers.size() % 2];
     CrossEntropyLoss<Real> crossEntropy;
     LossFunction<Real> &scorer = loss ? *loss : crossEntropy;
     if (!backward) {
-        stats.lossSum = head(final, scored, scorer, nullptr);
+        stats.lossSum = head(lastHidden, scored, scorer, nullptr);
         return stats;
     }
     std::vector<Real> dx(size_t(n * hidden), Real(0)), recomputed(size_t(n * hidden));
-    stats.lossSum = head(final, scored, scorer, &dx);
+    stats.lossSum = head(lastHidden, scored, scorer, &dx);
     inputs.pop_back();
     for (size_t l = layers.size(); l-- > 0;) {
         if (l + 1 < layers.size()) // the last layer's activations are still those of the forward
