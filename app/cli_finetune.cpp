@@ -105,6 +105,8 @@ Result<FinetuneOptions> parseOptions(const Args &args) {
     LOWBIT_TRY(o.distillData.sequences, args.integer("distill-seqs", 64));
     LOWBIT_TRY(int64_t distillLen, args.integer("distill-len", 256));
     o.distillData.tokensPerSequence = int(distillLen);
+    LOWBIT_TRY(int64_t greedy, args.integer("distill-greedy", 0));
+    o.distillData.greedyPrefixTokens = int(greedy);
     o.distillData.sampling.seed = uint64_t(seed);
     if (rank < 1 || o.blockSize < 1)
         return makeError(ErrorCode::InvalidArgument, "finetune: --rank and --block must be >= 1");
@@ -114,14 +116,15 @@ Result<FinetuneOptions> parseOptions(const Args &args) {
 } // namespace
 
 int runFinetune(const std::vector<std::string> &argv) {
-    auto args = Args::parse(
-        argv, {"model",      "tokenizer",    "method",        "data",         "format",
-               "out",        "steps",        "batch",         "micro-batch",  "lr",
-               "schedule",   "warmup",       "max-grad-norm", "weight-decay", "save-every",
-               "seed",       "rank",         "alpha",         "seq-len",      "source-len",
-               "target-len", "max-examples", "block",         "threads",      "dual-group",
-               "weighting",  "temperature",  "ce-weight",     "distill-seqs", "distill-len"},
-        {"resume", "train-on-source", "no-merge", "no-latent", "json"});
+    auto args = Args::parse(argv, {"model",         "tokenizer",    "method",        "data",
+                                   "format",        "out",          "steps",         "batch",
+                                   "micro-batch",   "lr",           "schedule",      "warmup",
+                                   "max-grad-norm", "weight-decay", "save-every",    "seed",
+                                   "rank",          "alpha",        "seq-len",       "source-len",
+                                   "target-len",    "max-examples", "block",         "threads",
+                                   "dual-group",    "weighting",    "temperature",   "ce-weight",
+                                   "distill-seqs",  "distill-len",  "distill-greedy"},
+                            {"resume", "train-on-source", "no-merge", "no-latent", "json"});
     if (!args)
         return fail(args.error());
     auto options = parseOptions(*args);

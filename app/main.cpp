@@ -41,7 +41,7 @@ const std::map<std::string, Command> &commands() {
                                    "      --micro-batch M --lr LR --schedule constant|cosine --warmup N --rank R --alpha A\n"
                                    "      --seq-len N --source-len N --target-len N --save-every N --seed S] [--resume]\n"
                                    "      [--format auto|alpaca|chat|oasst|text] [--train-on-source] [--no-merge] [--json]\n"
-                                   "      dbllm: [--distill-seqs N --distill-len N --weighting ambiguity|teacher|deviation|uniform\n"
+                                   "      dbllm: [--distill-seqs N --distill-len N --distill-greedy N --weighting ambiguity|teacher|deviation|uniform\n"
                                    "      --temperature T --ce-weight W --dual-group G --no-latent] (no --data: FP-generated text)\n"
                                    "      LoRA on a quantized base -> OUT/adapter_model.safetensors + OUT/merged/"}},
         {"eval", {runEval, "eval MODEL --tasks a,b,c [--limit N --shots K --batch B --ctx N --seed S]\n"

@@ -118,6 +118,7 @@ Status readDbLlm(OptionReader &r, train::FinetuneOptions &o) {
     LOWBIT_CHECK(r.number("ce_weight", o.distill.ceWeight, 0));
     LOWBIT_CHECK(r.integer("distill_sequences", o.distillData.sequences, 1));
     LOWBIT_CHECK(r.integer("distill_tokens", o.distillData.tokensPerSequence, 1));
+    LOWBIT_CHECK(r.integer("distill_greedy", o.distillData.greedyPrefixTokens, 0));
     o.distillData.sampling.seed = o.trainer.seed;
     return {};
 }

@@ -11,7 +11,8 @@
 //                          "source_len": 384, "target_len": 128, "train_on_source": false}}
 //   dbllm adds "dual_group" (64), "train_latent" (true), "weighting" ("ambiguity"),
 //   "strength" (1), "temperature" (1), "ce_weight" (0), "distill_sequences" (64),
-//   "distill_tokens" (256); without "data" it distills on text the FP model writes.
+//   "distill_tokens" (256), "distill_greedy" (0); without "data" it distills on text the FP model
+//   writes.
 // bits must be 4 (qlora, irqlora) or 2 (dbllm); group_size 0 means the default block of 64.
 // An interrupted run resumes its training from OUT/checkpoint (same data order).
 //
