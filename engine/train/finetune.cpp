@@ -56,8 +56,12 @@ Result<DataSet> loadData(const Checkpoint &source, const FinetuneOptions &option
             chat = *parsed; // an unsupported template: conversations use the Guanaco format
     }
     DataOptions data = options.data;
-    // Text windows never exceed what the model attends to.
-    data.textWindowTokens = std::min(data.textWindowTokens, source.config.maxPositions);
+    // Sequences never exceed what the model attends to: text windows are capped, and the source
+    // gives way first when source + target would not fit (the response is what is scored).
+    const int64_t context = source.config.maxPositions;
+    data.textWindowTokens = std::min(data.textWindowTokens, context);
+    data.targetMaxTokens = std::min(data.targetMaxTokens, context - 1);
+    data.sourceMaxTokens = std::min(data.sourceMaxTokens, context - data.targetMaxTokens);
     return loadTrainingData(options.dataPath, *source.tokenizer, data, chat ? &*chat : nullptr);
 }
 
