@@ -113,7 +113,8 @@ public:
     // checkpoint and dataset rows, under new ids) and its artifacts, in one transaction. A run's
     // origin (created_at, host, pid, spec, checkpoint hash, method key) identifies it across
     // stores: one already here is not imported again, so merging twice changes nothing; one here
-    // with other results is a conflict (reported, not imported). The source is only read.
+    // with other results is a conflict (reported, not imported). File-hash cache entries for
+    // paths not cached here are copied too. The source is only read.
     Result<MergeReport> mergeFrom(const std::filesystem::path &source);
 
 private:

@@ -291,6 +291,9 @@ Result<MergeReport> RunStore::mergeFrom(const std::filesystem::path &sourcePath)
         }
     }
     LOWBIT_TRY(report.artifactsImported, importArtifacts(from, m_db, imported));
+    // The content-hash cache (keyed by path, size and mtime, so valid wherever the same file is
+    // seen): a sweep's evaluate task then does not re-read a checkpoint its quantize task hashed.
+    LOWBIT_CHECK(copyRows(from, m_db, "file_hashes", "1 = ?", 1, {}, "INSERT OR IGNORE"));
     LOWBIT_CHECK(transaction.commit());
     return report;
 }

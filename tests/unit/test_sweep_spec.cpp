@@ -344,6 +344,8 @@ void TestSweepSpec::mergeIsIdempotent() {
     artifact.path = (dir / "artifacts" / "x").string();
     artifact.contentHash = "abc";
     QVERIFY(task.addArtifact(artifact).ok());
+    std::ofstream(dir / "weights.bin") << "some weights " << uniform(0, 1);
+    const std::string weightsHash = task.contentHash(dir / "weights.bin").value();
 
     RunStore user = RunStore::open(dir / "user.sqlite").value();
     const int64_t own = doneRun(user, "none", 3); // the user's earlier run stays as it is
@@ -353,6 +355,9 @@ void TestSweepSpec::mergeIsIdempotent() {
     QCOMPARE(first->runsUnfinished, 1);
     QCOMPARE(first->artifactsImported, 1);
     QVERIFY(first->conflicts.empty());
+    // The hash cache came along: the same file hashes to the same value without being re-read.
+    QCOMPARE(count(user, "SELECT count(*) FROM file_hashes WHERE sha256 = '" + weightsHash + "'"),
+             int64_t(1));
     const auto runs = user.listRuns().value();
     QCOMPARE(runs.size(), size_t(2));
     const int64_t imported = runs[0].id == own ? runs[1].id : runs[0].id;
