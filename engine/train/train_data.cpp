@@ -394,7 +394,7 @@ Result<std::vector<TextSegment>> conversationSegments(std::span<const ChatMessag
     // itself (content and end-of-turn token) scored. Holds because each rendering is a prefix of
     // the next for the Llama 3 templates; checked.
     ChatRenderOptions ro;
-    std::string done;
+    std::string done, lastTail;
     for (size_t i = 0; i < messages.size(); ++i) {
         if (messages[i].role != "assistant")
             continue;
@@ -415,10 +415,11 @@ Result<std::vector<TextSegment>> conversationSegments(std::span<const ChatMessag
             turn.resize(turn.size() - header.size());
         }
         segments.push_back({turn, true});
-        if (!tail.empty())
-            segments.push_back({tail, false});
-        done = full;
+        done = prefix + turn; // the next rendering continues after the turn, not the header
+        lastTail = tail;
     }
+    if (!lastTail.empty())
+        segments.push_back({lastTail, false});
     if (segments.empty())
         return makeError(ErrorCode::Format, "conversation without an assistant turn");
     return segments;

@@ -256,6 +256,20 @@ void TestTrainLoop::chatThroughLlama3Template() {
     ro.addGenerationPrompt = false;
     QCOMPARE(joined, *chat->render(conv, ro));
     QCOMPARE(scored, std::string("Hello!<|eot_id|>|4<|eot_id|>|"));
+    // Copies of the template that always append the assistant header (tiny-llama3-b's): the
+    // header after a turn is not part of it, and the next turn's prefix starts after the turn.
+    const ChatTemplate always(ChatTemplateKind::Llama3, true);
+    auto alwaysSegs = conversationSegments(conv, &always, **tok);
+    QVERIFY2(alwaysSegs.ok(), alwaysSegs.ok() ? "" : alwaysSegs.error().message.c_str());
+    joined.clear();
+    scored.clear();
+    for (const TextSegment &s : *alwaysSegs) {
+        joined += s.text;
+        if (s.scored)
+            scored += s.text + "|";
+    }
+    QCOMPARE(joined, *always.render(conv, ro));
+    QCOMPARE(scored, std::string("Hello!<|eot_id|>|4<|eot_id|>|"));
 
     test::TempDir dir;
     writeText(dir / "chat.jsonl",
