@@ -5,7 +5,8 @@
 //     same seven shapes per layer measured in the same run (target >= 70 %);
 //   - decode tokens/s in bf16 and with 4-bit g128 packed linear layers, the bytes each token reads
 //     (weights + KV cache) per second beside measured device-to-device copy bandwidth (target >= 60 %);
-//   - GPTQ of one decoder layer: Hessians and chol(H^-1) on the GPU, and the CPU column sweep.
+//   - GPTQ of one decoder layer: Hessians, chol(H^-1) and the column sweep on the GPU (the CPU
+//     sweep beside it unless --no-sweep).
 // Usage: bench_cuda [--device cuda:0] [--layers 2] [--ctx 2048] [--decode 32] [--no-sweep] [--out table.md]
 #include "backend/cuda/cuda_gptq.h"
 #include "runtime/cuda_model.h"
@@ -229,15 +230,20 @@ Result<RunResult> prefillAndDecode(const Args &args, std::shared_ptr<const Check
     return r;
 }
 
-// GPTQ of layer 0: four calibration Hessians (attention, o_proj, MLP and down_proj inputs) and
-// their chol(H^-1) on the GPU; then, unless --no-sweep, the CPU sweep of all seven weights.
+// GPTQ of layer 0, 4-bit g128: four calibration Hessians (attention, o_proj, MLP and down_proj
+// inputs) and chol(H^-1) on the GPU; H prepared (damped, factored) by the CPU path; the sweep of
+// all seven weights on the GPU and, unless --no-sweep, on the CPU for comparison.
 Status gptqLayer(const Args &args, const Checkpoint &c, std::vector<std::string> &rows) {
     LOWBIT_TRY(auto backend, makeCudaBackend({args.device, GemmPrecision::Fp32}));
     const ModelConfig &m = c.config;
     const int64_t n = args.ctx;
-    std::map<int64_t, std::vector<double>> hessians; // by input width
-    double hessianSeconds = 0, choleskySeconds = 0;
-    for (int64_t cols : {m.hiddenSize, int64_t(m.numHeads * m.headDim), m.hiddenSize, m.intermediateSize}) {
+    GptqOptions options;
+    options.bits = 4;
+    options.groupSize = 128;
+    options.threads = int(std::thread::hardware_concurrency());
+    std::map<int64_t, PreparedHessian> prepared; // by input width (q/k/v, gate/up share theirs)
+    double hessianSeconds = 0, choleskySeconds = 0, prepareSeconds = 0;
+    for (int64_t cols : {m.hiddenSize, int64_t(m.numHeads * m.headDim), m.intermediateSize}) {
         std::vector<float> x(size_t(n * cols));
         std::mt19937 rng(static_cast<uint32_t>(cols));
         std::normal_distribution<float> normal;
@@ -252,23 +258,35 @@ Status gptqLayer(const Args &args, const Checkpoint &c, std::vector<std::string>
         start = Clock::now();
         LOWBIT_CHECK(cudaCholeskyInverseUpper(*backend, damped, cols));
         choleskySeconds += secondsSince(start);
-        hessians[cols] = std::move(h);
+        start = Clock::now();
+        LOWBIT_TRY(prepared[cols], prepareHessian(h, cols, {options.damp, false, options.threads, false}));
+        prepareSeconds += secondsSince(start);
     }
-    rows.push_back(format("| GPTQ layer: 4 Hessians (%.0f tokens) on GPU | %.3f s | |", double(n), hessianSeconds));
-    rows.push_back(format("| GPTQ layer: 4 x chol(H^-1) on GPU (cuSOLVER) | %.3f s | |", choleskySeconds));
-    if (!args.sweep)
-        return {};
-    GptqOptions options;
-    options.bits = 4;
-    options.groupSize = 128;
-    options.threads = int(std::thread::hardware_concurrency());
-    const auto start = Clock::now();
-    for (const Tensor *t : linears(c.weights.layers[0])) {
-        const std::vector<float> w = tensorToFloats(*t);
-        LOWBIT_TRY(auto q, quantizeGptq(t->name, w, t->rows(), t->cols(), hessians[t->cols()], options));
+    // hidden == heads * headDim for LLaMA-3-8B: one Hessian stands for the attention and o_proj inputs.
+    rows.push_back(format("| GPTQ layer: Hessians of %.0f tokens on GPU (cuBLAS SYRK) | %.3f s | |", double(n),
+                          hessianSeconds));
+    rows.push_back(format("| GPTQ layer: chol(H^-1) on GPU (cuSOLVER) | %.3f s | CPU prepare: %.3f s |",
+                          choleskySeconds, prepareSeconds));
+    auto sweepAll = [&](bool gpu) -> Result<double> {
+        const auto start = Clock::now();
+        for (const Tensor *t : linears(c.weights.layers[0])) {
+            const std::vector<float> w = tensorToFloats(*t);
+            const PreparedHessian &p = prepared[t->cols()];
+            if (gpu) {
+                LOWBIT_TRY(auto q, cudaGptqSweep(*backend, t->name, w, t->rows(), t->cols(), p, options));
+            } else {
+                LOWBIT_TRY(auto q, quantizeGptq(t->name, w, t->rows(), t->cols(), p, options));
+            }
+        }
+        return secondsSince(start);
+    };
+    LOWBIT_TRY(double gpuSweep, sweepAll(true));
+    rows.push_back(format("| GPTQ layer: sweep of 7 weights on GPU, 4-bit g128 | %.2f s | |", gpuSweep));
+    if (args.sweep) {
+        LOWBIT_TRY(double cpuSweep, sweepAll(false));
+        rows.push_back(format("| GPTQ layer: the same sweep on the CPU, %.0f threads | %.2f s | |",
+                              double(options.threads), cpuSweep));
     }
-    rows.push_back(format("| GPTQ layer: CPU sweep of 7 weights, 4-bit g128, %.0f threads | %.2f s | |",
-                          double(options.threads), secondsSince(start)));
     return {};
 }
 

@@ -98,6 +98,11 @@ Result<std::vector<double>> cudaHessian(CudaBackend &, std::span<const float>, i
 Status cudaCholeskyInverseUpper(CudaBackend &, std::vector<float> &, int64_t) {
     return makeError(ErrorCode::Unsupported, "cudaCholeskyInverseUpper: this build has no CUDA backend");
 }
+
+Result<QuantizedTensor> cudaGptqSweep(CudaBackend &, std::string, std::span<const float>, int64_t, int64_t,
+                                      const PreparedHessian &, const GptqOptions &, double *) {
+    return makeError(ErrorCode::Unsupported, "cudaGptqSweep: this build has no CUDA backend");
+}
 #endif
 
 } // namespace lowbit

@@ -6,6 +6,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_gptq.h"
+#include "quant/gptq.h"
 #include "quant/linalg.h"
 #include "quant/nf4.h"
 #include "quant/quantized_tensor.h"
@@ -86,6 +87,8 @@ private slots:
     void quantizedMatmul_data();
     void quantizedMatmul();
     void gptqLinearAlgebra();
+    void gptqSweep_data();
+    void gptqSweep();
     void errors();
 
 private:
@@ -381,6 +384,61 @@ void TestCudaBackend::gptqLinearAlgebra() {
     CHECK_NMSE(hf, hCpu, 1e-9, "chol(H^-1) upper");
     std::vector<float> notPd(size_t(cols * cols), 0.0f); // zero matrix: not positive definite
     QCOMPARE(cudaCholeskyInverseUpper(*cuda, notPd, cols).error().code, ErrorCode::Internal);
+}
+
+void TestCudaBackend::gptqSweep_data() {
+    QTest::addColumn<int>("bits");
+    QTest::addColumn<int>("groupSize");
+    QTest::addColumn<bool>("symmetric");
+    QTest::addColumn<bool>("actOrder");
+    QTest::newRow("4-bit g64") << 4 << 64 << false << false;
+    QTest::newRow("3-bit g48 (groups straddle blocks), act-order") << 3 << 48 << false << true;
+    QTest::newRow("2-bit per-channel symmetric") << 2 << 0 << true << false;
+}
+
+// The GPU sweep against the CPU's quantizeGptq on the same prepared Hessian: the same codes up to
+// float rounding at grid boundaries (and what such a flip propagates), the same loss.
+void TestCudaBackend::gptqSweep() {
+    QFETCH(int, bits);
+    QFETCH(int, groupSize);
+    QFETCH(bool, symmetric);
+    QFETCH(bool, actOrder);
+    auto cuda = make();
+    QVERIFY(cuda);
+    const int64_t rows = 77, cols = 300, tokens = 600; // blocks of 128, 128, 44
+    auto x = randomVector(size_t(tokens * cols), 50);
+    for (int64_t t = 0; t < tokens; ++t) // uneven column scales, one dead column
+        for (int64_t j = 0; j < cols; ++j)
+            x[size_t(t * cols + j)] *= j == 7 ? 0.0f : 0.2f + float(j % 13) / 4.0f;
+    std::vector<double> h(size_t(cols * cols));
+    for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t i = 0; i < cols; ++i)
+            for (int64_t j = 0; j < cols; ++j)
+                h[size_t(i * cols + j)] += 2.0 / tokens * double(x[size_t(t * cols + i)]) * x[size_t(t * cols + j)];
+    auto prepared = prepareHessian(h, cols, {0.01, actOrder, 2, false});
+    QVERIFY(prepared.ok());
+    const auto w = randomVector(size_t(rows * cols), 51, 0.05f);
+    GptqOptions options;
+    options.bits = bits;
+    options.groupSize = groupSize;
+    options.symmetric = symmetric;
+    options.actOrder = actOrder;
+    options.threads = 2;
+    nlohmann::json notes;
+    auto cpu = quantizeGptq("w", w, rows, cols, *prepared, options, {}, &notes);
+    QVERIFY(cpu.ok());
+    double gpuLoss = 0;
+    auto gpu = cudaGptqSweep(*cuda, "w", w, rows, cols, *prepared, options, &gpuLoss);
+    QVERIFY2(gpu.ok(), gpu.ok() ? "" : gpu.error().message.c_str());
+    const auto a = cpu->codes(), b = gpu->codes();
+    int64_t same = 0;
+    for (size_t i = 0; i < a.size(); ++i)
+        same += a[i] == b[i];
+    QVERIFY2(double(same) >= 0.99 * double(a.size()), qPrintable(QString("%1 of %2 codes agree").arg(same).arg(a.size())));
+    CHECK_NMSE(gpu->dequantize(), cpu->dequantize(), 1e-3, "dequantized weights");
+    const double cpuLoss = notes["loss"].get<double>();
+    QVERIFY2(std::abs(gpuLoss - cpuLoss) <= 1e-2 * cpuLoss, qPrintable(QString("loss %1 vs %2").arg(gpuLoss).arg(cpuLoss)));
+    QCOMPARE(gpu->permutation, cpu->permutation);
 }
 
 void TestCudaBackend::errors() {

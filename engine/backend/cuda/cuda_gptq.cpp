@@ -3,6 +3,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
+#include "quant/obs_sweep.h"
 
 #include <algorithm>
 
@@ -106,6 +107,72 @@ Status cudaCholeskyInverseUpper(CudaBackend &backend, std::vector<float> &hm, in
             u[size_t((n - 1 - i) * n + (n - 1 - j))] = hm[size_t(j * n + i)];
     hm = std::move(u);
     return {};
+}
+
+Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name, std::span<const float> weight,
+                                      int64_t rows, int64_t cols, const PreparedHessian &prepared,
+                                      const GptqOptions &options, double *loss) {
+    if (int64_t(weight.size()) != rows * cols || prepared.cols != cols || rows > INT32_MAX || cols > INT32_MAX)
+        return makeError(ErrorCode::InvalidArgument, name + ": weight or Hessian size does not match its shape");
+    if (prepared.hinvUpper.size() != size_t(cols * cols))
+        return makeError(ErrorCode::InvalidArgument, name + ": the GPU sweep needs the hinvUpper form (ldl = false)");
+    const int64_t block = std::clamp<int64_t>(options.blockSize, 1, cuda::kGptqBlock);
+    LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "gptq", rows, cols, options.bits, options.groupSize,
+                                                          options.symmetric));
+    std::vector<float> w(weight.begin(), weight.end());
+    for (int64_t j = 0; j < cols; ++j) // gptq.py: W[:, dead] = 0
+        if (prepared.deadColumns[size_t(j)])
+            for (int64_t r = 0; r < rows; ++r)
+                w[size_t(r * cols + j)] = 0;
+    if (!prepared.permutation.empty())
+        w = permuteColumns(w, rows, cols, prepared.permutation);
+    LOWBIT_CHECK(backend.synchronize());
+    Handles h;
+    LOWBIT_CUDA_CHECK(cublasCreate(&h.blas), "cublasCreate");
+    const int64_t groups = t.groups();
+    const std::string what = "GPTQ of " + name;
+    LOWBIT_TRY(DeviceBuffer dw, DeviceBuffer::allocate(w.size() * 4, what + " (weights)"));
+    LOWBIT_TRY(DeviceBuffer du, DeviceBuffer::allocate(prepared.hinvUpper.size() * 4, what + " (chol(H^-1))"));
+    LOWBIT_TRY(DeviceBuffer scales, DeviceBuffer::allocate(size_t(rows * groups) * 4, what + " (scales)"));
+    LOWBIT_TRY(DeviceBuffer zeros, DeviceBuffer::allocate(size_t(rows * groups) * 4, what + " (zeros)"));
+    LOWBIT_TRY(DeviceBuffer codes, DeviceBuffer::allocate(size_t(rows * cols), what + " (codes)"));
+    LOWBIT_TRY(DeviceBuffer err, DeviceBuffer::allocate(size_t(rows * block) * 4, what + " (errors)"));
+    LOWBIT_TRY(DeviceBuffer losses, DeviceBuffer::allocate(size_t(rows) * 8, what + " (loss)"));
+    LOWBIT_CUDA_CHECK(cudaMemcpy(dw.data(), w.data(), w.size() * 4, cudaMemcpyHostToDevice), "upload of weights");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(du.data(), prepared.hinvUpper.data(), prepared.hinvUpper.size() * 4,
+                                 cudaMemcpyHostToDevice), "upload of chol(H^-1)");
+    LOWBIT_CUDA_CHECK(cudaMemset(losses.data(), 0, size_t(rows) * 8), "cudaMemset");
+    const float minusOne = -1.0f, one = 1.0f;
+    for (int64_t b0 = 0; b0 < cols; b0 += block) {
+        const int64_t count = std::min(block, cols - b0), b1 = b0 + count;
+        LOWBIT_CHECK(cuda::gptqBlockGrids(dw.as<float>(), rows, cols, t.groupSize, b0, count, options.bits,
+                                          options.symmetric, scales.as<float>(), zeros.as<float>(), nullptr));
+        LOWBIT_CHECK(cuda::gptqBlockSweep(dw.as<float>(), rows, cols, b0, count, du.as<float>(), t.groupSize,
+                                          options.bits, scales.as<float>(), zeros.as<float>(), codes.as<uint8_t>(),
+                                          err.as<float>(), losses.as<double>(), nullptr));
+        if (b1 == cols)
+            break;
+        // Alg. 1 line 13: W[:, b1:] -= E U[b0:b1, b1:]; column-major, that is W^T[b1:, :] -= U_blk^T E^T,
+        // and the row-major operands are already those transposes.
+        LOWBIT_CUDA_CHECK(cublasSgemm(h.blas, CUBLAS_OP_N, CUBLAS_OP_N, int(cols - b1), int(rows), int(count),
+                                      &minusOne, du.as<float>() + b0 * cols + b1, int(cols), err.as<float>(),
+                                      int(count), &one, dw.as<float>() + b1, int(cols)),
+                          "cublasSgemm (GPTQ lazy update)");
+    }
+    std::vector<uint8_t> hostCodes(size_t(rows * cols));
+    std::vector<double> rowLoss(static_cast<size_t>(rows));
+    LOWBIT_CUDA_CHECK(cudaMemcpy(t.scales.data(), scales.data(), t.scales.size() * 4, cudaMemcpyDeviceToHost), "download");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(t.zeros.data(), zeros.data(), t.zeros.size() * 4, cudaMemcpyDeviceToHost), "download");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(hostCodes.data(), codes.data(), hostCodes.size(), cudaMemcpyDeviceToHost), "download");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(rowLoss.data(), losses.data(), rowLoss.size() * 8, cudaMemcpyDeviceToHost), "download");
+    LOWBIT_CHECK(t.setCodes(hostCodes));
+    t.permutation = prepared.permutation;
+    if (loss) {
+        *loss = 0;
+        for (double l : rowLoss)
+            *loss += l;
+    }
+    return t;
 }
 
 } // namespace lowbit

@@ -90,4 +90,17 @@ constexpr int kTopKMax = 64;
 Status topK(const float *logits, int64_t rows, int64_t vocab, int k, int32_t *ids, float *values,
             cudaStream_t stream);
 
+// --- gptq_sweep.cu ---
+// One block [b0, b0+count) of GPTQ's sweep over w (rows x cols, row-major, stored column order)
+// with U = chol(H^-1) upper (cols x cols): first the min-max grids of the groups whose first
+// column lies in the block (scales/zeros: rows x groups), then the in-block sweep, which writes
+// the quantized values into w, the codes, err (rows x count: (w - q) / U_jj for the lazy update)
+// and adds each row's loss. The caller applies w[:, b0+count:] -= err * U[block, b0+count:].
+constexpr int kGptqBlock = 128;
+Status gptqBlockGrids(const float *w, int64_t rows, int64_t cols, int64_t groupSize, int64_t b0, int64_t count,
+                      int bits, bool symmetric, float *scales, float *zeros, cudaStream_t stream);
+Status gptqBlockSweep(float *w, int64_t rows, int64_t cols, int64_t b0, int64_t count, const float *hinvUpper,
+                      int64_t groupSize, int bits, const float *scales, const float *zeros, uint8_t *codes,
+                      float *err, double *loss, cudaStream_t stream);
+
 } // namespace lowbit::cuda
