@@ -35,6 +35,7 @@ private slots:
     void optionsAndErrors();
     void otherMethodsPassThrough();
     void qloraThroughTheHooks();
+    void hfFixtureChatJsonl();
 };
 
 void TestEngineFinetune::defaultsAreTheReferenceScripts() {
@@ -176,6 +177,47 @@ void TestEngineFinetune::qloraThroughTheHooks() {
         }
     QVERIFY2(maxDelta > 1e-4, "training left B at zero");
     QVERIFY2(maxDiff < 1e-5, qPrintable(QString::number(maxDiff)));
+}
+
+// A Hugging Face Llama 3 checkpoint (GQA, F16, tied embeddings, a chat template that always
+// appends the assistant header) trained on chat JSONL: the adapter has PEFT shapes, the merged
+// directory keeps the source dtype and loads.
+void TestEngineFinetune::hfFixtureChatJsonl() {
+    LOWBIT_REQUIRE_SHARED_FILE(fixture, "fixtures/tiny-llama3-b/config.json");
+    auto fp = loadCheckpoint(fixture.parent_path());
+    QVERIFY(fp.ok());
+    QVERIFY(!fp->chatTemplate.empty());
+    test::TempDir dir;
+    std::ofstream(dir / "chat.jsonl")
+        << R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]})"
+        << "\n"
+        << R"({"messages": [{"role": "system", "content": "Brief."}, {"role": "user", "content": "2+2?"}, )"
+        << R"({"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"}, )"
+        << R"({"role": "assistant", "content": "6"}]})"
+        << "\n";
+    train::FinetuneOptions o;
+    o.dataPath = dir / "chat.jsonl";
+    o.outDir = dir / "out";
+    o.lora.rank = 4;
+    o.blockSize = 32; // the fixture's rows are 32 wide
+    o.trainer.steps = 2;
+    o.trainer.batchSize = 2;
+    NullProgress progress;
+    auto report =
+        train::runFinetune(std::make_shared<const Checkpoint>(std::move(*fp)), o, progress);
+    QVERIFY2(report.ok(), report.ok() ? "" : report.error().message.c_str());
+    QCOMPARE(report->dataFormat, train::DataFormat::Chat);
+    QCOMPARE(report->examples, int64_t(2));
+    auto adapter = train::loadPeftAdapter(o.outDir);
+    QVERIFY(adapter.ok());
+    const std::string k = "base_model.model.model.layers.1.self_attn.k_proj.";
+    QCOMPARE(adapter->shapes.at(k + "lora_A.weight"), (std::vector<int64_t>{4, 32}));
+    QCOMPARE(adapter->shapes.at(k + "lora_B.weight"),
+             (std::vector<int64_t>{8, 4})); // 1 kv head x 8
+    auto merged = loadCheckpoint(report->mergedDir);
+    QVERIFY2(merged.ok(), merged.ok() ? "" : merged.error().message.c_str());
+    QCOMPARE(merged->weights.layers[1].wk.dtype, DType::F16);
+    QCOMPARE(merged->config.numKvHeads, int64_t(1));
 }
 
 QTEST_APPLESS_MAIN(TestEngineFinetune)
