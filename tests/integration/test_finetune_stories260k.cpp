@@ -60,6 +60,7 @@ private slots:
     void adapterReloadMatchesMergedLogits();
     void killNineThenResume();
     void irqloraAndDbllmDrivers();
+    void sigtermSavesAndExits130();
 
 private:
     double ppl(std::shared_ptr<const Checkpoint> checkpoint);
@@ -292,6 +293,33 @@ void TestFinetuneStories260K::irqloraAndDbllmDrivers() {
           icqPpl, irPpl, rtnPpl, dbPpl);
     QVERIFY(irPpl > 0 && irPpl < icqPpl);
     QVERIFY(dbPpl > 0 && dbPpl < rtnPpl);
+}
+
+// SIGTERM (as Ctrl-C's SIGINT) requests the stop token: the CLI saves the state of its last
+// completed step and exits 130 without writing the adapter.
+void TestFinetuneStories260K::sigtermSavesAndExits130() {
+    const auto out = m_dir / "terminated";
+    const pid_t child = fork();
+    QVERIFY(child >= 0);
+    if (child == 0) {
+        std::freopen("/dev/null", "w", stderr);
+        std::freopen("/dev/null", "w", stdout);
+        _exit(cli::runFinetune(cliArgs(out, 100000)));
+    }
+    const auto state = out / "checkpoint" / kTrainerStateFile;
+    for (int i = 0; i < 6000 && !std::filesystem::exists(state); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ::kill(child, SIGTERM);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    QVERIFY(WIFEXITED(status));
+    QCOMPARE(WEXITSTATUS(status), 130);
+    QVERIFY(!std::filesystem::exists(out / kAdapterWeightsFile));
+    auto saved = readSafetensors(state);
+    QVERIFY(saved.ok());
+    const auto meta = nlohmann::json::parse(saved->metadata.at("lowbit.trainer"));
+    QVERIFY(meta["step"].get<int64_t>() >= 2);
+    QCOMPARE(meta["history"].size(), size_t(meta["step"].get<int64_t>()));
 }
 
 QTEST_APPLESS_MAIN(TestFinetuneStories260K)
