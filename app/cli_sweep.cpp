@@ -242,20 +242,18 @@ int retry(const Args &args, SweepPlan &plan, BackendKind backend) {
         return fail(indices.error());
     if (backend == BackendKind::Local)
         return submit(args, plan, backend, *indices); // done tasks are skipped
-    if (indices->empty()) {
-        auto client = slurmClient();
-        if (!client)
-            return fail(client.error());
-        auto states = sweepStatus(plan, &*client);
-        if (!states)
-            return fail(states.error());
-        *indices = retryIndices(*states);
-        if (indices->empty()) {
-            std::printf("nothing to retry: every task is done, pending or running\n");
-            return 0;
-        }
-    }
-    return submit(args, plan, backend, *indices);
+    auto client = slurmClient();
+    if (!client)
+        return fail(client.error());
+    auto submitted = retrySweep(plan, *client, lowbitExecutable(args, plan), *indices);
+    if (!submitted)
+        return fail(submitted.error());
+    if (submitted->empty())
+        std::printf("nothing to retry: every task is done, pending or running\n");
+    for (const SweepSubmission &s : *submitted)
+        std::printf("%s  stage %d (%s)  %zu task(s)\n", s.jobId.c_str(), s.stage,
+                    stageName(StageKind(s.stage)), s.indices.size());
+    return 0;
 }
 
 int exec(const Args &args) {

@@ -197,14 +197,10 @@ Status SweepPanel::retry() {
     if (!hasSlurmSubmissions())
         return runHere();
     LOWBIT_TRY(SlurmClient client, SlurmClient::detect());
-    LOWBIT_TRY(auto states, sweepStatus(*m_plan, &client));
-    const std::vector<int> indices = retryIndices(states);
-    if (indices.empty())
-        return {};
     std::filesystem::path lowbit = m_plan->spec.slurm.lowbit;
     if (lowbit.empty())
         lowbit = QCoreApplication::applicationFilePath().toStdString();
-    LOWBIT_TRY(auto submitted, sweep::submitToSlurm(*m_plan, client, lowbit, indices));
+    LOWBIT_TRY(auto submitted, retrySweep(*m_plan, client, lowbit));
     (void)submitted;
     m_active = true;
     m_timer->start();

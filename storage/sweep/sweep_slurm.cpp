@@ -159,14 +159,20 @@ Result<std::vector<SweepSubmission>> submitToSlurm(SweepPlan &plan, const SlurmC
 Result<std::vector<SweepTaskStatus>> sweepStatus(const SweepPlan &plan, const SlurmClient *client) {
     const auto latest = latestSubmissions(plan);
     std::map<std::string, std::map<int, SlurmTaskStatus>> arrays; // job id -> index -> state
-    if (client)
-        for (const SweepSubmission &s : plan.submissions) {
-            if (arrays.count(s.jobId))
-                continue;
-            LOWBIT_TRY(auto states, client->arrayStates(s.jobId));
-            for (const SlurmTaskStatus &state : states)
-                arrays[s.jobId][state.arrayIndex] = state;
+    if (client) {
+        std::set<std::string> current; // submissions still the latest for some task
+        for (const auto &[index, position] : latest)
+            current.insert(plan.submissions[position].jobId);
+        for (const std::string &jobId : current) {
+            auto states = client->arrayStates(jobId);
+            if (!states.ok() && states.error().code == ErrorCode::NotFound)
+                continue; // Slurm forgot the job: its tasks read as lost below
+            if (!states.ok())
+                return states.error();
+            for (const SlurmTaskStatus &state : *states)
+                arrays[jobId][state.arrayIndex] = state;
         }
+    }
     // The databases are read after Slurm: a task Slurm saw complete has its results on disk.
     LOWBIT_TRY(auto results, taskResults(plan));
     std::vector<SweepTaskStatus> status;
@@ -220,10 +226,33 @@ Status cancelSweep(const SweepPlan &plan, const SlurmClient &client, std::option
 
 std::vector<int> retryIndices(const std::vector<SweepTaskStatus> &status) {
     std::vector<int> indices;
-    for (const SweepTaskStatus &task : status)
-        if (task.state != "done" && task.state != "pending" && task.state != "running")
+    for (const SweepTaskStatus &task : status) {
+        const bool stuck = task.state == "pending" &&
+                           task.detail.find("DependencyNeverSatisfied") != std::string::npos;
+        if (stuck || (task.state != "done" && task.state != "pending" && task.state != "running"))
             indices.push_back(task.index);
+    }
     return indices;
+}
+
+Result<std::vector<SweepSubmission>> retrySweep(SweepPlan &plan, const SlurmClient &client,
+                                                const std::filesystem::path &lowbit,
+                                                std::vector<int> indices) {
+    LOWBIT_TRY(auto status, sweepStatus(plan, &client));
+    if (indices.empty())
+        indices = retryIndices(status);
+    if (indices.empty())
+        return std::vector<SweepSubmission>();
+    for (int index : indices) {
+        if (index < 0 || size_t(index) >= status.size())
+            return makeError(ErrorCode::InvalidArgument,
+                             "task " + std::to_string(index) + ": the sweep has tasks 0.." +
+                                 std::to_string(int(status.size()) - 1));
+        const std::string &state = status[size_t(index)].state;
+        if (state == "pending" || state == "running")
+            LOWBIT_CHECK(cancelSweep(plan, client, index)); // never two copies of one task
+    }
+    return submitToSlurm(plan, client, lowbit, std::move(indices));
 }
 
 } // namespace lowbit::sweep

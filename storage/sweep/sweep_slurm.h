@@ -50,7 +50,15 @@ Result<std::vector<SweepTaskStatus>> sweepStatus(const SweepPlan &plan, const Sl
 // scancel every submitted array, or one task (its latest submission).
 Status cancelSweep(const SweepPlan &plan, const SlurmClient &client, std::optional<int> index = {});
 
-// The tasks a retry resubmits: not done, and neither pending nor running.
+// The tasks a retry resubmits: not done, and neither pending nor running; and those pending on a
+// dependency that can no longer be met (their quantize task failed: Slurm's reason
+// DependencyNeverSatisfied), which would otherwise wait forever.
 std::vector<int> retryIndices(const std::vector<SweepTaskStatus> &status);
+// Retry: `indices` (empty: retryIndices of the current status); a task still queued in Slurm is
+// scancelled first, then all are submitted again (submitToSlurm). Returns the new submissions
+// (none when nothing needed a retry).
+Result<std::vector<SweepSubmission>> retrySweep(SweepPlan &plan, const SlurmClient &client,
+                                                const std::filesystem::path &lowbit,
+                                                std::vector<int> indices = {});
 
 } // namespace lowbit::sweep

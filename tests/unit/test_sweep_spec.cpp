@@ -316,11 +316,18 @@ void TestSweepSpec::batchScript() {
                                     "'/shared/s/manifest.json' \"$SLURM_ARRAY_TASK_ID\"\n");
     QVERIFY2(setup != std::string::npos && exec != std::string::npos && setup < exec,
              script.c_str());
-    // Retry picks what is neither done nor queued nor running.
+    // Retry picks what is neither done nor queued nor running, and what waits on a failed
+    // quantize task (it would wait forever).
     const std::vector<SweepTaskStatus> status = {
-        {0, "done", "", ""},   {1, "cancelled", "", ""}, {2, "pending", "", ""},
-        {3, "failed", "", ""}, {4, "running", "", ""},   {5, "not-submitted", "", ""}};
-    QCOMPARE(retryIndices(status), (std::vector<int>{1, 3, 5}));
+        {0, "done", "", ""},
+        {1, "cancelled", "", ""},
+        {2, "pending", "PENDING Dependency", ""},
+        {3, "failed", "", ""},
+        {4, "running", "", ""},
+        {5, "not-submitted", "", ""},
+        {6, "pending", "PENDING DependencyNeverSatisfied", ""},
+        {7, "lost", "", ""}};
+    QCOMPARE(retryIndices(status), (std::vector<int>{1, 3, 5, 6, 7}));
 }
 
 void TestSweepSpec::mergeIsIdempotent() {
