@@ -142,6 +142,8 @@ Result<train::FinetuneOptions> finetuneOptions(const MethodSpec &method, int thr
         (dbllm ? o.dualBinary.groupSize : o.blockSize) = method.groupSize;
     if (!method.options.is_object())
         return makeError(ErrorCode::InvalidArgument, "spec.method.options: must be an object");
+    o.trainer.saveEverySteps = 250; // as `lowbit finetune` (QLoRA's --save_steps): a crashed
+                                    // run loses at most 250 steps
     OptionReader reader(method.options);
     LOWBIT_CHECK(readTraining(reader, o));
     LOWBIT_CHECK(readData(reader, o));

@@ -55,6 +55,7 @@ void TestEngineFinetune::defaultsAreTheReferenceScripts() {
     QCOMPARE(o->data.targetMaxTokens, int64_t(128));
     QCOMPARE(o->blockSize, int64_t(64));
     QVERIFY(o->trainer.resume);
+    QCOMPARE(o->trainer.saveEverySteps, int64_t(250));
     QCOMPARE(o->threads, 2);
 }
 
