@@ -4,24 +4,26 @@
 //   - prefill tokens/s at --ctx (2048) and its GEMM TFLOP/s, beside a plain cuBLAS GEMM of the
 //     same seven shapes per layer measured in the same run (target >= 70 %);
 //   - decode tokens/s in bf16 and with 4-bit g128 packed linear layers, the bytes each token reads
-//     (weights + KV cache) per second beside measured device-to-device copy bandwidth (target >= 60 %);
+//     (weights + KV cache) per second beside measured device-to-device copy bandwidth (target >= 60
+//     %);
 //   - GPTQ of one decoder layer: Hessians, chol(H^-1) and the column sweep on the GPU (the CPU
 //     sweep beside it unless --no-sweep).
-// Usage: bench_cuda [--device cuda:0] [--layers 2] [--ctx 2048] [--decode 32] [--no-sweep] [--out table.md]
+// Usage: bench_cuda [--device cuda:0] [--layers 2] [--ctx 2048] [--decode 32] [--no-sweep] [--out
+// table.md]
 #include "backend/cuda/cuda_gptq.h"
-#include "runtime/cuda_model.h"
 #include "bench_support.h"
 #include "quant/gptq.h"
 #include "quant/quantized_tensor.h"
+#include "runtime/cuda_model.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <map>
-#include <fstream>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -68,14 +70,17 @@ std::shared_ptr<const Checkpoint> randomLlama3_8B(int64_t layers) {
     c->path = "random-llama3-8b-shape";
     ModelConfig &m = c->config;
     m.vocabSize = 128256, m.hiddenSize = 4096, m.intermediateSize = 14336, m.numLayers = layers;
-    m.numHeads = 32, m.numKvHeads = 8, m.headDim = 128, m.maxPositions = 8192, m.ropeTheta = 500000.0;
-    const int64_t h = m.hiddenSize, q = m.numHeads * m.headDim, kv = m.numKvHeads * m.headDim, f = m.intermediateSize;
+    m.numHeads = 32, m.numKvHeads = 8, m.headDim = 128, m.maxPositions = 8192,
+    m.ropeTheta = 500000.0;
+    const int64_t h = m.hiddenSize, q = m.numHeads * m.headDim, kv = m.numKvHeads * m.headDim,
+                  f = m.intermediateSize;
     uint64_t seed = 1;
     auto norm = [&](const std::string &name) {
         std::vector<float> ones(size_t(h), 1.0f);
         return Tensor::fromFloats(name, {h}, ones.data(), DType::BF16);
     };
-    c->weights.tokenEmbedding = randomBf16("model.embed_tokens.weight", {m.vocabSize, h}, 0.02f, seed++);
+    c->weights.tokenEmbedding =
+        randomBf16("model.embed_tokens.weight", {m.vocabSize, h}, 0.02f, seed++);
     c->weights.output = randomBf16("lm_head.weight", {m.vocabSize, h}, 0.02f, seed++);
     c->weights.finalNorm = norm("model.norm.weight");
     for (int64_t l = 0; l < layers; ++l) {
@@ -138,12 +143,16 @@ namespace {
 // The seven GEMMs of one layer at `rows` tokens through plain cuBLAS, called as CudaBackend calls
 // it (bf16 x bf16 -> fp32, fp32 compute); seconds per layer.
 Result<double> cublasLayerSeconds(const ModelConfig &m, int64_t rows) {
-    const int64_t h = m.hiddenSize, q = m.numHeads * m.headDim, kv = m.numKvHeads * m.headDim, f = m.intermediateSize;
-    const std::vector<std::pair<int64_t, int64_t>> shapes = {{q, h}, {kv, h}, {kv, h}, {h, q}, {f, h}, {f, h}, {h, f}};
+    const int64_t h = m.hiddenSize, q = m.numHeads * m.headDim, kv = m.numKvHeads * m.headDim,
+                  f = m.intermediateSize;
+    const std::vector<std::pair<int64_t, int64_t>> shapes = {{q, h}, {kv, h}, {kv, h}, {h, q},
+                                                             {f, h}, {f, h},  {h, f}};
     void *x = nullptr, *w = nullptr, *y = nullptr;
-    const size_t xBytes = size_t(rows * f) * 2, wBytes = size_t(f * h) * 2, yBytes = size_t(rows * f) * 4;
+    const size_t xBytes = size_t(rows * f) * 2, wBytes = size_t(f * h) * 2,
+                 yBytes = size_t(rows * f) * 4;
     if (cudaMalloc(&x, xBytes) || cudaMalloc(&w, wBytes) || cudaMalloc(&y, yBytes))
-        return makeError(ErrorCode::OutOfMemory, "bench: cudaMalloc for the cuBLAS baseline failed");
+        return makeError(ErrorCode::OutOfMemory,
+                         "bench: cudaMalloc for the cuBLAS baseline failed");
     cudaMemset(x, 0x3c, xBytes); // bf16 0x3c3c ~ 0.0115: nonzero operands
     cudaMemset(w, 0x3c, wBytes);
     cublasHandle_t blas = nullptr;
@@ -152,8 +161,9 @@ Result<double> cublasLayerSeconds(const ModelConfig &m, int64_t rows) {
     Status status;
     auto layer = [&]() -> Status {
         for (auto [out, in] : shapes)
-            if (cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(out), int(rows), int(in), &one, w, CUDA_R_16BF, int(in),
-                             x, CUDA_R_16BF, int(in), &zero, y, CUDA_R_32F, int(out), CUBLAS_COMPUTE_32F,
+            if (cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(out), int(rows), int(in), &one, w,
+                             CUDA_R_16BF, int(in), x, CUDA_R_16BF, int(in), &zero, y, CUDA_R_32F,
+                             int(out), CUBLAS_COMPUTE_32F,
                              CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
                 return makeError(ErrorCode::Internal, "bench: cublasGemmEx failed");
         return {};
@@ -188,7 +198,8 @@ struct RunResult {
 };
 
 Result<RunResult> prefillAndDecode(const Args &args, std::shared_ptr<const Checkpoint> checkpoint,
-                                   const std::map<std::string, QuantizedTensor> *quantized, bool prefill) {
+                                   const std::map<std::string, QuantizedTensor> *quantized,
+                                   bool prefill) {
     CudaModelOptions o;
     o.backend = {args.device, GemmPrecision::Tensor16};
     o.capacityTokens = args.ctx + args.decode + 4;
@@ -225,7 +236,8 @@ Result<RunResult> prefillAndDecode(const Args &args, std::shared_ptr<const Check
     LOWBIT_CHECK(status);
     const double kvDim = double(m.numKvHeads * m.headDim);
     const double meanPosition = double(firstDecode) + double(args.decode) / 2;
-    r.bytesPerToken = double(model->backend().weightBytes()) - double(checkpoint->weights.tokenEmbedding.bytes()) +
+    r.bytesPerToken = double(model->backend().weightBytes()) -
+                      double(checkpoint->weights.tokenEmbedding.bytes()) +
                       2.0 * double(m.numLayers) * meanPosition * kvDim * 4;
     return r;
 }
@@ -259,21 +271,25 @@ Status gptqLayer(const Args &args, const Checkpoint &c, std::vector<std::string>
         LOWBIT_CHECK(cudaCholeskyInverseUpper(*backend, damped, cols));
         choleskySeconds += secondsSince(start);
         start = Clock::now();
-        LOWBIT_TRY(prepared[cols], prepareHessian(h, cols, {options.damp, false, options.threads, false}));
+        LOWBIT_TRY(prepared[cols],
+                   prepareHessian(h, cols, {options.damp, false, options.threads, false}));
         prepareSeconds += secondsSince(start);
     }
-    // hidden == heads * headDim for LLaMA-3-8B: one Hessian stands for the attention and o_proj inputs.
-    rows.push_back(format("| GPTQ layer: Hessians of %.0f tokens on GPU (cuBLAS SYRK) | %.3f s | |", double(n),
-                          hessianSeconds));
-    rows.push_back(format("| GPTQ layer: chol(H^-1) on GPU (cuSOLVER) | %.3f s | CPU prepare: %.3f s |",
-                          choleskySeconds, prepareSeconds));
+    // hidden == heads * headDim for LLaMA-3-8B: one Hessian stands for the attention and o_proj
+    // inputs.
+    rows.push_back(format("| GPTQ layer: Hessians of %.0f tokens on GPU (cuBLAS SYRK) | %.3f s | |",
+                          double(n), hessianSeconds));
+    rows.push_back(
+        format("| GPTQ layer: chol(H^-1) on GPU (cuSOLVER) | %.3f s | CPU prepare: %.3f s |",
+               choleskySeconds, prepareSeconds));
     auto sweepAll = [&](bool gpu) -> Result<double> {
         const auto start = Clock::now();
         for (const Tensor *t : linears(c.weights.layers[0])) {
             const std::vector<float> w = tensorToFloats(*t);
             const PreparedHessian &p = prepared[t->cols()];
             if (gpu) {
-                LOWBIT_TRY(auto q, cudaGptqSweep(*backend, t->name, w, t->rows(), t->cols(), p, options));
+                LOWBIT_TRY(auto q,
+                           cudaGptqSweep(*backend, t->name, w, t->rows(), t->cols(), p, options));
             } else {
                 LOWBIT_TRY(auto q, quantizeGptq(t->name, w, t->rows(), t->cols(), p, options));
             }
@@ -281,7 +297,8 @@ Status gptqLayer(const Args &args, const Checkpoint &c, std::vector<std::string>
         return secondsSince(start);
     };
     LOWBIT_TRY(double gpuSweep, sweepAll(true));
-    rows.push_back(format("| GPTQ layer: sweep of 7 weights on GPU, 4-bit g128 | %.2f s | |", gpuSweep));
+    rows.push_back(
+        format("| GPTQ layer: sweep of 7 weights on GPU, 4-bit g128 | %.2f s | |", gpuSweep));
     if (args.sweep) {
         LOWBIT_TRY(double cpuSweep, sweepAll(false));
         rows.push_back(format("| GPTQ layer: the same sweep on the CPU, %.0f threads | %.2f s | |",
@@ -315,16 +332,20 @@ Result<Args> parseArgs(int argc, char **argv) {
         }
     }
     if (a.layers < 1 || a.ctx < 16 || a.decode < 1)
-        return makeError(ErrorCode::InvalidArgument, "bench_cuda: --layers >= 1, --ctx >= 16, --decode >= 1");
+        return makeError(ErrorCode::InvalidArgument,
+                         "bench_cuda: --layers >= 1, --ctx >= 16, --decode >= 1");
     return a;
 }
 
 Status runAll(const Args &args, std::vector<std::string> &rows) {
-    std::printf("building a random LLaMA-3-8B-shaped model with %lld layers...\n", (long long)args.layers);
+    std::printf("building a random LLaMA-3-8B-shaped model with %lld layers...\n",
+                (long long)args.layers);
     auto checkpoint = randomLlama3_8B(args.layers);
     const ModelConfig &m = checkpoint->config;
-    const int64_t h = m.hiddenSize, q = m.numHeads * m.headDim, kv = m.numKvHeads * m.headDim, f = m.intermediateSize;
-    const double layerGemmFlops = 2.0 * double(args.ctx) * double(2 * q * h + 2 * kv * h + 3 * f * h);
+    const int64_t h = m.hiddenSize, q = m.numHeads * m.headDim, kv = m.numKvHeads * m.headDim,
+                  f = m.intermediateSize;
+    const double layerGemmFlops =
+        2.0 * double(args.ctx) * double(2 * q * h + 2 * kv * h + 3 * f * h);
     LOWBIT_TRY(double gemm, cublasLayerSeconds(m, args.ctx));
     const double bandwidth = copyBandwidth();
     LOWBIT_TRY(RunResult dense, prefillAndDecode(args, checkpoint, nullptr, true));
@@ -333,19 +354,25 @@ Status runAll(const Args &args, std::vector<std::string> &rows) {
 
     const double prefillTflops = layerGemmFlops * double(args.layers) / dense.prefillSeconds / 1e12;
     const double gemmTflops = layerGemmFlops / gemm / 1e12;
-    rows.push_back(format("| cuBLAS GEMM, the 7 shapes of a layer at %.0f tokens (bf16 in, fp32 out) | %.1f TFLOP/s | |",
+    rows.push_back(format("| cuBLAS GEMM, the 7 shapes of a layer at %.0f tokens (bf16 in, fp32 "
+                          "out) | %.1f TFLOP/s | |",
                           double(args.ctx), gemmTflops));
-    rows.push_back(format("| prefill %.0f tokens, %.0f layers: tokens/s | %.0f tok/s | |", double(args.ctx),
-                          double(args.layers), double(args.ctx) / dense.prefillSeconds));
-    rows.push_back(format("| prefill GEMM TFLOP/s (attention time included) | %.1f TFLOP/s | %.0f %% of cuBLAS |",
-                          prefillTflops, 100.0 * prefillTflops / gemmTflops));
-    rows.push_back(format("| device-to-device copy (read + write) | %.0f GB/s | |", bandwidth / 1e9));
+    rows.push_back(format("| prefill %.0f tokens, %.0f layers: tokens/s | %.0f tok/s | |",
+                          double(args.ctx), double(args.layers),
+                          double(args.ctx) / dense.prefillSeconds));
+    rows.push_back(format(
+        "| prefill GEMM TFLOP/s (attention time included) | %.1f TFLOP/s | %.0f %% of cuBLAS |",
+        prefillTflops, 100.0 * prefillTflops / gemmTflops));
+    rows.push_back(
+        format("| device-to-device copy (read + write) | %.0f GB/s | |", bandwidth / 1e9));
     for (auto [name, r] : {std::pair{"bf16", dense}, std::pair{"4-bit g128", quant}}) {
         const double bytesPerSecond = r.bytesPerToken / r.decodeSeconds;
         rows.push_back("| decode " + std::string(name) +
-                       format(": tokens/s (%.0f layers) | %.1f tok/s | |", double(args.layers), 1.0 / r.decodeSeconds));
-        rows.push_back(format("| decode achieved bytes/s (weights + KV) | %.0f GB/s | %.0f %% of copy |",
-                              bytesPerSecond / 1e9, 100.0 * bytesPerSecond / bandwidth));
+                       format(": tokens/s (%.0f layers) | %.1f tok/s | |", double(args.layers),
+                              1.0 / r.decodeSeconds));
+        rows.push_back(
+            format("| decode achieved bytes/s (weights + KV) | %.0f GB/s | %.0f %% of copy |",
+                   bytesPerSecond / 1e9, 100.0 * bytesPerSecond / bandwidth));
     }
     return gptqLayer(args, *checkpoint, rows);
 }
@@ -366,8 +393,8 @@ int main(int argc, char **argv) {
     cudaSetDevice(args->device);
     cudaDeviceProp prop{};
     cudaGetDeviceProperties(&prop, args->device);
-    std::vector<std::string> rows = {std::string("GPU: ") + prop.name, "", "| measurement | value | vs reference |",
-                                     "|---|---|---|"};
+    std::vector<std::string> rows = {std::string("GPU: ") + prop.name, "",
+                                     "| measurement | value | vs reference |", "|---|---|---|"};
     const Status status = runAll(*args, rows);
     std::ostringstream table;
     for (const std::string &row : rows)

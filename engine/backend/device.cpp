@@ -28,13 +28,17 @@ Result<DeviceSpec> parseDevice(std::string_view text) {
             return DeviceSpec{DeviceSpec::Kind::Cuda, index};
     }
     return makeError(ErrorCode::InvalidArgument,
-                     "device \"" + std::string(text) + "\": expected \"cpu\", \"cuda\" or \"cuda:N\"");
+                     "device \"" + std::string(text) +
+                         "\": expected \"cpu\", \"cuda\" or \"cuda:N\"");
 }
 
-bool cudaBuilt() { return LOWBIT_HAVE_CUDA != 0; }
+bool cudaBuilt() {
+    return LOWBIT_HAVE_CUDA != 0;
+}
 
 MemoryEstimate estimateDeviceMemory(const ModelConfig &c, double weightBitsPerValue, int slots,
-                                    int64_t capacityTokens, int64_t batchTokens, int64_t logitRows) {
+                                    int64_t capacityTokens, int64_t batchTokens,
+                                    int64_t logitRows) {
     const double layerWeights = double(c.hiddenSize) * double(c.numHeads * c.headDim) * 2 +
                                 double(c.hiddenSize) * double(c.numKvHeads * c.headDim) * 2 +
                                 double(c.hiddenSize) * double(c.intermediateSize) * 3;
@@ -71,17 +75,19 @@ Status checkFits(const MemoryEstimate &e, uint64_t freeBytes, std::string_view d
     const uint64_t usable = freeBytes - freeBytes / 20;
     if (e.total() <= usable)
         return {};
-    return makeError(ErrorCode::OutOfMemory,
-                     std::string(device) + ": the job needs " + formatBytes(e.total()) + " (weights " +
-                         formatBytes(e.weightBytes) + ", KV cache " + formatBytes(e.kvCacheBytes) +
-                         ", workspace " + formatBytes(e.workspaceBytes) + ") but only " +
-                         formatBytes(freeBytes) + " is free");
+    return makeError(ErrorCode::OutOfMemory, std::string(device) + ": the job needs " +
+                                                 formatBytes(e.total()) + " (weights " +
+                                                 formatBytes(e.weightBytes) + ", KV cache " +
+                                                 formatBytes(e.kvCacheBytes) + ", workspace " +
+                                                 formatBytes(e.workspaceBytes) + ") but only " +
+                                                 formatBytes(freeBytes) + " is free");
 }
 
 #if !LOWBIT_HAVE_CUDA
 int cudaDeviceCount(std::string *why) {
     if (why)
-        *why = "this build has no CUDA backend (no CUDA toolkit at configure time, or LOWBIT_ENABLE_CUDA=OFF)";
+        *why = "this build has no CUDA backend (no CUDA toolkit at configure time, or "
+               "LOWBIT_ENABLE_CUDA=OFF)";
     return 0;
 }
 
@@ -96,11 +102,13 @@ Result<std::vector<double>> cudaHessian(CudaBackend &, std::span<const float>, i
 }
 
 Status cudaCholeskyInverseUpper(CudaBackend &, std::vector<float> &, int64_t) {
-    return makeError(ErrorCode::Unsupported, "cudaCholeskyInverseUpper: this build has no CUDA backend");
+    return makeError(ErrorCode::Unsupported,
+                     "cudaCholeskyInverseUpper: this build has no CUDA backend");
 }
 
-Result<QuantizedTensor> cudaGptqSweep(CudaBackend &, std::string, std::span<const float>, int64_t, int64_t,
-                                      const PreparedHessian &, const GptqOptions &, double *) {
+Result<QuantizedTensor> cudaGptqSweep(CudaBackend &, std::string, std::span<const float>, int64_t,
+                                      int64_t, const PreparedHessian &, const GptqOptions &,
+                                      double *) {
     return makeError(ErrorCode::Unsupported, "cudaGptqSweep: this build has no CUDA backend");
 }
 #endif

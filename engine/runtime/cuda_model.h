@@ -67,9 +67,11 @@ private:
     CudaModel() = default;
     struct Buffers;
     Status run(std::span<const SequenceInput> inputs, std::vector<int64_t> &firstRow);
-    Status layer(int64_t index, std::span<const SequenceInput> inputs, const std::vector<int64_t> &firstRow, int64_t rows);
+    Status layer(int64_t index, std::span<const SequenceInput> inputs,
+                 const std::vector<int64_t> &firstRow, int64_t rows);
     void linear(const Tensor &weight, const float *x, int64_t rows, float *y);
-    // Final norm + head of `rows` hidden rows starting at device row `from`, into the logits buffer.
+    // Final norm + head of `rows` hidden rows starting at device row `from`, into the logits
+    // buffer.
     void head(int64_t from, int64_t rows);
 
     std::shared_ptr<const Checkpoint> m_checkpoint;

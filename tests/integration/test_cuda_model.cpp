@@ -5,8 +5,8 @@
 // Skips when the build has no CUDA backend or the machine has no GPU.
 #include "shared_data.h"
 
-#include "runtime/cuda_model.h"
 #include "model/checkpoint.h"
+#include "runtime/cuda_model.h"
 
 #include <nlohmann/json.hpp>
 
@@ -24,7 +24,8 @@ int testDevice() {
     return spec.ok() && spec->isCuda() ? spec->index : 0;
 }
 
-std::shared_ptr<const Checkpoint> load(const std::filesystem::path &path, const LoadOptions &options = {}) {
+std::shared_ptr<const Checkpoint> load(const std::filesystem::path &path,
+                                       const LoadOptions &options = {}) {
     auto checkpoint = loadCheckpoint(path, options);
     if (!checkpoint.ok())
         qWarning("%s", checkpoint.error().message.c_str());
@@ -101,13 +102,15 @@ void TestCudaModel::fixture() {
                 for (size_t j = 0; j < 10; ++j) {
                     const auto &pair = ref["top10"][s][t * 10 + j];
                     maxRef = std::max(maxRef, std::abs(pair[1].get<double>()));
-                    maxDiff = std::max(maxDiff, std::abs(row[pair[0].get<int>()] - pair[1].get<double>()));
+                    maxDiff = std::max(maxDiff,
+                                       std::abs(row[pair[0].get<int>()] - pair[1].get<double>()));
                 }
                 e = maxDiff / std::max(maxRef, 1e-30);
             } else {
                 e = relativeRowError(row, ref["logits"][s][t]);
             }
-            QVERIFY2(e <= tol, qPrintable(QString("seq %1 pos %2: relative error %3").arg(s).arg(t).arg(e)));
+            QVERIFY2(e <= tol,
+                     qPrintable(QString("seq %1 pos %2: relative error %3").arg(s).arg(t).arg(e)));
         }
         // The mean NLL, reduced on the device from a fresh slot.
         model.clear(1);
@@ -119,8 +122,12 @@ void TestCudaModel::fixture() {
                 nll -= lp;
             nll /= double(ids.size() - 1);
             const double refNll = ref["nll"][s].get<double>();
-            QVERIFY2(std::abs(nll - refNll) <= (precision == int(GemmPrecision::Fp32) ? 1e-5 : 1e-2),
-                     qPrintable(QString("seq %1: nll %2 vs %3").arg(s).arg(nll, 0, 'g', 12).arg(refNll, 0, 'g', 12)));
+            QVERIFY2(std::abs(nll - refNll) <=
+                         (precision == int(GemmPrecision::Fp32) ? 1e-5 : 1e-2),
+                     qPrintable(QString("seq %1: nll %2 vs %3")
+                                    .arg(s)
+                                    .arg(nll, 0, 'g', 12)
+                                    .arg(refNll, 0, 'g', 12)));
         }
     }
     // Two slots in one batch, the second fed in two pieces, give the single-sequence logits.
@@ -131,7 +138,8 @@ void TestCudaModel::fixture() {
     QVERIFY(single.ok());
     model.clear(0);
     model.clear(1);
-    std::vector<SequenceInput> both = {{1, b, LogitsWanted::All}, {0, {a.data(), 6}, LogitsWanted::All}};
+    std::vector<SequenceInput> both = {{1, b, LogitsWanted::All},
+                                       {0, {a.data(), 6}, LogitsWanted::All}};
     auto batched = model.forward(both);
     QVERIFY(batched.ok());
     SequenceInput rest{0, {a.data() + 6, 4}, LogitsWanted::All};
@@ -140,7 +148,8 @@ void TestCudaModel::fixture() {
     for (int64_t t = 0; t < 10; ++t) {
         const float *got = t < 6 ? batched->row(4 + t) : tail->row(t - 6);
         for (int64_t j = 0; j < single->vocab; ++j)
-            QVERIFY(std::abs(got[j] - single->row(t)[j]) <= 1e-3f * (1.0f + std::abs(single->row(t)[j])));
+            QVERIFY(std::abs(got[j] - single->row(t)[j]) <=
+                    1e-3f * (1.0f + std::abs(single->row(t)[j])));
     }
 }
 

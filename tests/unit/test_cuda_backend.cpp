@@ -59,9 +59,13 @@ struct DeviceVector {
         if (p.ok())
             data = *p;
     }
-    DeviceVector(CudaBackend &b, const std::vector<float> &host) : DeviceVector(b, host.size()) { set(host); }
+    DeviceVector(CudaBackend &b, const std::vector<float> &host) : DeviceVector(b, host.size()) {
+        set(host);
+    }
     ~DeviceVector() { backend->release(data); }
-    void set(const std::vector<float> &host) { (void)backend->upload(data, host.data(), host.size()); }
+    void set(const std::vector<float> &host) {
+        (void)backend->upload(data, host.data(), host.size());
+    }
     void poison() { set(std::vector<float>(size, std::numeric_limits<float>::quiet_NaN())); }
     std::vector<float> get() {
         std::vector<float> host(size);
@@ -118,12 +122,16 @@ void TestCudaBackend::matmul_data() {
     QTest::addColumn<double>("tol");
     for (DType t : {DType::F32, DType::F16, DType::BF16}) {
         const QByteArray n(dtypeName(t).data(), int(dtypeName(t).size()));
-        for (auto [rows, in, out] : {std::tuple{1, 67, 129}, {5, 64, 17}, {8, 4096, 33}, {9, 96, 301}, {803, 96, 301}}) {
-            const QByteArray shape = QByteArray::number(rows) + "x" + QByteArray::number(in) + "->" + QByteArray::number(out);
-            QTest::newRow(n + " fp32 " + shape) << int(t) << int(GemmPrecision::Fp32) << rows << in << out << 1e-10;
+        for (auto [rows, in, out] :
+             {std::tuple{1, 67, 129}, {5, 64, 17}, {8, 4096, 33}, {9, 96, 301}, {803, 96, 301}}) {
+            const QByteArray shape = QByteArray::number(rows) + "x" + QByteArray::number(in) +
+                                     "->" + QByteArray::number(out);
+            QTest::newRow(n + " fp32 " + shape)
+                << int(t) << int(GemmPrecision::Fp32) << rows << in << out << 1e-10;
             // Tensor16 rounds x to 16 bits above kGemvMaxRows rows: bf16 has 8 significant bits.
-            QTest::newRow(n + " tensor16 " + shape) << int(t) << int(GemmPrecision::Tensor16) << rows << in << out
-                                                    << (t == DType::BF16 ? 3e-5 : 1e-6);
+            QTest::newRow(n + " tensor16 " + shape)
+                << int(t) << int(GemmPrecision::Tensor16) << rows << in << out
+                << (t == DType::BF16 ? 3e-5 : 1e-6);
         }
     }
 }
@@ -224,9 +232,12 @@ void TestCudaBackend::attention() {
     const int qStride = heads * headDim, kvStride = kvHeads * headDim;
     // A long prefill, a chunk after a cached prefix, and two decode steps over long caches (split
     // keys), all in one call.
-    struct Seq { int64_t queries, first; };
+    struct Seq {
+        int64_t queries, first;
+    };
     const std::vector<Seq> shapes = {{301, 0}, {37, 200}, {1, 2500}, {1, 33}};
-    const AttentionShape shape{heads, kvHeads, headDim, qStride, kvStride, 1.0f / std::sqrt(float(headDim))};
+    const AttentionShape shape{heads,   kvHeads,  headDim,
+                               qStride, kvStride, 1.0f / std::sqrt(float(headDim))};
     std::vector<std::vector<float>> q, k, v, want;
     std::vector<std::unique_ptr<DeviceVector>> dq, dk, dv, dout;
     std::vector<AttentionSequence> cpuSeqs, cudaSeqs;
@@ -244,8 +255,10 @@ void TestCudaBackend::attention() {
         dout.back()->poison();
     }
     for (size_t i = 0; i < shapes.size(); ++i) {
-        cpuSeqs.push_back({q[i].data(), k[i].data(), v[i].data(), want[i].data(), shapes[i].queries, shapes[i].first});
-        cudaSeqs.push_back({dq[i]->data, dk[i]->data, dv[i]->data, dout[i]->data, shapes[i].queries, shapes[i].first});
+        cpuSeqs.push_back({q[i].data(), k[i].data(), v[i].data(), want[i].data(), shapes[i].queries,
+                           shapes[i].first});
+        cudaSeqs.push_back({dq[i]->data, dk[i]->data, dv[i]->data, dout[i]->data, shapes[i].queries,
+                            shapes[i].first});
     }
     m_cpu->attention(cpuSeqs, shape);
     cuda->attention(cudaSeqs, shape);
@@ -267,8 +280,10 @@ void TestCudaBackend::lossSide() {
     const Status s = cuda->tokenLogProbs(d.data, rows, vocab, targets, got);
     QVERIFY2(s.ok(), s.ok() ? "" : s.error().message.c_str());
     for (int r = 0; r < rows; ++r) {
-        const double want = logProbability(logits.data() + size_t(r) * vocab, vocab, targets[size_t(r)]);
-        QVERIFY2(std::abs(got[size_t(r)] - want) <= 1e-6 * (1 + std::abs(want)), qPrintable(QString("row %1").arg(r)));
+        const double want =
+            logProbability(logits.data() + size_t(r) * vocab, vocab, targets[size_t(r)]);
+        QVERIFY2(std::abs(got[size_t(r)] - want) <= 1e-6 * (1 + std::abs(want)),
+                 qPrintable(QString("row %1").arg(r)));
     }
     const int k = 10;
     std::vector<int32_t> ids(rows * k);
@@ -287,7 +302,8 @@ void TestCudaBackend::lossSide() {
         }
     }
     targets[3] = vocab; // out of range: an error, not a fault
-    QCOMPARE(cuda->tokenLogProbs(d.data, rows, vocab, targets, got).error().code, ErrorCode::InvalidArgument);
+    QCOMPARE(cuda->tokenLogProbs(d.data, rows, vocab, targets, got).error().code,
+             ErrorCode::InvalidArgument);
 }
 
 void TestCudaBackend::quantizedMatmul_data() {
@@ -354,7 +370,8 @@ void TestCudaBackend::quantizedMatmul() {
             const Status s = cuda->quantizedMatmul(dx.data, rows, *q, dy.data);
             QVERIFY2(s.ok(), s.ok() ? "" : s.error().message.c_str());
             QVERIFY(cuda->synchronize().ok());
-            const bool rounded = precision == GemmPrecision::Tensor16 && rows > 8; // bf16 GEMM inputs
+            const bool rounded =
+                precision == GemmPrecision::Tensor16 && rows > 8; // bf16 GEMM inputs
             CHECK_NMSE(dy.get(), want, rounded ? 3e-5 : 1e-10, QString("rows %1").arg(rows));
         }
     }
@@ -414,7 +431,8 @@ void TestCudaBackend::gptqSweep() {
     for (int64_t t = 0; t < tokens; ++t)
         for (int64_t i = 0; i < cols; ++i)
             for (int64_t j = 0; j < cols; ++j)
-                h[size_t(i * cols + j)] += 2.0 / tokens * double(x[size_t(t * cols + i)]) * x[size_t(t * cols + j)];
+                h[size_t(i * cols + j)] +=
+                    2.0 / tokens * double(x[size_t(t * cols + i)]) * x[size_t(t * cols + j)];
     auto prepared = prepareHessian(h, cols, {0.01, actOrder, 2, false});
     QVERIFY(prepared.ok());
     const auto w = randomVector(size_t(rows * cols), 51, 0.05f);
@@ -434,17 +452,20 @@ void TestCudaBackend::gptqSweep() {
     int64_t same = 0;
     for (size_t i = 0; i < a.size(); ++i)
         same += a[i] == b[i];
-    QVERIFY2(double(same) >= 0.99 * double(a.size()), qPrintable(QString("%1 of %2 codes agree").arg(same).arg(a.size())));
+    QVERIFY2(double(same) >= 0.99 * double(a.size()),
+             qPrintable(QString("%1 of %2 codes agree").arg(same).arg(a.size())));
     CHECK_NMSE(gpu->dequantize(), cpu->dequantize(), 1e-3, "dequantized weights");
     const double cpuLoss = notes["loss"].get<double>();
-    QVERIFY2(std::abs(gpuLoss - cpuLoss) <= 1e-2 * cpuLoss, qPrintable(QString("loss %1 vs %2").arg(gpuLoss).arg(cpuLoss)));
+    QVERIFY2(std::abs(gpuLoss - cpuLoss) <= 1e-2 * cpuLoss,
+             qPrintable(QString("loss %1 vs %2").arg(gpuLoss).arg(cpuLoss)));
     QCOMPARE(gpu->permutation, cpu->permutation);
 }
 
 void TestCudaBackend::errors() {
     auto missing = makeCudaBackend({999, GemmPrecision::Fp32});
     QVERIFY(!missing.ok());
-    QVERIFY2(missing.error().message.find("cuda:999") != std::string::npos, missing.error().message.c_str());
+    QVERIFY2(missing.error().message.find("cuda:999") != std::string::npos,
+             missing.error().message.c_str());
     auto cuda = make();
     QVERIFY(cuda);
     auto huge = cuda->allocate(size_t(1) << 48, "a test tensor"); // 1 PiB of floats
@@ -459,7 +480,8 @@ void TestCudaBackend::errors() {
                     {1, 1, 256, 256, 256, 0.0625f});
     const Status s = cuda->synchronize();
     QVERIFY(!s.ok());
-    QVERIFY2(s.error().message.find("head dim 256") != std::string::npos, s.error().message.c_str());
+    QVERIFY2(s.error().message.find("head dim 256") != std::string::npos,
+             s.error().message.c_str());
     QVERIFY(cuda->synchronize().ok());
 }
 

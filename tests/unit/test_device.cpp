@@ -21,7 +21,8 @@ void TestDevice::parse() {
     QCOMPARE(parseDevice("cuda")->index, 0);
     QCOMPARE(parseDevice("cuda:3")->index, 3);
     QCOMPARE(parseDevice("cuda:3")->toString(), std::string("cuda:3"));
-    for (const char *bad : {"", "gpu", "cuda:", "cuda:-1", "cuda:1x", "cuda:1234", "CUDA:0", "cuda0"}) {
+    for (const char *bad :
+         {"", "gpu", "cuda:", "cuda:-1", "cuda:1x", "cuda:1234", "CUDA:0", "cuda0"}) {
         auto d = parseDevice(bad);
         QVERIFY2(!d.ok(), bad);
         QCOMPARE(d.error().code, ErrorCode::InvalidArgument);
@@ -43,7 +44,8 @@ void TestDevice::estimateLlama3_8B() {
     // 4-bit linear layers (4.25 bits with scales) keep the 16-bit embedding and head.
     const MemoryEstimate q = estimateDeviceMemory(c, 4.25, 1, 2048, 2048, 256);
     const double tables = 2.0 * 128256 * 4096 * 2;
-    QVERIFY(std::abs(double(q.weightBytes) - (tables + (8.03e9 - 2.0 * 128256 * 4096) * 4.25 / 8)) < 0.02e9);
+    QVERIFY(std::abs(double(q.weightBytes) - (tables + (8.03e9 - 2.0 * 128256 * 4096) * 4.25 / 8)) <
+            0.02e9);
 }
 
 void TestDevice::refusesWhatCannotFit() {

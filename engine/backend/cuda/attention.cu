@@ -5,9 +5,10 @@
 // head, so the pairs of a block share every key/value tile loaded into shared memory (GQA: the
 // heads of a group read the same kv head). In a tile of 32 keys, lane j scores key j for each of
 // its warp's pairs, the warp does the softmax bookkeeping with shuffles, and lane l accumulates
-// output dims l, l+32, ... (head dim <= 128). Decode (few pairs, long context) splits each task's keys over gridDim.y blocks
-// (flash-decoding) and a second kernel merges the partial (max, sum, acc) triples.
-// This is the simple CUDA-core form: a tensor-core (mma) version is the next step for prefill speed.
+// output dims l, l+32, ... (head dim <= 128). Decode (few pairs, long context) splits each task's
+// keys over gridDim.y blocks (flash-decoding) and a second kernel merges the partial (max, sum,
+// acc) triples. This is the simple CUDA-core form: a tensor-core (mma) version is the next step for
+// prefill speed.
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_math.cuh"
 #include "backend/cuda/kernels.h"
@@ -25,7 +26,8 @@ struct PairIndex {
     bool valid;
 };
 
-__device__ PairIndex pairOf(const AttentionSequence &seq, const AttentionTask &task, int group, int inBlock) {
+__device__ PairIndex pairOf(const AttentionSequence &seq, const AttentionTask &task, int group,
+                            int inBlock) {
     const int64_t pair = int64_t(task.pair0) + inBlock;
     const bool valid = pair < seq.queries * group;
     return {pair / group, int64_t(task.kvHead) * group + pair % group, valid};
@@ -36,11 +38,12 @@ __device__ PairIndex pairOf(const AttentionSequence &seq, const AttentionTask &t
 // hdPad = headDim rounded up to 4, zero-padded so that float4 dot products need no tail.
 // Why kPairsPerWarp pairs per warp: each key value read from shared memory feeds that many FMAs.
 __global__ void __launch_bounds__(kAttentionWarps * 32)
-    attentionKernel(const AttentionSequence *sequences, const AttentionTask *tasks, AttentionShape shape,
-                    float *partial) {
+    attentionKernel(const AttentionSequence *sequences, const AttentionTask *tasks,
+                    AttentionShape shape, float *partial) {
     extern __shared__ float4 smem4[];
     const int hd = int(shape.headDim), hdPad = (hd + 3) & ~3, kStride = hdPad + 4;
-    float *sK = reinterpret_cast<float *>(smem4), *sV = sK + kTile * kStride, *sQ = sV + kTile * hdPad;
+    float *sK = reinterpret_cast<float *>(smem4), *sV = sK + kTile * kStride,
+          *sQ = sV + kTile * hdPad;
     const AttentionTask task = tasks[blockIdx.x];
     const AttentionSequence seq = sequences[task.sequence];
     const int group = int(shape.heads / shape.kvHeads);
@@ -54,7 +57,8 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
     for (int i = threadIdx.x; i < kAttentionPairsPerBlock * hdPad; i += blockDim.x) {
         const int d = i % hdPad;
         const PairIndex p = pairOf(seq, task, group, i / hdPad);
-        sQ[i] = p.valid && d < hd ? seq.q[p.row * shape.qStride + p.head * hd + d] * shape.scale : 0.0f;
+        sQ[i] =
+            p.valid && d < hd ? seq.q[p.row * shape.qStride + p.head * hd + d] * shape.scale : 0.0f;
     }
     PairIndex pairs[kPairsPerWarp];
     int64_t rowKeys[kPairsPerWarp]; // causal mask: keys [0, rowKeys) are visible
@@ -86,7 +90,8 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
             const float4 kv = k4[d4];
 #pragma unroll
             for (int i = 0; i < kPairsPerWarp; ++i) {
-                const float4 qv = reinterpret_cast<const float4 *>(sQ + (warp * kPairsPerWarp + i) * hdPad)[d4];
+                const float4 qv =
+                    reinterpret_cast<const float4 *>(sQ + (warp * kPairsPerWarp + i) * hdPad)[d4];
                 score[i] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
             }
         }
@@ -96,7 +101,8 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
             const float s = key < kEnd && key < rowKeys[i] ? score[i] : -INFINITY;
             const float newMax = fmaxf(m[i], warpMax(s)); // the same in every lane
             prob[i] = s == -INFINITY ? 0.0f : __expf(s - newMax);
-            // Rescales the old partial sums (0 at the first visible tile; 1 while nothing is visible).
+            // Rescales the old partial sums (0 at the first visible tile; 1 while nothing is
+            // visible).
             const float correction = newMax == -INFINITY ? 1.0f : __expf(m[i] - newMax);
             l[i] = l[i] * correction + warpSum(prob[i]);
             m[i] = newMax;
@@ -134,7 +140,9 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
             continue;
         }
         const int inBlock = warp * kPairsPerWarp + i;
-        float *slot = partial + ((int64_t(blockIdx.x) * splits + split) * kAttentionPairsPerBlock + inBlock) * (hd + 2);
+        float *slot =
+            partial +
+            ((int64_t(blockIdx.x) * splits + split) * kAttentionPairsPerBlock + inBlock) * (hd + 2);
 #pragma unroll
         for (int dd = 0; dd < kMaxDimsPerLane; ++dd)
             if (lane + 32 * dd < hd)
@@ -155,7 +163,9 @@ __global__ void combineKernel(const AttentionSequence *sequences, const Attentio
         if (!p.valid)
             continue;
         auto slot = [&](int s) {
-            return partial + ((int64_t(blockIdx.x) * splits + s) * kAttentionPairsPerBlock + inBlock) * (hd + 2);
+            return partial +
+                   ((int64_t(blockIdx.x) * splits + s) * kAttentionPairsPerBlock + inBlock) *
+                       (hd + 2);
         };
         float m = -INFINITY;
         for (int s = 0; s < splits; ++s)
@@ -185,32 +195,42 @@ AttentionPlan planAttention(int64_t tasks, int64_t maxKeys, int multiprocessors)
 }
 
 size_t attentionWorkspaceFloats(const AttentionPlan &plan, int64_t headDim) {
-    return plan.splits > 1 ? size_t(plan.tasks * plan.splits * kAttentionPairsPerBlock * (headDim + 2)) : 0;
+    return plan.splits > 1
+               ? size_t(plan.tasks * plan.splits * kAttentionPairsPerBlock * (headDim + 2))
+               : 0;
 }
 
-Status attention(const AttentionSequence *sequences, const AttentionTask *tasks, const AttentionPlan &plan,
-                 const AttentionShape &shape, float *workspace, cudaStream_t stream) {
+Status attention(const AttentionSequence *sequences, const AttentionTask *tasks,
+                 const AttentionPlan &plan, const AttentionShape &shape, float *workspace,
+                 cudaStream_t stream) {
     if (shape.headDim <= 0 || shape.headDim > kAttentionMaxHeadDim || shape.kvHeads <= 0 ||
         shape.heads % shape.kvHeads != 0)
-        return makeError(ErrorCode::Unsupported, "cuda attention: head dim " + std::to_string(shape.headDim) +
-                                                     " (1.." + std::to_string(kAttentionMaxHeadDim) +
-                                                     " supported), heads " + std::to_string(shape.heads) +
-                                                     " over kv heads " + std::to_string(shape.kvHeads));
+        return makeError(ErrorCode::Unsupported,
+                         "cuda attention: head dim " + std::to_string(shape.headDim) + " (1.." +
+                             std::to_string(kAttentionMaxHeadDim) + " supported), heads " +
+                             std::to_string(shape.heads) + " over kv heads " +
+                             std::to_string(shape.kvHeads));
     if (plan.tasks == 0)
         return {};
     if (plan.tasks > INT32_MAX || plan.splits > 65535)
         return makeError(ErrorCode::InvalidArgument, "cuda attention: too many tasks");
     const int64_t hdPad = (shape.headDim + 3) / 4 * 4;
-    const size_t smem = size_t(kTile * (hdPad + 4) + kTile * hdPad + kAttentionPairsPerBlock * hdPad) * sizeof(float);
-    if (smem > 48 * 1024) // above the default dynamic shared memory limit (sm_80+ allow more on request)
-        LOWBIT_CHECK(check(cudaFuncSetAttribute(attentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-                           "cudaFuncSetAttribute(attention shared memory)"));
+    const size_t smem =
+        size_t(kTile * (hdPad + 4) + kTile * hdPad + kAttentionPairsPerBlock * hdPad) *
+        sizeof(float);
+    if (smem >
+        48 * 1024) // above the default dynamic shared memory limit (sm_80+ allow more on request)
+        LOWBIT_CHECK(
+            check(cudaFuncSetAttribute(attentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(smem)),
+                  "cudaFuncSetAttribute(attention shared memory)"));
     const dim3 grid(unsigned(plan.tasks), unsigned(plan.splits));
-    attentionKernel<<<grid, kAttentionWarps * 32, smem, stream>>>(sequences, tasks, shape, workspace);
+    attentionKernel<<<grid, kAttentionWarps * 32, smem, stream>>>(sequences, tasks, shape,
+                                                                  workspace);
     LOWBIT_CHECK(lastLaunch("attention kernel"));
     if (plan.splits > 1) {
-        combineKernel<<<unsigned(plan.tasks), kAttentionWarps * 32, 0, stream>>>(sequences, tasks, shape,
-                                                                                int(plan.splits), workspace);
+        combineKernel<<<unsigned(plan.tasks), kAttentionWarps * 32, 0, stream>>>(
+            sequences, tasks, shape, int(plan.splits), workspace);
         LOWBIT_CHECK(lastLaunch("attention combine kernel"));
     }
     return {};

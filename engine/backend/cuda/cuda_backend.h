@@ -5,8 +5,8 @@
 // RoPE cos/sin) is DEVICE memory, e.g. from allocate(); token ids and the AttentionSequence array
 // itself are host memory. Weight Tensors are host memory (usually a mapped checkpoint): each is
 // uploaded on first use and cached by (data pointer, dtype, size) for the backend's lifetime, so
-// that memory must outlive the backend and not change. Dense weights keep their 16-bit dtype on the device
-// under GemmPrecision::Tensor16 (tensor-core GEMMs on 16-bit-rounded activations, fp32
+// that memory must outlive the backend and not change. Dense weights keep their 16-bit dtype on the
+// device under GemmPrecision::Tensor16 (tensor-core GEMMs on 16-bit-rounded activations, fp32
 // accumulation; decode-sized products stay exact float32) and are widened to float32 under Fp32
 // (exact float32 products everywhere, twice the memory: for checking against the CPU).
 //
@@ -73,7 +73,8 @@ public:
                         std::span<int32_t> ids, std::span<float> values) = 0;
     // y[rows x w.rows] = x W^T for a packed quantized weight (w = QuantizedTensor::dequantize(),
     // `extra` ignored as there), cached by its code buffer like a dense weight.
-    virtual Status quantizedMatmul(const float *x, int64_t rows, const QuantizedTensor &weight, float *y) = 0;
+    virtual Status quantizedMatmul(const float *x, int64_t rows, const QuantizedTensor &weight,
+                                   float *y) = 0;
 };
 
 Result<std::unique_ptr<CudaBackend>> makeCudaBackend(const CudaOptions &options = {});

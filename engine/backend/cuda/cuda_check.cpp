@@ -19,7 +19,9 @@ const char *cusolverName(cusolverStatus_t status) {
     }
 }
 
-ErrorCode codeOf(bool outOfMemory) { return outOfMemory ? ErrorCode::OutOfMemory : ErrorCode::Internal; }
+ErrorCode codeOf(bool outOfMemory) {
+    return outOfMemory ? ErrorCode::OutOfMemory : ErrorCode::Internal;
+}
 
 } // namespace
 
@@ -27,7 +29,8 @@ Status check(cudaError_t status, const char *what) {
     if (status == cudaSuccess)
         return {};
     const bool noDevice = status == cudaErrorNoDevice || status == cudaErrorInsufficientDriver;
-    return makeError(noDevice ? ErrorCode::Unsupported : codeOf(status == cudaErrorMemoryAllocation),
+    return makeError(noDevice ? ErrorCode::Unsupported
+                              : codeOf(status == cudaErrorMemoryAllocation),
                      std::string("cuda: ") + what + ": " + cudaGetErrorName(status) + " (" +
                          cudaGetErrorString(status) + ")");
 }
@@ -47,7 +50,9 @@ Status check(cusolverStatus_t status, const char *what) {
                      std::string("cusolver: ") + what + ": " + cusolverName(status));
 }
 
-Status lastLaunch(const char *kernel) { return check(cudaGetLastError(), kernel); }
+Status lastLaunch(const char *kernel) {
+    return check(cudaGetLastError(), kernel);
+}
 
 std::string mebibytes(size_t bytes) {
     char text[64];
@@ -86,9 +91,10 @@ Result<DeviceBuffer> DeviceBuffer::allocate(size_t bytes, const std::string &wha
         size_t freeBytes = 0, totalBytes = 0;
         cudaMemGetInfo(&freeBytes, &totalBytes);
         buffer.m_data = nullptr;
-        return makeError(ErrorCode::OutOfMemory, "cuda: out of memory allocating " + mebibytes(bytes) +
-                                                     " for " + what + " (free " + mebibytes(freeBytes) +
-                                                     " of " + mebibytes(totalBytes) + ")");
+        return makeError(ErrorCode::OutOfMemory, "cuda: out of memory allocating " +
+                                                     mebibytes(bytes) + " for " + what + " (free " +
+                                                     mebibytes(freeBytes) + " of " +
+                                                     mebibytes(totalBytes) + ")");
     }
     if (status != cudaSuccess) {
         buffer.m_data = nullptr;

@@ -26,39 +26,48 @@ struct Handles {
 };
 
 // Reverses rows and columns of an n x n matrix: J A J.
-void reverseBoth(std::vector<float> &a, int64_t n) { std::reverse(a.begin(), a.end()); }
+void reverseBoth(std::vector<float> &a, int64_t n) {
+    std::reverse(a.begin(), a.end());
+}
 
 } // namespace
 
-Result<std::vector<double>> cudaHessian(CudaBackend &backend, std::span<const float> x, int64_t rows, int64_t cols) {
+Result<std::vector<double>> cudaHessian(CudaBackend &backend, std::span<const float> x,
+                                        int64_t rows, int64_t cols) {
     if (rows <= 0 || cols <= 0 || int64_t(x.size()) != rows * cols || cols > INT32_MAX)
         return makeError(ErrorCode::InvalidArgument, "cudaHessian: x must hold rows * cols floats");
-    LOWBIT_CHECK(backend.synchronize()); // also selects nothing: the backend set its device at creation
+    LOWBIT_CHECK(
+        backend.synchronize()); // also selects nothing: the backend set its device at creation
     Handles h;
     LOWBIT_CUDA_CHECK(cublasCreate(&h.blas), "cublasCreate");
     LOWBIT_CUDA_CHECK(cublasSetMathMode(h.blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     // Row blocks bound the float32 sums (the BlockedFloat32 scheme); float64 across blocks.
     const int64_t block = std::min<int64_t>(rows, 4096);
     const size_t square = size_t(cols) * size_t(cols);
-    LOWBIT_TRY(DeviceBuffer xs, DeviceBuffer::allocate(size_t(block * cols) * 4, "Hessian input block"));
+    LOWBIT_TRY(DeviceBuffer xs,
+               DeviceBuffer::allocate(size_t(block * cols) * 4, "Hessian input block"));
     LOWBIT_TRY(DeviceBuffer partial, DeviceBuffer::allocate(square * 4, "Hessian block"));
     LOWBIT_TRY(DeviceBuffer total, DeviceBuffer::allocate(square * 8, "Hessian"));
     LOWBIT_CUDA_CHECK(cudaMemset(total.data(), 0, square * 8), "cudaMemset");
-    LOWBIT_CUDA_CHECK(cudaMemset(partial.data(), 0, square * 4), "cudaMemset"); // SYRK leaves one triangle
+    LOWBIT_CUDA_CHECK(cudaMemset(partial.data(), 0, square * 4),
+                      "cudaMemset"); // SYRK leaves one triangle
     const float one = 1.0f, zero = 0.0f;
     for (int64_t r0 = 0; r0 < rows; r0 += block) {
         const int64_t n = std::min(block, rows - r0);
-        LOWBIT_CUDA_CHECK(cudaMemcpy(xs.data(), x.data() + r0 * cols, size_t(n * cols) * 4, cudaMemcpyHostToDevice),
+        LOWBIT_CUDA_CHECK(cudaMemcpy(xs.data(), x.data() + r0 * cols, size_t(n * cols) * 4,
+                                     cudaMemcpyHostToDevice),
                           "upload of calibration inputs");
         // Row-major X (n x cols) is column-major X^T (cols x n): C = X^T X is SYRK with op N.
-        LOWBIT_CUDA_CHECK(cublasSsyrk(h.blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, int(cols), int(n), &one,
-                                      xs.as<float>(), int(cols), &zero, partial.as<float>(), int(cols)),
+        LOWBIT_CUDA_CHECK(cublasSsyrk(h.blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, int(cols),
+                                      int(n), &one, xs.as<float>(), int(cols), &zero,
+                                      partial.as<float>(), int(cols)),
                           "cublasSsyrk");
-        LOWBIT_CHECK(cuda::accumulateScaled(total.as<double>(), partial.as<float>(), int64_t(square),
-                                            2.0 / double(rows), nullptr));
+        LOWBIT_CHECK(cuda::accumulateScaled(total.as<double>(), partial.as<float>(),
+                                            int64_t(square), 2.0 / double(rows), nullptr));
     }
     std::vector<double> hessian(square);
-    LOWBIT_CUDA_CHECK(cudaMemcpy(hessian.data(), total.data(), square * 8, cudaMemcpyDeviceToHost), "download of Hessian");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(hessian.data(), total.data(), square * 8, cudaMemcpyDeviceToHost),
+                      "download of Hessian");
     // SYRK filled the upper triangle of the column-major result (= lower of row-major): mirror it.
     for (int64_t i = 0; i < cols; ++i)
         for (int64_t j = 0; j < i; ++j)
@@ -75,50 +84,64 @@ Status cudaCholeskyInverseUpper(CudaBackend &backend, std::vector<float> &hm, in
     reverseBoth(hm, n); // J H J (symmetric, so row/column-major agree)
     LOWBIT_TRY(DeviceBuffer a, DeviceBuffer::allocate(hm.size() * 4, "Cholesky matrix"));
     LOWBIT_TRY(DeviceBuffer info, DeviceBuffer::allocate(sizeof(int), "cusolver info"));
-    LOWBIT_CUDA_CHECK(cudaMemcpy(a.data(), hm.data(), hm.size() * 4, cudaMemcpyHostToDevice), "upload of H");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(a.data(), hm.data(), hm.size() * 4, cudaMemcpyHostToDevice),
+                      "upload of H");
     int work = 0;
-    LOWBIT_CUDA_CHECK(cusolverDnSpotrf_bufferSize(h.solver, CUBLAS_FILL_MODE_LOWER, int(n), a.as<float>(), int(n), &work),
+    LOWBIT_CUDA_CHECK(cusolverDnSpotrf_bufferSize(h.solver, CUBLAS_FILL_MODE_LOWER, int(n),
+                                                  a.as<float>(), int(n), &work),
                       "cusolverDnSpotrf_bufferSize");
-    LOWBIT_TRY(DeviceBuffer workspace, DeviceBuffer::allocate(size_t(std::max(work, 1)) * 4, "Cholesky workspace"));
-    LOWBIT_CUDA_CHECK(cusolverDnSpotrf(h.solver, CUBLAS_FILL_MODE_LOWER, int(n), a.as<float>(), int(n),
-                                       workspace.as<float>(), work, info.as<int>()),
+    LOWBIT_TRY(DeviceBuffer workspace,
+               DeviceBuffer::allocate(size_t(std::max(work, 1)) * 4, "Cholesky workspace"));
+    LOWBIT_CUDA_CHECK(cusolverDnSpotrf(h.solver, CUBLAS_FILL_MODE_LOWER, int(n), a.as<float>(),
+                                       int(n), workspace.as<float>(), work, info.as<int>()),
                       "cusolverDnSpotrf");
     int minor = 0;
-    LOWBIT_CUDA_CHECK(cudaMemcpy(&minor, info.data(), sizeof(int), cudaMemcpyDeviceToHost), "download of info");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(&minor, info.data(), sizeof(int), cudaMemcpyDeviceToHost),
+                      "download of info");
     if (minor != 0)
-        return makeError(ErrorCode::Internal, "cudaCholeskyInverseUpper: not positive definite (leading minor " +
-                                                  std::to_string(minor) + ")");
+        return makeError(ErrorCode::Internal,
+                         "cudaCholeskyInverseUpper: not positive definite (leading minor " +
+                             std::to_string(minor) + ")");
     // L^{-1} in place (column-major lower = row-major upper of the same buffer).
     size_t deviceWork = 0, hostWork = 0;
-    LOWBIT_CUDA_CHECK(cusolverDnXtrtri_bufferSize(h.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_32F,
-                                                  a.data(), n, &deviceWork, &hostWork),
+    LOWBIT_CUDA_CHECK(cusolverDnXtrtri_bufferSize(h.solver, CUBLAS_FILL_MODE_LOWER,
+                                                  CUBLAS_DIAG_NON_UNIT, n, CUDA_R_32F, a.data(), n,
+                                                  &deviceWork, &hostWork),
                       "cusolverDnXtrtri_bufferSize");
-    LOWBIT_TRY(DeviceBuffer trtriWork, DeviceBuffer::allocate(std::max<size_t>(deviceWork, 4), "triangular inverse workspace"));
+    LOWBIT_TRY(DeviceBuffer trtriWork, DeviceBuffer::allocate(std::max<size_t>(deviceWork, 4),
+                                                              "triangular inverse workspace"));
     std::vector<char> hostBuffer(std::max<size_t>(hostWork, 1));
-    LOWBIT_CUDA_CHECK(cusolverDnXtrtri(h.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_32F, a.data(), n,
-                                       trtriWork.data(), deviceWork, hostBuffer.data(), hostWork, info.as<int>()),
+    LOWBIT_CUDA_CHECK(cusolverDnXtrtri(h.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, n,
+                                       CUDA_R_32F, a.data(), n, trtriWork.data(), deviceWork,
+                                       hostBuffer.data(), hostWork, info.as<int>()),
                       "cusolverDnXtrtri");
-    LOWBIT_CUDA_CHECK(cudaMemcpy(hm.data(), a.data(), hm.size() * 4, cudaMemcpyDeviceToHost), "download of U");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(hm.data(), a.data(), hm.size() * 4, cudaMemcpyDeviceToHost),
+                      "download of U");
     // Column-major lower L^{-1} is row-major upper (L^{-1})^T; U = J L^{-1} J is row-major upper
     // after reversing both axes of the row-major L^{-1}, i.e. transpose then reverse.
     std::vector<float> u(hm.size(), 0.0f);
     for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j <= i; ++j) // L^{-1}[i][j] (lower) is stored at column-major (i, j) = hm[j*n + i]
+        for (int64_t j = 0; j <= i;
+             ++j) // L^{-1}[i][j] (lower) is stored at column-major (i, j) = hm[j*n + i]
             u[size_t((n - 1 - i) * n + (n - 1 - j))] = hm[size_t(j * n + i)];
     hm = std::move(u);
     return {};
 }
 
-Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name, std::span<const float> weight,
-                                      int64_t rows, int64_t cols, const PreparedHessian &prepared,
-                                      const GptqOptions &options, double *loss) {
-    if (int64_t(weight.size()) != rows * cols || prepared.cols != cols || rows > INT32_MAX || cols > INT32_MAX)
-        return makeError(ErrorCode::InvalidArgument, name + ": weight or Hessian size does not match its shape");
+Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name,
+                                      std::span<const float> weight, int64_t rows, int64_t cols,
+                                      const PreparedHessian &prepared, const GptqOptions &options,
+                                      double *loss) {
+    if (int64_t(weight.size()) != rows * cols || prepared.cols != cols || rows > INT32_MAX ||
+        cols > INT32_MAX)
+        return makeError(ErrorCode::InvalidArgument,
+                         name + ": weight or Hessian size does not match its shape");
     if (prepared.hinvUpper.size() != size_t(cols * cols))
-        return makeError(ErrorCode::InvalidArgument, name + ": the GPU sweep needs the hinvUpper form (ldl = false)");
+        return makeError(ErrorCode::InvalidArgument,
+                         name + ": the GPU sweep needs the hinvUpper form (ldl = false)");
     const int64_t block = std::clamp<int64_t>(options.blockSize, 1, cuda::kGptqBlock);
-    LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "gptq", rows, cols, options.bits, options.groupSize,
-                                                          options.symmetric));
+    LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "gptq", rows, cols, options.bits,
+                                                          options.groupSize, options.symmetric));
     std::vector<float> w(weight.begin(), weight.end());
     for (int64_t j = 0; j < cols; ++j) // gptq.py: W[:, dead] = 0
         if (prepared.deadColumns[size_t(j)])
@@ -132,39 +155,56 @@ Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name, st
     const int64_t groups = t.groups();
     const std::string what = "GPTQ of " + name;
     LOWBIT_TRY(DeviceBuffer dw, DeviceBuffer::allocate(w.size() * 4, what + " (weights)"));
-    LOWBIT_TRY(DeviceBuffer du, DeviceBuffer::allocate(prepared.hinvUpper.size() * 4, what + " (chol(H^-1))"));
-    LOWBIT_TRY(DeviceBuffer scales, DeviceBuffer::allocate(size_t(rows * groups) * 4, what + " (scales)"));
-    LOWBIT_TRY(DeviceBuffer zeros, DeviceBuffer::allocate(size_t(rows * groups) * 4, what + " (zeros)"));
+    LOWBIT_TRY(DeviceBuffer du,
+               DeviceBuffer::allocate(prepared.hinvUpper.size() * 4, what + " (chol(H^-1))"));
+    LOWBIT_TRY(DeviceBuffer scales,
+               DeviceBuffer::allocate(size_t(rows * groups) * 4, what + " (scales)"));
+    LOWBIT_TRY(DeviceBuffer zeros,
+               DeviceBuffer::allocate(size_t(rows * groups) * 4, what + " (zeros)"));
     LOWBIT_TRY(DeviceBuffer codes, DeviceBuffer::allocate(size_t(rows * cols), what + " (codes)"));
-    LOWBIT_TRY(DeviceBuffer err, DeviceBuffer::allocate(size_t(rows * block) * 4, what + " (errors)"));
+    LOWBIT_TRY(DeviceBuffer err,
+               DeviceBuffer::allocate(size_t(rows * block) * 4, what + " (errors)"));
     LOWBIT_TRY(DeviceBuffer losses, DeviceBuffer::allocate(size_t(rows) * 8, what + " (loss)"));
-    LOWBIT_CUDA_CHECK(cudaMemcpy(dw.data(), w.data(), w.size() * 4, cudaMemcpyHostToDevice), "upload of weights");
-    LOWBIT_CUDA_CHECK(cudaMemcpy(du.data(), prepared.hinvUpper.data(), prepared.hinvUpper.size() * 4,
-                                 cudaMemcpyHostToDevice), "upload of chol(H^-1)");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(dw.data(), w.data(), w.size() * 4, cudaMemcpyHostToDevice),
+                      "upload of weights");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(du.data(), prepared.hinvUpper.data(),
+                                 prepared.hinvUpper.size() * 4, cudaMemcpyHostToDevice),
+                      "upload of chol(H^-1)");
     LOWBIT_CUDA_CHECK(cudaMemset(losses.data(), 0, size_t(rows) * 8), "cudaMemset");
     const float minusOne = -1.0f, one = 1.0f;
     for (int64_t b0 = 0; b0 < cols; b0 += block) {
         const int64_t count = std::min(block, cols - b0), b1 = b0 + count;
-        LOWBIT_CHECK(cuda::gptqBlockGrids(dw.as<float>(), rows, cols, t.groupSize, b0, count, options.bits,
-                                          options.symmetric, scales.as<float>(), zeros.as<float>(), nullptr));
-        LOWBIT_CHECK(cuda::gptqBlockSweep(dw.as<float>(), rows, cols, b0, count, du.as<float>(), t.groupSize,
-                                          options.bits, scales.as<float>(), zeros.as<float>(), codes.as<uint8_t>(),
-                                          err.as<float>(), losses.as<double>(), nullptr));
+        LOWBIT_CHECK(cuda::gptqBlockGrids(dw.as<float>(), rows, cols, t.groupSize, b0, count,
+                                          options.bits, options.symmetric, scales.as<float>(),
+                                          zeros.as<float>(), nullptr));
+        LOWBIT_CHECK(cuda::gptqBlockSweep(dw.as<float>(), rows, cols, b0, count, du.as<float>(),
+                                          t.groupSize, options.bits, scales.as<float>(),
+                                          zeros.as<float>(), codes.as<uint8_t>(), err.as<float>(),
+                                          losses.as<double>(), nullptr));
         if (b1 == cols)
             break;
-        // Alg. 1 line 13: W[:, b1:] -= E U[b0:b1, b1:]; column-major, that is W^T[b1:, :] -= U_blk^T E^T,
-        // and the row-major operands are already those transposes.
-        LOWBIT_CUDA_CHECK(cublasSgemm(h.blas, CUBLAS_OP_N, CUBLAS_OP_N, int(cols - b1), int(rows), int(count),
-                                      &minusOne, du.as<float>() + b0 * cols + b1, int(cols), err.as<float>(),
-                                      int(count), &one, dw.as<float>() + b1, int(cols)),
+        // Alg. 1 line 13: W[:, b1:] -= E U[b0:b1, b1:]; column-major, that is W^T[b1:, :] -=
+        // U_blk^T E^T, and the row-major operands are already those transposes.
+        LOWBIT_CUDA_CHECK(cublasSgemm(h.blas, CUBLAS_OP_N, CUBLAS_OP_N, int(cols - b1), int(rows),
+                                      int(count), &minusOne, du.as<float>() + b0 * cols + b1,
+                                      int(cols), err.as<float>(), int(count), &one,
+                                      dw.as<float>() + b1, int(cols)),
                           "cublasSgemm (GPTQ lazy update)");
     }
     std::vector<uint8_t> hostCodes(size_t(rows * cols));
     std::vector<double> rowLoss(static_cast<size_t>(rows));
-    LOWBIT_CUDA_CHECK(cudaMemcpy(t.scales.data(), scales.data(), t.scales.size() * 4, cudaMemcpyDeviceToHost), "download");
-    LOWBIT_CUDA_CHECK(cudaMemcpy(t.zeros.data(), zeros.data(), t.zeros.size() * 4, cudaMemcpyDeviceToHost), "download");
-    LOWBIT_CUDA_CHECK(cudaMemcpy(hostCodes.data(), codes.data(), hostCodes.size(), cudaMemcpyDeviceToHost), "download");
-    LOWBIT_CUDA_CHECK(cudaMemcpy(rowLoss.data(), losses.data(), rowLoss.size() * 8, cudaMemcpyDeviceToHost), "download");
+    LOWBIT_CUDA_CHECK(
+        cudaMemcpy(t.scales.data(), scales.data(), t.scales.size() * 4, cudaMemcpyDeviceToHost),
+        "download");
+    LOWBIT_CUDA_CHECK(
+        cudaMemcpy(t.zeros.data(), zeros.data(), t.zeros.size() * 4, cudaMemcpyDeviceToHost),
+        "download");
+    LOWBIT_CUDA_CHECK(
+        cudaMemcpy(hostCodes.data(), codes.data(), hostCodes.size(), cudaMemcpyDeviceToHost),
+        "download");
+    LOWBIT_CUDA_CHECK(
+        cudaMemcpy(rowLoss.data(), losses.data(), rowLoss.size() * 8, cudaMemcpyDeviceToHost),
+        "download");
     LOWBIT_CHECK(t.setCodes(hostCodes));
     t.permutation = prepared.permutation;
     if (loss) {

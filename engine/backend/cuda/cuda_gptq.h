@@ -19,7 +19,8 @@ namespace lowbit {
 class CudaBackend;
 
 // x: rows x cols float32 (host), one calibration token per row. Returns cols*cols, symmetric.
-Result<std::vector<double>> cudaHessian(CudaBackend &backend, std::span<const float> x, int64_t rows, int64_t cols);
+Result<std::vector<double>> cudaHessian(CudaBackend &backend, std::span<const float> x,
+                                        int64_t rows, int64_t cols);
 
 // In place on h (n x n, symmetric positive definite, float32): the upper-triangular U of
 // choleskyInverseUpper, via chol(J H J) = L, U = J L^{-1} J. Errors: Internal "not positive
@@ -30,8 +31,9 @@ Status cudaCholeskyInverseUpper(CudaBackend &backend, std::vector<float> &h, int
 // prepared, options) up to float rounding (a code may differ where a value sits on a rounding
 // boundary). `prepared` must hold the hinvUpper form (prepareHessian with ldl = false); blocks of
 // options.blockSize <= 128 columns. *loss (optional) receives gptq.py's loss.
-Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name, std::span<const float> weight,
-                                      int64_t rows, int64_t cols, const PreparedHessian &prepared,
-                                      const GptqOptions &options, double *loss = nullptr);
+Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name,
+                                      std::span<const float> weight, int64_t rows, int64_t cols,
+                                      const PreparedHessian &prepared, const GptqOptions &options,
+                                      double *loss = nullptr);
 
 } // namespace lowbit

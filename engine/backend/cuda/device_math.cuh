@@ -13,8 +13,12 @@ namespace lowbit::cuda {
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // bf16 -> f32 is a shift: the bf16 bits are the high half of the float.
-__device__ __forceinline__ float bf16Bits(uint16_t bits) { return __uint_as_float(uint32_t(bits) << 16); }
-__device__ __forceinline__ float f16Bits(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
+__device__ __forceinline__ float bf16Bits(uint16_t bits) {
+    return __uint_as_float(uint32_t(bits) << 16);
+}
+__device__ __forceinline__ float f16Bits(uint16_t bits) {
+    return __half2float(__ushort_as_half(bits));
+}
 
 template <DType T> __device__ __forceinline__ float loadAs(const void *p, int64_t i) {
     if constexpr (T == DType::F32)
@@ -64,8 +68,12 @@ __device__ inline float blockMax(float v, float *shared32) {
     return warpMax(v);
 }
 
-inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-__device__ __forceinline__ int64_t ceilDivDevice(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t ceilDiv(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
+__device__ __forceinline__ int64_t ceilDivDevice(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
 
 // Grid-stride launches: enough blocks to fill any sm_80..sm_90 part, capped.
 inline unsigned gridFor(int64_t count, int threads) {

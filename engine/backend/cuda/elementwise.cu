@@ -17,7 +17,8 @@ __global__ void embedKernel(const void *table, int64_t dim, const int32_t *ids, 
 }
 
 // One block per row: the sum of squares is a block reduction, then one scaling pass.
-__global__ void rmsnormKernel(const float *x, int64_t dim, const float *weight, float eps, float *y) {
+__global__ void rmsnormKernel(const float *x, int64_t dim, const float *weight, float eps,
+                              float *y) {
     __shared__ float shared[32];
     const float *xr = x + int64_t(blockIdx.x) * dim;
     float *yr = y + int64_t(blockIdx.x) * dim;
@@ -30,8 +31,8 @@ __global__ void rmsnormKernel(const float *x, int64_t dim, const float *weight, 
         yr[i] = xr[i] * inv * weight[i];
 }
 
-__global__ void ropeKernel(float *x, int64_t rows, int64_t rowStride, int64_t heads, int64_t headDim,
-                           const float *cosSin) {
+__global__ void ropeKernel(float *x, int64_t rows, int64_t rowStride, int64_t heads,
+                           int64_t headDim, const float *cosSin) {
     const int64_t half = headDim / 2, total = rows * heads * half;
     for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
          t += int64_t(gridDim.x) * blockDim.x) {
@@ -118,11 +119,13 @@ Status ropeRows(float *x, int64_t rows, int64_t rowStride, int64_t heads, int64_
     const int64_t total = rows * heads * headDim / 2;
     if (total == 0)
         return {};
-    ropeKernel<<<gridFor(total, kThreads), kThreads, 0, stream>>>(x, rows, rowStride, heads, headDim, cosSin);
+    ropeKernel<<<gridFor(total, kThreads), kThreads, 0, stream>>>(x, rows, rowStride, heads,
+                                                                  headDim, cosSin);
     return lastLaunch("rope kernel");
 }
 
-Status swigluValues(const float *gate, const float *up, int64_t count, float *out, cudaStream_t stream) {
+Status swigluValues(const float *gate, const float *up, int64_t count, float *out,
+                    cudaStream_t stream) {
     if (count <= 0)
         return count == 0 ? Status{} : badShape("swiglu");
     swigluKernel<<<gridFor(count, kThreads), kThreads, 0, stream>>>(gate, up, count, out);
@@ -140,7 +143,7 @@ Status floatsToHalf(const float *x, int64_t count, DType to, void *out, cudaStre
     if (count <= 0 || to == DType::F32)
         return count == 0 ? Status{} : badShape("floatsToHalf");
     toHalfKernel<<<gridFor(count, kThreads), kThreads, 0, stream>>>(x, count, to == DType::BF16,
-                                                                     static_cast<uint16_t *>(out));
+                                                                    static_cast<uint16_t *>(out));
     return lastLaunch("float to 16-bit kernel");
 }
 
@@ -157,7 +160,8 @@ Status halfToFloats(const void *x, DType from, int64_t count, float *out, cudaSt
     return lastLaunch("16-bit to float kernel");
 }
 
-Status accumulateScaled(double *acc, const float *x, int64_t count, double scale, cudaStream_t stream) {
+Status accumulateScaled(double *acc, const float *x, int64_t count, double scale,
+                        cudaStream_t stream) {
     if (count <= 0)
         return count == 0 ? Status{} : badShape("accumulateScaled");
     accumulateKernel<<<gridFor(count, kThreads), kThreads, 0, stream>>>(acc, x, count, scale);

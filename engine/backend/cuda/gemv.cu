@@ -49,7 +49,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
                     for (int i = 0; i < kPerVector / 4; ++i) {
                         const float4 a = xr[i];
-                        acc[r] += a.x * w[4 * i] + a.y * w[4 * i + 1] + a.z * w[4 * i + 2] + a.w * w[4 * i + 3];
+                        acc[r] += a.x * w[4 * i] + a.y * w[4 * i + 1] + a.z * w[4 * i + 2] +
+                                  a.w * w[4 * i + 3];
                     }
                 }
         }
@@ -77,7 +78,8 @@ Status denseGemv(const float *x, int64_t rows, const void *weight, DType type, i
                  int64_t in, float *y, cudaStream_t stream) {
     if (rows < 1 || rows > kGemvMaxRows || out <= 0 || in <= 0)
         return makeError(ErrorCode::InvalidArgument, "cuda gemv: rows must be 1.." +
-                                                         std::to_string(kGemvMaxRows) + ", sizes positive");
+                                                         std::to_string(kGemvMaxRows) +
+                                                         ", sizes positive");
     const unsigned grid = unsigned(ceilDiv(out, kWarps));
     // float4 reads of x need 16-byte aligned rows: in % 4 == 0 holds whenever the vector path runs.
     if (type == DType::F32)

@@ -15,9 +15,9 @@ constexpr int kSweepThreads = 64;
 
 // minMaxGrid() line by line (same float operations, round-half-to-even), one thread per
 // (row, group opened by this block).
-__global__ void gridKernel(const float *w, int64_t rows, int64_t cols, int64_t groupSize, int64_t groups,
-                           int64_t firstGroup, int64_t groupCount, int bits, bool symmetric, float *scales,
-                           float *zeros) {
+__global__ void gridKernel(const float *w, int64_t rows, int64_t cols, int64_t groupSize,
+                           int64_t groups, int64_t firstGroup, int64_t groupCount, int bits,
+                           bool symmetric, float *scales, float *zeros) {
     const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
     if (t >= rows * groupCount)
         return;
@@ -46,9 +46,9 @@ __global__ void gridKernel(const float *w, int64_t rows, int64_t cols, int64_t g
 // as [column][thread], so the O(B^2) in-block updates are bank-conflict free. U's entries are the
 // same for every thread (broadcast reads).
 __global__ void __launch_bounds__(kSweepThreads)
-    sweepKernel(float *w, int64_t rows, int64_t cols, int64_t b0, int count, const float *u, int64_t groupSize,
-                int64_t groups, const float *scales, const float *zeros, int maxq, uint8_t *codes, float *err,
-                double *loss) {
+    sweepKernel(float *w, int64_t rows, int64_t cols, int64_t b0, int count, const float *u,
+                int64_t groupSize, int64_t groups, const float *scales, const float *zeros,
+                int maxq, uint8_t *codes, float *err, double *loss) {
     __shared__ float block[kGptqBlock][kSweepThreads];
     const int tid = threadIdx.x;
     const int64_t r = blockIdx.x * int64_t(kSweepThreads) + tid;
@@ -80,27 +80,31 @@ __global__ void __launch_bounds__(kSweepThreads)
 
 } // namespace
 
-Status gptqBlockGrids(const float *w, int64_t rows, int64_t cols, int64_t groupSize, int64_t b0, int64_t count,
-                      int bits, bool symmetric, float *scales, float *zeros, cudaStream_t stream) {
+Status gptqBlockGrids(const float *w, int64_t rows, int64_t cols, int64_t groupSize, int64_t b0,
+                      int64_t count, int bits, bool symmetric, float *scales, float *zeros,
+                      cudaStream_t stream) {
     const int64_t groups = ceilDiv(cols, groupSize);
     const int64_t firstGroup = ceilDiv(b0, groupSize), endGroup = ceilDiv(b0 + count, groupSize);
     if (endGroup <= firstGroup)
         return {};
     const int64_t total = rows * (endGroup - firstGroup);
-    gridKernel<<<unsigned(ceilDiv(total, 128)), 128, 0, stream>>>(w, rows, cols, groupSize, groups, firstGroup,
-                                                                 endGroup - firstGroup, bits, symmetric, scales, zeros);
+    gridKernel<<<unsigned(ceilDiv(total, 128)), 128, 0, stream>>>(w, rows, cols, groupSize, groups,
+                                                                  firstGroup, endGroup - firstGroup,
+                                                                  bits, symmetric, scales, zeros);
     return lastLaunch("GPTQ grid kernel");
 }
 
-Status gptqBlockSweep(float *w, int64_t rows, int64_t cols, int64_t b0, int64_t count, const float *hinvUpper,
-                      int64_t groupSize, int bits, const float *scales, const float *zeros, uint8_t *codes,
-                      float *err, double *loss, cudaStream_t stream) {
+Status gptqBlockSweep(float *w, int64_t rows, int64_t cols, int64_t b0, int64_t count,
+                      const float *hinvUpper, int64_t groupSize, int bits, const float *scales,
+                      const float *zeros, uint8_t *codes, float *err, double *loss,
+                      cudaStream_t stream) {
     if (count < 1 || count > kGptqBlock || bits < 1 || bits > 8)
-        return makeError(ErrorCode::InvalidArgument, "cuda GPTQ sweep: block of 1.." + std::to_string(kGptqBlock) +
+        return makeError(ErrorCode::InvalidArgument, "cuda GPTQ sweep: block of 1.." +
+                                                         std::to_string(kGptqBlock) +
                                                          " columns and 1..8 bits");
     sweepKernel<<<unsigned(ceilDiv(rows, kSweepThreads)), kSweepThreads, 0, stream>>>(
-        w, rows, cols, b0, int(count), hinvUpper, groupSize, ceilDiv(cols, groupSize), scales, zeros,
-        (1 << bits) - 1, codes, err, loss);
+        w, rows, cols, b0, int(count), hinvUpper, groupSize, ceilDiv(cols, groupSize), scales,
+        zeros, (1 << bits) - 1, codes, err, loss);
     return lastLaunch("GPTQ sweep kernel");
 }
 

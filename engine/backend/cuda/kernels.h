@@ -24,14 +24,16 @@ Status rmsnormRows(const float *x, int64_t rows, int64_t dim, const float *weigh
 // Rotate-half RoPE in place, the contract of Backend::rope (cosSin: rows*headDim floats).
 Status ropeRows(float *x, int64_t rows, int64_t rowStride, int64_t heads, int64_t headDim,
                 const float *cosSin, cudaStream_t stream);
-Status swigluValues(const float *gate, const float *up, int64_t count, float *out, cudaStream_t stream);
+Status swigluValues(const float *gate, const float *up, int64_t count, float *out,
+                    cudaStream_t stream);
 Status addValues(float *x, const float *y, int64_t count, cudaStream_t stream);
 // out = x rounded to `to` (F16 or BF16), count values.
 Status floatsToHalf(const float *x, int64_t count, DType to, void *out, cudaStream_t stream);
 // out = float(x) for F16/BF16/F32 input, count values.
 Status halfToFloats(const void *x, DType from, int64_t count, float *out, cudaStream_t stream);
 // acc[i] += scale * x[i] in float64 (GPTQ Hessian accumulation across row blocks).
-Status accumulateScaled(double *acc, const float *x, int64_t count, double scale, cudaStream_t stream);
+Status accumulateScaled(double *acc, const float *x, int64_t count, double scale,
+                        cudaStream_t stream);
 
 // --- gemv.cu ---
 // Decode-sized GEMM: y[rows x out] = x[rows x in] W^T, W {out, in} dense F32/F16/BF16, read once
@@ -44,21 +46,22 @@ Status denseGemv(const float *x, int64_t rows, const void *weight, DType type, i
 // A QuantizedTensor on the device (engine/quant/quantized_tensor.h's layout: LSB-first code stream,
 // row-major over stored columns, w = scale * (level(code) - zero)).
 struct PackedView {
-    const uint8_t *codes = nullptr;       // the bit stream, padded with 4 zero bytes
-    const float *scales = nullptr;        // rows * groups
-    const float *zeros = nullptr;         // rows * groups
-    const float *codebook = nullptr;      // nullptr: level(c) = c
+    const uint8_t *codes = nullptr;           // the bit stream, padded with 4 zero bytes
+    const float *scales = nullptr;            // rows * groups
+    const float *zeros = nullptr;             // rows * groups
+    const float *codebook = nullptr;          // nullptr: level(c) = c
     const uint32_t *groupBitOffset = nullptr; // per group: first bit within a row
-    const uint8_t *groupWidth = nullptr;  // per group: code width
+    const uint8_t *groupWidth = nullptr;      // per group: code width
     int64_t rows = 0, cols = 0, groupSize = 0, groups = 0, rowBits = 0;
-    int bits = 0;          // the width when uniform
-    bool uniform = false;  // one width for every group (enables the word-at-a-time path)
+    int bits = 0;         // the width when uniform
+    bool uniform = false; // one width for every group (enables the word-at-a-time path)
 };
 // out[r][j] = x[r][perm[j]] (act-order: inputs into stored column order).
 Status permuteColumns(const float *x, int64_t rows, int64_t cols, const int32_t *perm, float *out,
                       cudaStream_t stream);
 // y[rows x w.rows] = xStored W_stored^T, rows <= kGemvMaxRows; xStored in stored column order.
-Status packedGemv(const float *xStored, int64_t rows, const PackedView &w, float *y, cudaStream_t stream);
+Status packedGemv(const float *xStored, int64_t rows, const PackedView &w, float *y,
+                  cudaStream_t stream);
 // The dequantized weights, stored column order, rows x cols of `to` (F32 or BF16).
 Status packedDequantize(const PackedView &w, DType to, void *out, cudaStream_t stream);
 
@@ -78,8 +81,9 @@ struct AttentionTask {
 };
 AttentionPlan planAttention(int64_t tasks, int64_t maxKeys, int multiprocessors);
 size_t attentionWorkspaceFloats(const AttentionPlan &plan, int64_t headDim);
-Status attention(const AttentionSequence *sequences, const AttentionTask *tasks, const AttentionPlan &plan,
-                 const AttentionShape &shape, float *workspace, cudaStream_t stream);
+Status attention(const AttentionSequence *sequences, const AttentionTask *tasks,
+                 const AttentionPlan &plan, const AttentionShape &shape, float *workspace,
+                 cudaStream_t stream);
 
 // --- loss.cu ---
 // out[r] = log softmax(logits[r])[targets[r]] in float64, targets in [0, vocab).
@@ -97,10 +101,12 @@ Status topK(const float *logits, int64_t rows, int64_t vocab, int k, int32_t *id
 // the quantized values into w, the codes, err (rows x count: (w - q) / U_jj for the lazy update)
 // and adds each row's loss. The caller applies w[:, b0+count:] -= err * U[block, b0+count:].
 constexpr int kGptqBlock = 128;
-Status gptqBlockGrids(const float *w, int64_t rows, int64_t cols, int64_t groupSize, int64_t b0, int64_t count,
-                      int bits, bool symmetric, float *scales, float *zeros, cudaStream_t stream);
-Status gptqBlockSweep(float *w, int64_t rows, int64_t cols, int64_t b0, int64_t count, const float *hinvUpper,
-                      int64_t groupSize, int bits, const float *scales, const float *zeros, uint8_t *codes,
-                      float *err, double *loss, cudaStream_t stream);
+Status gptqBlockGrids(const float *w, int64_t rows, int64_t cols, int64_t groupSize, int64_t b0,
+                      int64_t count, int bits, bool symmetric, float *scales, float *zeros,
+                      cudaStream_t stream);
+Status gptqBlockSweep(float *w, int64_t rows, int64_t cols, int64_t b0, int64_t count,
+                      const float *hinvUpper, int64_t groupSize, int bits, const float *scales,
+                      const float *zeros, uint8_t *codes, float *err, double *loss,
+                      cudaStream_t stream);
 
 } // namespace lowbit::cuda

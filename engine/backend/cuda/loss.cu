@@ -11,7 +11,8 @@ namespace {
 constexpr int kThreads = 256;
 
 // One block per row: max, then the sum of exp(x - max) in float64, then the target's log-prob.
-__global__ void logProbKernel(const float *logits, int64_t vocab, const int32_t *targets, double *out) {
+__global__ void logProbKernel(const float *logits, int64_t vocab, const int32_t *targets,
+                              double *out) {
     __shared__ float sharedMax[32];
     __shared__ double sharedSum[32];
     const float *row = logits + int64_t(blockIdx.x) * vocab;
@@ -87,8 +88,10 @@ Status tokenLogProbs(const float *logits, int64_t rows, int64_t vocab, const int
 
 Status topK(const float *logits, int64_t rows, int64_t vocab, int k, int32_t *ids, float *values,
             cudaStream_t stream) {
-    if (rows < 0 || rows > INT32_MAX || vocab <= 0 || vocab > INT32_MAX || k < 1 || k > kTopKMax || k > vocab)
-        return makeError(ErrorCode::InvalidArgument, "cuda topK: k must be 1.." + std::to_string(kTopKMax) +
+    if (rows < 0 || rows > INT32_MAX || vocab <= 0 || vocab > INT32_MAX || k < 1 || k > kTopKMax ||
+        k > vocab)
+        return makeError(ErrorCode::InvalidArgument, "cuda topK: k must be 1.." +
+                                                         std::to_string(kTopKMax) +
                                                          " and at most the vocabulary");
     if (rows == 0)
         return {};

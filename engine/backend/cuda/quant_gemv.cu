@@ -3,8 +3,9 @@
 //
 // Word path (uniform 2/4/8-bit codes, rows a whole number of 32-bit words, groups a multiple of
 // 32/bits columns): a lane reads one 32-bit word = 16/8/4 codes of one group (or four words at
-// once when rows and groups allow), so the scale and zero are loaded once per word. Generic path (3-bit, mixed widths, odd sizes): each code is cut
-// out of two bytes of the LSB-first stream at its bit offset (hence the 4 bytes of padding).
+// once when rows and groups allow), so the scale and zero are loaded once per word. Generic path
+// (3-bit, mixed widths, odd sizes): each code is cut out of two bytes of the LSB-first stream at
+// its bit offset (hence the 4 bytes of padding).
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_math.cuh"
 #include "backend/cuda/kernels.h"
@@ -28,7 +29,8 @@ __device__ __forceinline__ float levelOf(const PackedView &w, uint32_t code) {
 __device__ __forceinline__ float weightAt(const PackedView &w, int64_t r, int64_t j) {
     const int64_t g = j / w.groupSize;
     const int width = w.groupWidth[g];
-    const uint64_t bit = uint64_t(r) * uint64_t(w.rowBits) + w.groupBitOffset[g] + uint64_t(j - g * w.groupSize) * width;
+    const uint64_t bit = uint64_t(r) * uint64_t(w.rowBits) + w.groupBitOffset[g] +
+                         uint64_t(j - g * w.groupSize) * width;
     const float scale = w.scales[r * w.groups + g], zero = w.zeros[r * w.groups + g];
     return scale * (levelOf(w, codeAt(w.codes, bit, width)) - zero);
 }
@@ -108,7 +110,8 @@ __global__ void dequantizeKernel(PackedView w, bool bf16, void *out) {
     }
 }
 
-__global__ void permuteKernel(const float *x, int64_t rows, int64_t cols, const int32_t *perm, float *out) {
+__global__ void permuteKernel(const float *x, int64_t rows, int64_t cols, const int32_t *perm,
+                              float *out) {
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * cols;
          i += int64_t(gridDim.x) * blockDim.x) {
         const int64_t r = i / cols, j = i % cols;
@@ -119,10 +122,12 @@ __global__ void permuteKernel(const float *x, int64_t rows, int64_t cols, const 
 Status checkView(const PackedView &w, const char *op) {
     if (!w.codes || !w.scales || !w.zeros || !w.groupBitOffset || !w.groupWidth || w.rows <= 0 ||
         w.cols <= 0 || w.groupSize <= 0 || w.groups != ceilDiv(w.cols, w.groupSize))
-        return makeError(ErrorCode::InvalidArgument, std::string("cuda ") + op + ": incomplete packed weight");
+        return makeError(ErrorCode::InvalidArgument,
+                         std::string("cuda ") + op + ": incomplete packed weight");
     if (w.uniform && 32 % w.bits == 0 && (w.rowBits % 32 != 0 || w.groupSize % (32 / w.bits) != 0))
         return makeError(ErrorCode::InvalidArgument,
-                         std::string("cuda ") + op + ": uniform layout flag set on a layout the word path cannot read");
+                         std::string("cuda ") + op +
+                             ": uniform layout flag set on a layout the word path cannot read");
     return {};
 }
 
@@ -136,11 +141,14 @@ Status permuteColumns(const float *x, int64_t rows, int64_t cols, const int32_t 
     return lastLaunch("column permutation kernel");
 }
 
-Status packedGemv(const float *xStored, int64_t rows, const PackedView &w, float *y, cudaStream_t stream) {
+Status packedGemv(const float *xStored, int64_t rows, const PackedView &w, float *y,
+                  cudaStream_t stream) {
     LOWBIT_CHECK(checkView(w, "packed gemv"));
     if (rows < 1 || rows > kGemvMaxRows)
-        return makeError(ErrorCode::InvalidArgument, "cuda packed gemv: rows must be 1.." + std::to_string(kGemvMaxRows));
-    packedGemvKernel<<<unsigned(ceilDiv(w.rows, kWarps)), kWarps * 32, 0, stream>>>(xStored, int(rows), w, y);
+        return makeError(ErrorCode::InvalidArgument,
+                         "cuda packed gemv: rows must be 1.." + std::to_string(kGemvMaxRows));
+    packedGemvKernel<<<unsigned(ceilDiv(w.rows, kWarps)), kWarps * 32, 0, stream>>>(
+        xStored, int(rows), w, y);
     return lastLaunch("packed gemv kernel");
 }
 
