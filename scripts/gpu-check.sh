@@ -10,8 +10,10 @@
 #
 # Usage: scripts/gpu-check.sh [--build-only] [--archs "80"] [--device cuda:0]
 #   --build-only  configure and compile only (works without a GPU: proves the script's build part)
-# Shared test data: LOWBIT_SHARED_DIR (default ../shared next to the repository); tests skip
-# without it, so the log says which ran.
+# Shared test data: LOWBIT_SHARED_DIR, else ./shared inside the checkout when present (the device
+# tool carries a shared/ folder of the checkout), else ../shared next to it. The GPU model tests need
+# fixtures/tiny-llama3-a and data/llama2c/{stories260K.bin,tok512.bin,stories260K.greedy_reference.json};
+# without them they skip, and the log says so.
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,6 +45,10 @@ run() { # run <seconds> <command...>: output into the log, status returned
 }
 START=$(date +%s)
 FAILED=()
+if [ -z "${LOWBIT_SHARED_DIR:-}" ] && [ -d "$ROOT/shared" ]; then
+  export LOWBIT_SHARED_DIR=$ROOT/shared
+fi
+log "shared data: ${LOWBIT_SHARED_DIR:-../shared next to the repository}"
 
 if command -v nvidia-smi >/dev/null; then
   run 30 nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv
