@@ -25,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -255,7 +256,8 @@ Status gptqLayer(const Args &args, const Checkpoint &c, std::vector<std::string>
     options.threads = int(std::thread::hardware_concurrency());
     std::map<int64_t, PreparedHessian> prepared; // by input width (q/k/v, gate/up share theirs)
     double hessianSeconds = 0, choleskySeconds = 0, prepareSeconds = 0;
-    for (int64_t cols : {m.hiddenSize, int64_t(m.numHeads * m.headDim), m.intermediateSize}) {
+    for (int64_t cols :
+         std::set<int64_t>{m.hiddenSize, m.numHeads * m.headDim, m.intermediateSize}) {
         std::vector<float> x(size_t(n * cols));
         std::mt19937 rng(static_cast<uint32_t>(cols));
         std::normal_distribution<float> normal;
