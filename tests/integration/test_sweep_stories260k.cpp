@@ -112,6 +112,7 @@ class TestSweepStories260k : public QObject {
 private slots:
     void initTestCase();
     void slurmSweepMatchesLocal();
+    void failedQuantizeIsRetried();
 
 private:
     std::filesystem::path m_model, m_tokenizer;
@@ -205,6 +206,49 @@ void TestSweepStories260k::slurmSweepMatchesLocal() {
         QCOMPARE(actual.at(key), value);
     }
     QCOMPARE(actual.size(), expected.size());
+}
+
+// A quantize task that fails (its calibration file is missing) leaves its evaluate task pending
+// on a dependency Slurm can never satisfy; once the file exists, retry resubmits both (the stuck
+// one scancelled first) and the sweep completes.
+void TestSweepStories260k::failedQuantizeIsRetried() {
+    TempDir dir;
+    LOWBIT_REQUIRE_SLURM_CLUSTER(cluster, dir / "cluster");
+    TRY_OR_FAIL(const SlurmClient client, SlurmClient::detect());
+    json value = sweepJson(dir / "sweep", m_model, m_tokenizer);
+    value["methods"] = {{{"name", "gptq"}, {"group_size", 32}}};
+    value["bits"] = {4};
+    value["tasks"] = {{{"name", "tinystories"}, {"limit", 2}, {"context", 64}}};
+    value["calibration"]["dataset"] = (dir / "calibration.txt").string();
+    const auto spec = writeJson(dir / "sweep.json", value);
+    const auto manifest = dir / "sweep" / "manifest.json";
+    QCOMPARE(cli::runSweep({"submit", spec.string(), "--lowbit", LOWBIT_EXECUTABLE}), 0);
+    // Settle: the quantize task fails; the evaluate task stays pending for good.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+    std::vector<SweepTaskStatus> status;
+    while (std::chrono::steady_clock::now() < deadline) {
+        TRY_OR_FAIL(SweepPlan plan, readManifest(manifest));
+        TRY_OR_FAIL(status, sweepStatus(plan, &client));
+        if (status.size() == 2 && status[0].state == "failed" &&
+            status[1].detail.find("DependencyNeverSatisfied") != std::string::npos)
+            break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+    QCOMPARE(status.size(), size_t(2));
+    QVERIFY2(status[0].state == "failed", (status[0].state + " " + status[0].detail).c_str());
+    QVERIFY2(status[1].detail.find("DependencyNeverSatisfied") != std::string::npos,
+             (status[1].state + " " + status[1].detail).c_str());
+
+    std::ofstream(dir / "calibration.txt")
+        << test::readFile(test::sharedPath("data/tinystories/tinystories_val_first1000.txt"))
+               .substr(0, 4000);
+    QCOMPARE(cli::runSweep({"retry", spec.string(), "--lowbit", LOWBIT_EXECUTABLE}), 0);
+    TRY_OR_FAIL(SweepPlan plan, readManifest(manifest));
+    QCOMPARE(plan.submissions.size(), size_t(4));
+    QCOMPARE(plan.submissions[3].indices, std::vector<int>{1});
+    TRY_OR_FAIL(status, settle(manifest, client));
+    for (const SweepTaskStatus &s : status)
+        QVERIFY2(s.state == "done", ("task " + std::to_string(s.index) + ": " + s.state).c_str());
 }
 
 QTEST_APPLESS_MAIN(TestSweepStories260k)
