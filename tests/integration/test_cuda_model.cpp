@@ -67,8 +67,9 @@ void TestCudaModel::fixture_data() {
     QTest::addColumn<double>("tol");
     QTest::newRow("a fp32") << "tiny-llama3-a" << int(GemmPrecision::Fp32) << 1e-4;
     QTest::newRow("b fp32 (128256 vocab)") << "tiny-llama3-b" << int(GemmPrecision::Fp32) << 1e-4;
-    // bf16-rounded GEMM inputs: about 2^-9 relative per product, a few e-3 on a logit row.
-    QTest::newRow("a tensor16") << "tiny-llama3-a" << int(GemmPrecision::Tensor16) << 2e-2;
+    // bf16-rounded GEMM inputs above 8 rows (2^-9 relative per input): a loose bound that still
+    // catches a wrong op (errors of order 1).
+    QTest::newRow("a tensor16") << "tiny-llama3-a" << int(GemmPrecision::Tensor16) << 5e-2;
 }
 
 void TestCudaModel::fixture() {
@@ -123,14 +124,16 @@ void TestCudaModel::fixture() {
             nll /= double(ids.size() - 1);
             const double refNll = ref["nll"][s].get<double>();
             QVERIFY2(std::abs(nll - refNll) <=
-                         (precision == int(GemmPrecision::Fp32) ? 1e-5 : 1e-2),
+                         (precision == int(GemmPrecision::Fp32) ? 1e-5 : 3e-2),
                      qPrintable(QString("seq %1: nll %2 vs %3")
                                     .arg(s)
                                     .arg(nll, 0, 'g', 12)
                                     .arg(refNll, 0, 'g', 12)));
         }
     }
-    // Two slots in one batch, the second fed in two pieces, give the single-sequence logits.
+    // Two slots in one batch, the second fed in two pieces, give the single-sequence logits (a
+    // 4-token piece takes the exact GEMV path, 10 rows the GEMM: Tensor16 rounds only the latter).
+    const float batchTol = precision == int(GemmPrecision::Fp32) ? 1e-3f : 5e-2f;
     const std::vector<int32_t> a = {5, 77, 300, 12, 9, 411, 2, 2, 100, 7}, b = {42, 1, 511, 250};
     model.clear(0);
     SequenceInput alone{0, a, LogitsWanted::All};
