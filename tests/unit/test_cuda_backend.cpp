@@ -2,7 +2,8 @@
 // awkward shapes, in the manner of ggml's test-backend-ops: fresh random inputs, device outputs
 // poisoned with NaN before each run, normalized mean-squared error per op. Also the loss-side
 // reductions, packed quantized GEMV/GEMM, GPTQ's Hessian and Cholesky, and the error paths.
-// Skips (with the reason) when the build has no CUDA backend or the machine has no GPU.
+// Skips (with the reason) when the build has no CUDA backend or the machine has no GPU. The
+// device is LOWBIT_TEST_DEVICE (default cuda:0).
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_gptq.h"
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -76,6 +78,12 @@ struct DeviceVector {
     }
 };
 
+int testDevice() {
+    const char *env = std::getenv("LOWBIT_TEST_DEVICE");
+    auto spec = parseDevice(env && *env ? env : "cuda:0");
+    return spec.ok() && spec->isCuda() ? spec->index : 0;
+}
+
 } // namespace
 
 class TestCudaBackend : public QObject {
@@ -97,7 +105,7 @@ private slots:
 
 private:
     std::unique_ptr<CudaBackend> make(GemmPrecision precision = GemmPrecision::Fp32) {
-        auto b = makeCudaBackend({0, precision});
+        auto b = makeCudaBackend({testDevice(), precision});
         if (!b.ok())
             qWarning("%s", b.error().message.c_str());
         return b.ok() ? std::move(*b) : nullptr;
