@@ -12,7 +12,8 @@
 //
 // Errors: the Backend ops return void, so the first failure (a CUDA, cuBLAS or shape error) is
 // kept, later ops are skipped, and synchronize() returns it (and clears it). Every other call
-// returns its error directly. One thread at a time, like every Backend.
+// returns its error directly. One thread at a time, like every Backend; the backend makes its
+// device current (cudaSetDevice) when created, so use one CUDA device per host thread.
 //
 // Built without CUDA, makeCudaBackend() returns Unsupported.
 #pragma once
