@@ -96,7 +96,8 @@ std::string batchScript(const SweepPlan &plan, const ArraySubmission &submission
         script = "#!/bin/bash\n" + script;
     if (!script.empty() && script.back() != '\n')
         script += '\n';
-    script += "set -eu\n";
+    // -e: a failing setup line stops the task; no -u, which breaks many sites' module scripts.
+    script += "set -e\n";
     if (!submission.resources.setup.empty())
         script += submission.resources.setup + "\n";
     script += "exec " + shellQuoted(lowbit.string()) + " sweep exec " +
