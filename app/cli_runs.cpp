@@ -82,6 +82,33 @@ int listRuns(const Args &args) {
     return 0;
 }
 
+// "200 steps, loss 3.41 -> 2.87 (min 2.80 at step 187), lr 0.0002, grad norm 0.41, 5120 tok/s"
+void printTrainingSummary(const json &steps) {
+    if (!steps.is_array() || steps.empty())
+        return;
+    const json &first = steps.front(), &last = steps.back();
+    const json *best = &first;
+    double tokensPerSecond = 0;
+    int64_t timed = 0;
+    for (const json &s : steps) {
+        if (s["loss"].get<double>() < (*best)["loss"].get<double>())
+            best = &s;
+        if (s["tokens_per_s"].get<double>() > 0) {
+            tokensPerSecond += s["tokens_per_s"].get<double>();
+            ++timed;
+        }
+    }
+    std::printf("  training   %zu steps, loss %.4g -> %.4g (min %.4g at step %lld), lr %.3g, "
+                "grad norm %.3g",
+                steps.size(), first["loss"].get<double>(), last["loss"].get<double>(),
+                (*best)["loss"].get<double>(),
+                static_cast<long long>((*best)["step"].get<int64_t>()),
+                last["learning_rate"].get<double>(), last["grad_norm"].get<double>());
+    if (timed > 0)
+        std::printf(", %.4g tok/s", tokensPerSecond / double(timed));
+    std::printf("\n");
+}
+
 json runShowJson(const RunStore &store, int64_t runId) {
     auto exported = exportJson(store, std::span<const int64_t>(&runId, 1));
     json run = exported.ok() ? exported->at("runs").at(0) : json::object();
@@ -132,6 +159,7 @@ int showRun(const Args &args) {
                         m["value"].get<double>(), m["stderr"].get<double>(),
                         static_cast<long long>(m["n"].get<int64_t>()));
     }
+    printTrainingSummary(shown.value("training_steps", json::array()));
     for (const json &artifact : shown.value("artifacts", json::array()))
         std::printf("  artifact   %s %s (%lld bytes)\n",
                     artifact["kind"].get<std::string>().c_str(),

@@ -149,6 +149,14 @@ Result<json> runJson(const RunStore &store, const RunData &data) {
                                 {"path", a.path},
                                 {"size_bytes", a.sizeBytes},
                                 {"content_hash", a.contentHash}});
+    LOWBIT_TRY(auto steps, store.trainingSteps(run.id));
+    json training = json::array();
+    for (const TrainingStepRecord &t : steps)
+        training.push_back({{"step", t.step},
+                            {"loss", t.loss},
+                            {"learning_rate", t.learningRate},
+                            {"grad_norm", t.gradNorm},
+                            {"tokens_per_s", t.tokensPerSecond}});
     return json{{"id", run.id},
                 {"status", runStatusName(run.status)},
                 {"model", run.model},
@@ -166,7 +174,8 @@ Result<json> runJson(const RunStore &store, const RunData &data) {
                 {"error", run.error},
                 {"phase_seconds", run.phaseSeconds},
                 {"tasks", tasks},
-                {"artifacts", artifactList}};
+                {"artifacts", artifactList},
+                {"training_steps", training}};
 }
 
 // The harness's "config" block: how the model was called.

@@ -1,5 +1,6 @@
 // Exporting runs: CSV and Markdown tables of metrics (one row per run, task and metric), a JSON
-// document with everything stored about each run except its samples, and lm-eval: per run a
+// document with everything stored about each run except its samples (its training curve
+// included: "training_steps", empty for a run that did not train), and lm-eval: per run a
 // results JSON shaped like lm-evaluation-harness's ("results" with "acc,none" and
 // "acc_stderr,none" keys, "configs", "versions", "n-shot", "higher_is_better", "n-samples",
 // "config") plus a samples JSONL per task, so that runs can be put next to published harness

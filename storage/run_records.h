@@ -107,6 +107,15 @@ struct ArtifactRecord {
     std::string createdAt;
 };
 
+// One optimizer step of a fine-tuning run (the Trainer's ProgressEvent::Training).
+struct TrainingStepRecord {
+    int64_t step = 0; // 1-based
+    double loss = 0;
+    double learningRate = 0;
+    double gradNorm = 0;        // before clipping
+    double tokensPerSecond = 0; // 0: unknown (restored from a training checkpoint)
+};
+
 struct LogLine {
     std::string at;
     std::string level; // "info", "warning", "error"

@@ -86,6 +86,14 @@ public:
                                                 const std::string &methodKey,
                                                 const std::string &taskKey) const;
 
+    // Training curve (run_store_training.cpp) -------------------------------------------------
+    // Stores a batch of steps in one transaction (all or none), replacing steps already stored
+    // under the same number (a resumed run reports them again); a tokensPerSecond of 0 keeps the
+    // stored value. Non-finite numbers are refused with the step named.
+    Status appendTrainingSteps(int64_t runId, std::span<const TrainingStepRecord> steps);
+    // Ordered by step; empty for a run that did not train.
+    Result<std::vector<TrainingStepRecord>> trainingSteps(int64_t runId) const;
+
     // Log --------------------------------------------------------------------------------------
     Status log(int64_t runId, const std::string &level, const std::string &message);
     // The last `limit` lines (0: all), oldest first.

@@ -215,7 +215,7 @@ Result<int64_t> importRun(Database &source, Database &target, int64_t runId) {
                               "run_id = " + std::to_string(runId) + " AND ordinal = ?",
                               tasks.integer(0), {{"run_id", newId}, {"dataset_id", datasetId}}));
     }
-    for (const char *table : {"metrics", "samples", "run_log"})
+    for (const char *table : {"metrics", "samples", "run_log", "training_steps"})
         LOWBIT_CHECK(copyRows(source, target, table, "run_id = ? ORDER BY rowid", runId,
                               {{"run_id", newId}}));
     return newId;

@@ -119,8 +119,23 @@ CREATE TABLE run_log (
 CREATE INDEX run_log_by_run ON run_log (run_id, id);
 )sql";
 
+// Version 2: the per-step curve of a fine-tuning run (issue 8), one row per optimizer step,
+// rewritten in place when a resumed run reports a step again. tokens_per_s 0: unknown (a step
+// restored from a training checkpoint).
+constexpr const char *kSchemaV2 = R"sql(
+CREATE TABLE training_steps (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    loss REAL NOT NULL,
+    learning_rate REAL NOT NULL,
+    grad_norm REAL NOT NULL,
+    tokens_per_s REAL NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+)sql";
+
 // kMigrations[v] brings a database from version v to v + 1.
-constexpr const char *kMigrations[] = {kSchemaV1};
+constexpr const char *kMigrations[] = {kSchemaV1, kSchemaV2};
 static_assert(std::size(kMigrations) == kSchemaVersion);
 
 struct Identity {

@@ -8,7 +8,7 @@
 
 namespace lowbit {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;          // 2: training_steps
 constexpr int kApplicationId = 0x4c4f5742; // "LOWB"
 
 // Brings an empty or older lowbit database up to kSchemaVersion in one transaction. Errors:

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace lowbit {
@@ -14,6 +15,15 @@ struct ProgressEvent {
     int64_t total = 0;           // 0 when unknown
     double tokensPerSecond = 0;
     double etaSeconds = -1;      // < 0 when unknown
+    // Phase "train" only (engine/train/trainer.h): the metrics of step `done`, so that a run
+    // store can keep the loss curve and a GUI can draw it while the run trains.
+    struct Training {
+        double loss = 0; // mean over the step's scored tokens
+        double learningRate = 0;
+        double gradNorm = 0;   // before clipping
+        bool restored = false; // re-reported from a checkpoint on resume (tokensPerSecond 0)
+    };
+    std::optional<Training> training;
 };
 
 class ProgressSink {

@@ -126,6 +126,17 @@ Result<StepMetrics> Trainer::trainStep(int64_t step, std::stop_token stop) {
     return m;
 }
 
+// A resumed run re-reports the steps its checkpoint restored: a consumer that lost the last of
+// them (a run store killed before its batch was committed) gets them back, one that kept them
+// sees the same values again.
+void Trainer::reportRestored(ProgressSink &progress) const {
+    for (const StepMetrics &m : m_history) {
+        ProgressEvent e{"train", m.step, m_options.steps, 0, -1};
+        e.training = ProgressEvent::Training{m.loss, m.learningRate, m.gradNorm, true};
+        progress.report(e);
+    }
+}
+
 Result<TrainReport> Trainer::run(ProgressSink &progress, std::stop_token stop) {
     LOWBIT_CHECK(validate());
     m_params = m_target.parameters();
@@ -135,6 +146,7 @@ Result<TrainReport> Trainer::run(ProgressSink &progress, std::stop_token stop) {
         LOWBIT_TRY(step, loadState());
         if (step > 0)
             report.resumedFromStep = step;
+        reportRestored(progress);
     }
     const auto start = Clock::now();
     int64_t tokensDone = 0;
@@ -153,6 +165,8 @@ Result<TrainReport> Trainer::run(ProgressSink &progress, std::stop_token stop) {
             m_observer->onStep(*metrics);
         const double elapsed = secondsSince(start);
         ProgressEvent e{"train", step, m_options.steps, metrics->tokensPerSecond, -1};
+        e.training =
+            ProgressEvent::Training{metrics->loss, metrics->learningRate, metrics->gradNorm, false};
         if (step > firstStep)
             e.etaSeconds = elapsed / double(step - firstStep) * double(m_options.steps - step);
         progress.report(e);

@@ -20,7 +20,9 @@
 // size is an error: the data order would not be the same).
 //
 // Progress: ProgressEvent{phase "train", done = steps done, total = steps, tokensPerSecond,
-// etaSeconds} after every step; loss, learning rate and gradient norm go to the TrainObserver.
+// etaSeconds, training = {loss, learning rate, grad norm}} after every step, and after a resume
+// one event per restored step (training.restored, tokensPerSecond 0); the TrainObserver gets
+// every step's StepMetrics too.
 // Cancellation: the stop token is checked before every micro-batch; a stopped run saves the state
 // of its last completed step and returns ErrorCode::Cancelled. Runs on the caller's thread.
 #pragma once
@@ -108,6 +110,7 @@ private:
     Result<StepMetrics> trainStep(int64_t step, std::stop_token stop);
     Status saveState(int64_t step) const;
     Result<int64_t> loadState();
+    void reportRestored(ProgressSink &progress) const;
 
     TrainTarget &m_target;
     std::span<const TrainExample> m_data;

@@ -7,7 +7,7 @@
 //              "options": {"data": "/data/alpaca.json", "steps": 10000, "batch": 16,
 //                          "micro_batch": 0, "lr": 2e-4, "schedule": "constant", "warmup": 0,
 //                          "rank": 64, "alpha": 16, "max_grad_norm": 0.3, "weight_decay": 0,
-//                          "seed": 0, "save_every": 250, "format": "auto", "seq_len": 512,
+//                          "seed": 0, "save_every": 250, "format": "auto", "seq_len": 256,
 //                          "source_len": 384, "target_len": 128, "train_on_source": false}}
 //   dbllm adds "dual_group" (64), "train_latent" (true), "weighting" ("ambiguity"),
 //   "strength" (1), "temperature" (1), "ce_weight" (0), "distill_sequences" (64),

@@ -58,23 +58,59 @@ private:
 
 // Passes progress on and refreshes the run's heartbeat about once a minute, so that a long phase
 // without samples (quantizing a large model) does not look dead to a store on another host.
-class HeartbeatProgress final : public ProgressSink {
+// Training steps (phase "train" events with metrics, engine/train/trainer.h) are stored as the
+// run's curve, in batches as samples are: when kStepBatch are waiting, a second after the first,
+// at the next event of another phase, and on flush(). A failed write is logged once and the run
+// goes on: the curve is a record of the training, not its result (OUT/finetune.json keeps every
+// step too).
+class RunProgress final : public ProgressSink {
 public:
-    HeartbeatProgress(RunStore &store, int64_t runId, ProgressSink &next)
+    static constexpr size_t kStepBatch = 64;
+
+    RunProgress(RunStore &store, int64_t runId, ProgressSink &next)
         : m_store(store), m_runId(runId), m_next(next), m_last(Clock::now()) {}
     void report(const ProgressEvent &event) override {
         m_next.report(event);
+        if (event.training && event.phase == "train")
+            keepStep(event);
+        else if (!m_steps.empty())
+            flush(); // training is over (or paused for another phase): store its last steps
         if (Clock::now() - m_last >= std::chrono::seconds(60)) {
             m_last = Clock::now();
             (void)m_store.heartbeat(m_runId); // best effort: a missed beat only ages the stamp
         }
     }
+    void flush() {
+        if (m_steps.empty())
+            return;
+        Status stored = m_store.appendTrainingSteps(m_runId, m_steps);
+        m_steps.clear();
+        if (!stored.ok() && !m_failed) {
+            m_failed = true;
+            (void)m_store.log(m_runId, "warning",
+                              "training steps not stored: " + stored.error().toString());
+        }
+    }
 
 private:
+    void keepStep(const ProgressEvent &event) {
+        if (m_steps.empty())
+            m_firstPending = Clock::now();
+        const ProgressEvent::Training &t = *event.training;
+        m_steps.push_back({event.done, t.loss, t.learningRate, t.gradNorm,
+                           t.restored ? 0.0 : event.tokensPerSecond});
+        if (m_steps.size() >= kStepBatch ||
+            Clock::now() - m_firstPending >= std::chrono::seconds(1))
+            flush();
+    }
+
     RunStore &m_store;
     int64_t m_runId;
     ProgressSink &m_next;
     Clock::time_point m_last;
+    std::vector<TrainingStepRecord> m_steps;
+    Clock::time_point m_firstPending;
+    bool m_failed = false;
 };
 
 json configJson(const ModelConfig &c) {
@@ -374,10 +410,11 @@ Result<RunOutcome> executeRun(RunStore &store, int64_t runId, const PipelineCont
                 makeError(ErrorCode::Format, "the stored spec of run " + std::to_string(runId) +
                                                  " is unreadable: " + spec.error().message);
         } else {
-            HeartbeatProgress beating(store, runId, progress);
+            RunProgress beating(store, runId, progress);
             Executor executor(store, std::move(run), std::move(spec).value(), context, beating,
                               stop);
             status = executor.execute();
+            beating.flush();
         }
     } catch (const std::exception &e) { // third-party code (nlohmann, std) at the job boundary
         status = makeError(ErrorCode::Internal, std::string("unexpected exception: ") + e.what());
