@@ -65,6 +65,60 @@ std::map<QString, Options> optionTable() {
     };
 }
 
+// Fine-tuning methods (storage/pipeline/engine_finetune.cpp, finetuneOptions): keys and defaults
+// as the job spec reads them. The training data file is the panel's own row (option "data").
+Options trainingOptions(bool lora) {
+    Options options = {
+        {"steps", qlonglong(10000), "Optimizer steps"},
+        {"batch", qlonglong(16), "Examples per optimizer step"},
+        {"micro_batch", qlonglong(0), "Examples per forward/backward (0: the whole batch)"},
+        {"lr", 2e-4, "Peak learning rate (AdamW)"},
+        {"schedule", QStringLiteral("constant"), "Learning-rate schedule: constant or cosine"},
+        {"warmup", qlonglong(0), "Linear warmup steps"},
+        {"max_grad_norm", 0.3, "Global gradient-norm clip (0: none)"},
+        {"weight_decay", 0.0, "Decoupled weight decay"},
+        {"seed", qlonglong(0), "Seed of the data order and the adapter initialization"},
+        {"save_every", qlonglong(250), "Training checkpoint every N steps (resume point)"},
+        {"format", QStringLiteral("auto"), "Data format: auto, alpaca, chat, oasst or text"},
+        {"seq_len", qlonglong(256), "Tokens per window of plain-text data"},
+        {"source_len", qlonglong(384), "Most prompt tokens per example"},
+        {"target_len", qlonglong(128), "Most response tokens per example"},
+        {"train_on_source", false, "Score the prompt tokens too"},
+    };
+    if (lora) {
+        options.insert(options.begin() + 4, {{"rank", qlonglong(64), "LoRA rank r"},
+                                             {"alpha", 16.0, "LoRA alpha (scale alpha / r)"}});
+        return options;
+    }
+    const Options dbllm = {
+        {"dual_group", qlonglong(64), "Weights per dual-binarization group"},
+        {"train_latent", true, "Train the latent weights through the STE (not only the scales)"},
+        {"weighting", QStringLiteral("ambiguity"),
+         "Deviation-aware weighting: ambiguity or uniform"},
+        {"strength", 1.0, "Strength of the deviation-aware weighting"},
+        {"temperature", 1.0, "Distillation temperature"},
+        {"ce_weight", 0.0, "Cross-entropy on the data's targets added to the KD loss"},
+        {"distill_sequences", qlonglong(64), "FP-generated sequences when no data file is given"},
+        {"distill_tokens", qlonglong(256), "Tokens per generated sequence"},
+        {"distill_greedy", qlonglong(0), "Greedy prefix tokens of each generated sequence"},
+    };
+    options.insert(options.end(), dbllm.begin(), dbllm.end());
+    return options;
+}
+
+MethodInfo finetuneMethod(const QString &name, const QString &label, int bits, bool lora,
+                          const QString &summary) {
+    MethodInfo info;
+    info.name = name;
+    info.label = label;
+    info.summary = summary;
+    info.validBits = {bits};
+    info.finetune = true;
+    info.trainingDataRequired = lora;
+    info.options = trainingOptions(lora);
+    return info;
+}
+
 MethodInfo describe(const QuantizerInfo &row, const Options &options) {
     MethodInfo info;
     info.name = toQString(std::string(row.name));
@@ -96,6 +150,15 @@ std::vector<MethodInfo> buildCatalog() {
         const auto found = table.find(toQString(std::string(row.name)));
         methods.push_back(describe(row, found == table.end() ? Options{} : found->second));
     }
+    methods.push_back(
+        finetuneMethod("qlora", "QLoRA", 4, true,
+                       "LoRA adapters trained over a frozen NF4 base (Dettmers et al. 2023)"));
+    methods.push_back(finetuneMethod(
+        "irqlora", "IR-QLoRA", 4, true,
+        "QLoRA over an entropy-calibrated NF4 base with elastic connections (Qin et al. 2024)"));
+    methods.push_back(finetuneMethod(
+        "dbllm", "DB-LLM", 2, false,
+        "Dual-binarized 2-bit model distilled from the FP model (Chen et al. 2024)"));
     return methods;
 }
 

@@ -1,5 +1,6 @@
-// What the method panel offers: the FP baseline and every method of the quantizer registry, with
-// the bit-widths each accepts and its method-specific options (defaults and tooltips).
+// What the method panel offers: the FP baseline, every method of the quantizer registry, and the
+// fine-tuning methods (qlora, irqlora, dbllm: storage/pipeline/engine_finetune.h), with the
+// bit-widths each accepts and its method-specific options (defaults and tooltips).
 //
 // Valid bit-widths are asked of the method itself: its factory is called with each width 1..8
 // and default options, and the widths it accepts are listed (factories only validate, they do
@@ -17,7 +18,7 @@ namespace lowbit::ui {
 
 struct MethodOptionInfo {
     QString key;           // "damp"
-    QVariant defaultValue; // bool, int (qlonglong) or double
+    QVariant defaultValue; // bool, int (qlonglong), double or QString
     QString tooltip;
 };
 
@@ -27,10 +28,13 @@ struct MethodInfo {
     QString summary;            // tooltip
     std::vector<int> validBits; // empty for the FP baseline
     bool needsCalibration = false;
+    bool finetune = false;             // trains: the panel's training data file is option "data"
+    bool trainingDataRequired = false; // qlora, irqlora (dbllm can distill on FP-written text)
     std::vector<MethodOptionInfo> options;
 };
 
-// The FP baseline first, then the registry's methods in registry order. Computed once.
+// The FP baseline first, then the registry's methods in registry order, then qlora, irqlora and
+// dbllm. Computed once.
 const std::vector<MethodInfo> &methodCatalog();
 const MethodInfo *findMethod(const QString &name);
 

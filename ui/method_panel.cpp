@@ -5,6 +5,7 @@
 
 #include <QCheckBox>
 #include <QComboBox>
+#include <QFileDialog>
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
@@ -24,6 +25,7 @@ nlohmann::json jsonOf(const QVariant &value) {
     switch (value.typeId()) {
     case QMetaType::Bool: return value.toBool();
     case QMetaType::Double: return value.toDouble();
+    case QMetaType::QString: return value.toString().toStdString();
     default: return value.toLongLong();
     }
 }
@@ -68,6 +70,22 @@ MethodPanel::MethodPanel(QWidget *parent) : QWidget(parent) {
     m_calibrationTokens->setRange(16, 32768);
     m_calibrationTokens->setValue(2048);
     m_calibrationTokens->setToolTip(tr("Tokens per calibration window"));
+    m_trainingData = new QLineEdit(this);
+    m_trainingData->setObjectName(QStringLiteral("trainingData"));
+    m_trainingData->setToolTip(tr("Fine-tuning data: Alpaca JSON, chat JSONL, OpenAssistant trees "
+                                  "or plain text"));
+    connect(m_trainingData, &QLineEdit::textChanged, this, &MethodPanel::changed);
+    m_browseData = new QPushButton(tr("Browse…"), this);
+    connect(m_browseData, &QPushButton::clicked, this, [this] {
+        const QString file =
+            QFileDialog::getOpenFileName(this, tr("Training data"), m_trainingData->text(),
+                                         tr("Training data (*.json *.jsonl *.txt);;All files (*)"));
+        if (!file.isEmpty())
+            m_trainingData->setText(file);
+    });
+    auto *dataRow = new QHBoxLayout;
+    dataRow->addWidget(m_trainingData, 1);
+    dataRow->addWidget(m_browseData);
     m_options = new QTableWidget(0, 2, this);
     m_options->setObjectName(QStringLiteral("methodOptions"));
     m_options->setHorizontalHeaderLabels({tr("Option"), tr("Value")});
@@ -82,6 +100,7 @@ MethodPanel::MethodPanel(QWidget *parent) : QWidget(parent) {
     form->addRow(tr("Calibration set"), m_calibrationSet);
     form->addRow(tr("Calibration windows"), m_calibrationSamples);
     form->addRow(tr("Window tokens"), m_calibrationTokens);
+    form->addRow(tr("Training data"), dataRow);
     form->addRow(tr("Options"), m_options);
     form->addRow(QString(), m_baseline);
     m_sweepList = new QListWidget(this);
@@ -119,11 +138,19 @@ void MethodPanel::onMethodChanged() {
     }
     const bool quantized = method->name != QStringLiteral("none");
     m_group->setEnabled(quantized);
-    m_symmetric->setEnabled(quantized);
     m_calibrationSet->setEnabled(method->needsCalibration);
     m_calibrationSamples->setEnabled(method->needsCalibration);
     m_calibrationTokens->setEnabled(method->needsCalibration);
     m_baseline->setEnabled(quantized);
+    m_symmetric->setEnabled(quantized && !method->finetune);
+    if (method->finetune)
+        m_symmetric->setChecked(false); // the base grids are fixed (NF4, dual binary)
+    m_trainingData->setEnabled(method->finetune);
+    m_browseData->setEnabled(method->finetune);
+    m_trainingData->setPlaceholderText(!method->finetune ? QString()
+                                       : method->trainingDataRequired
+                                           ? tr("required")
+                                           : tr("none: distill on text the FP model writes"));
     fillOptions();
     emit changed();
 }
@@ -201,6 +228,8 @@ std::vector<MethodSpec> MethodPanel::currentSpecs() const {
     base.groupSize = m_group->value();
     base.symmetric = m_symmetric->isChecked();
     base.options = changedOptions();
+    if (method->finetune && !m_trainingData->text().isEmpty())
+        base.options["data"] = m_trainingData->text().toStdString();
     if (method->needsCalibration &&
         (!m_calibrationSet->text().isEmpty() || m_calibrationSamples->value() != 128 ||
          m_calibrationTokens->value() != 2048)) {
@@ -242,6 +271,16 @@ void MethodPanel::setBits(const std::vector<int> &bits) {
 
 void MethodPanel::setGroupSize(int groupSize) {
     m_group->setValue(groupSize);
+}
+
+void MethodPanel::setTrainingData(const QString &path) {
+    m_trainingData->setText(path);
+}
+
+void MethodPanel::setOptionValue(const QString &key, const QVariant &value) {
+    for (int row = 0; row < m_options->rowCount(); ++row)
+        if (m_options->item(row, 0)->text() == key)
+            m_options->item(row, 1)->setData(Qt::EditRole, value);
 }
 
 void MethodPanel::setIncludeBaseline(bool include) {

@@ -1,7 +1,9 @@
 // MethodPanel: how the checkpoint is quantized. Method (FP baseline or a registry method), the
 // bit-widths to run (only the method's valid ones can be ticked; ticking several is a sweep: one
 // job per width), group size, symmetric grid, calibration set and size, and the method's own
-// options with defaults and tooltips. "Also run the FP baseline" adds the unquantized job.
+// options with defaults and tooltips. "Also run the FP baseline" adds the unquantized job. A
+// fine-tuning method (qlora, irqlora, dbllm) takes its training data file from the "Training
+// data" row (a file picker), stored as its option "data".
 // A sweep across methods: "Add to sweep" stores what the panel describes now; while the sweep
 // list holds entries, methodSpecs() returns all of them (each once) instead of the current choice.
 //
@@ -18,6 +20,7 @@ class QCheckBox;
 class QComboBox;
 class QLineEdit;
 class QListWidget;
+class QPushButton;
 class QSpinBox;
 class QTableWidget;
 
@@ -42,6 +45,9 @@ public:
     void setBits(const std::vector<int> &bits);
     void setGroupSize(int groupSize);
     void setIncludeBaseline(bool include);
+    void setTrainingData(const QString &path);
+    // Sets a method option's value in the table (no effect for an unknown key).
+    void setOptionValue(const QString &key, const QVariant &value);
     // Method-option value shown in the table, invalid when the method has no such key.
     QVariant optionValue(const QString &key) const;
     bool isBitEnabled(int bits) const;
@@ -63,6 +69,8 @@ private:
     QLineEdit *m_calibrationSet = nullptr;
     QSpinBox *m_calibrationSamples = nullptr;
     QSpinBox *m_calibrationTokens = nullptr;
+    QLineEdit *m_trainingData = nullptr;
+    QPushButton *m_browseData = nullptr;
     QTableWidget *m_options = nullptr;
     QListWidget *m_sweepList = nullptr;
     std::vector<MethodSpec> m_sweep;

@@ -1,5 +1,7 @@
 #include "run_details.h"
 
+#include "loss_chart.h"
+#include "pipeline/engine_finetune.h"
 #include "run_store.h"
 #include "workbench_settings.h"
 
@@ -40,7 +42,7 @@ QString correctText(int correct) {
 } // namespace
 
 RunDetails::RunDetails(const std::filesystem::path &database, int64_t runId, QWidget *parent)
-    : QDialog(parent) {
+    : QDialog(parent), m_database(database), m_runId(runId) {
     setWindowTitle(tr("Run %1").arg(runId));
     resize(820, 560);
     m_tabs = new QTabWidget(this);
@@ -49,7 +51,20 @@ RunDetails::RunDetails(const std::filesystem::path &database, int64_t runId, QWi
     auto *layout = new QVBoxLayout(this);
     layout->addWidget(m_tabs);
     layout->addWidget(buttons);
+    m_refresh.setInterval(kRefreshMs);
+    connect(&m_refresh, &QTimer::timeout, this, &RunDetails::refreshTraining);
     load(database, runId);
+}
+
+void RunDetails::refreshTraining() {
+    auto store = RunStore::open(m_database, {.readOnly = true});
+    if (!store.ok())
+        return; // keep what is shown; the next tick tries again
+    if (auto steps = store->trainingSteps(m_runId); steps.ok() && m_loss)
+        m_loss->setSteps(std::move(steps).value());
+    auto run = store->run(m_runId);
+    if (!run.ok() || (run->status != RunStatus::Queued && run->status != RunStatus::Running))
+        m_refresh.stop();
 }
 
 void RunDetails::load(const std::filesystem::path &database, int64_t runId) {
@@ -83,6 +98,17 @@ void RunDetails::load(const std::filesystem::path &database, int64_t runId) {
                     QString::number(m.metric.value, 'g', 8),
                     QString::number(m.metric.stderr_, 'g', 4), QString::number(m.metric.n)});
     m_tabs->addTab(metrics, tr("Metrics"));
+
+    auto steps = store->trainingSteps(runId);
+    const bool active = run->status == RunStatus::Queued || run->status == RunStatus::Running;
+    if ((steps.ok() && !steps->empty()) || (active && isFinetuneMethod(run->method))) {
+        m_loss = new LossChart(this);
+        m_loss->setObjectName(QStringLiteral("lossChart"));
+        m_loss->setSteps(steps.ok() ? std::move(steps).value() : std::vector<TrainingStepRecord>());
+        m_tabs->addTab(m_loss, tr("Training"));
+        if (active)
+            m_refresh.start();
+    }
 
     auto tasks = store->runTasks(runId);
     if (!tasks.ok())

@@ -1,5 +1,6 @@
 #include "workbench_settings.h"
 
+#include "pipeline/engine_finetune.h"
 #include "pipeline/engine_quantization.h"
 #include "run_store.h"
 #include "task.h"
@@ -39,7 +40,8 @@ PipelineContext workbenchPipelineContext(const std::filesystem::path &dir) {
                 return info.dataFiles;
         return std::vector<std::filesystem::path>();
     };
-    context.quantization = engineQuantizationHooks(dir);
+    context.quantization =
+        withFinetuneMethods(engineQuantizationHooks(dir)); // + qlora, irqlora, dbllm
     return context;
 }
 

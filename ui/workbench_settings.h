@@ -24,7 +24,8 @@ int engineThreads();
 // "cpu" or "cuda:N".
 QString engineDevice();
 
-// Evaluator tasks from `dataDir` and the engine's quantization methods (as the CLI uses).
+// Evaluator tasks from `dataDir`, the engine's quantization methods and the fine-tuning methods
+// (qlora, irqlora, dbllm), as the CLI uses them.
 PipelineContext workbenchPipelineContext(const std::filesystem::path &dataDir);
 
 inline QString toQString(const std::string &text) {
