@@ -277,10 +277,7 @@ Result<QuantizedTensor> quantizeBillm(std::string name, std::span<const float> w
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
     const std::vector<float> &u = prepared->hinvUpper;
     std::vector<float> w(weight.begin(), weight.end());
-    for (int64_t j = 0; j < cols; ++j) // bigptq.py: W[:, dead] = 0
-        if (prepared->deadColumns[size_t(j)])
-            for (int64_t r = 0; r < rows; ++r)
-                w[size_t(r * cols + j)] = 0;
+    zeroDeadColumns(w, rows, cols, *prepared);
 
     BillmState s = BillmState::make(rows, cols, t.groups());
     RowPool pool(options.threads, rows, t.groupSize);

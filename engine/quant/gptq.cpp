@@ -57,10 +57,7 @@ Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> we
     LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "gptq", rows, cols, options.bits,
                                                           options.groupSize, options.symmetric));
     std::vector<float> w(weight.begin(), weight.end());
-    for (int64_t j = 0; j < cols; ++j) // gptq.py: W[:, dead] = 0
-        if (prepared.deadColumns[size_t(j)])
-            for (int64_t r = 0; r < rows; ++r)
-                w[size_t(r * cols + j)] = 0;
+    zeroDeadColumns(w, rows, cols, prepared);
     if (!prepared.permutation.empty())
         w = permuteColumns(w, rows, cols, prepared.permutation);
     GridSweep sweep(rows, cols, t.groupSize, options.bits, options.symmetric);

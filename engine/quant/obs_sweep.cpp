@@ -10,6 +10,14 @@
 
 namespace lowbit {
 
+void zeroDeadColumns(std::vector<float> &w, int64_t rows, int64_t cols,
+                     const PreparedHessian &prepared) {
+    for (int64_t j = 0; j < cols; ++j)
+        if (prepared.deadColumns[size_t(j)])
+            for (int64_t r = 0; r < rows; ++r)
+                w[size_t(r * cols + j)] = 0;
+}
+
 std::vector<float> permuteColumns(const std::vector<float> &in, int64_t rows, int64_t cols,
                                   const std::vector<int32_t> &perm) {
     std::vector<float> out(in.size());

@@ -82,6 +82,11 @@ Result<SweepResult> obsSweep(std::vector<float> &w, int64_t rows, int64_t cols,
                              const PreparedHessian &prepared, int64_t blockSize,
                              SweepQuantizer &quantizer, int threads, std::stop_token stop = {});
 
+// Zeroes the columns of rows x cols weights whose input never varied (H_jj == 0), as gptq.py and
+// every method built on its sweep do (W[:, dead] = 0): nothing can compensate their error.
+void zeroDeadColumns(std::vector<float> &w, int64_t rows, int64_t cols,
+                     const PreparedHessian &prepared);
+
 // Columns of a rows x cols row-major matrix reordered: out[:, j] = in[:, perm[j]].
 std::vector<float> permuteColumns(const std::vector<float> &in, int64_t rows, int64_t cols,
                                   const std::vector<int32_t> &perm);

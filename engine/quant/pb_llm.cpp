@@ -163,10 +163,7 @@ Result<QuantizedTensor> quantizePbLlm(std::string name, std::span<const float> w
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
     std::vector<float> w(weight.begin(), weight.end());
-    for (int64_t j = 0; j < cols; ++j) // gptq.py: W[:, dead] = 0
-        if (prepared->deadColumns[size_t(j)])
-            for (int64_t r = 0; r < rows; ++r)
-                w[size_t(r * cols + j)] = 0;
+    zeroDeadColumns(w, rows, cols, *prepared);
 
     const int64_t salient =
         options.salientFraction >= 0

@@ -205,10 +205,7 @@ Result<QuantizedTensor> quantizeQuip(std::string name, std::span<const float> we
     auto prepared = prepareHessian(h, cols, {options.damp, false, options.threads, ldl});
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
-    for (int64_t j = 0; j < cols; ++j) // pre_gptqH: W[:, dead] = 0
-        if (prepared->deadColumns[size_t(j)])
-            for (int64_t r = 0; r < rows; ++r)
-                w[size_t(r * cols + j)] = 0;
+    zeroDeadColumns(w, rows, cols, *prepared);
     QuipSweep sweep(rows, cols, t.groupSize, options.bits, options.qfn);
     if (options.qfn == 'b' && t.groupSize == cols)
         sweep.setTensorScale(w);
