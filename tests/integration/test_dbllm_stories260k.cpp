@@ -38,6 +38,7 @@ private:
 
     std::shared_ptr<const Checkpoint> m_fp;
     std::vector<int32_t> m_evalTokens;
+    std::string m_calibText; // GPTQ's calibration: the WikiText-2 train prefix, as the study
     double m_rtnPpl = 0;
 };
 
@@ -45,6 +46,8 @@ void TestDbLlmStories260K::initTestCase() {
     LOWBIT_REQUIRE_SHARED_FILE(model, "data/llama2c/stories260K.bin");
     LOWBIT_REQUIRE_SHARED_FILE(tok, "data/llama2c/tok512.bin");
     LOWBIT_REQUIRE_SHARED_FILE(text, "data/tinystories/tinystories_val_first1000.txt");
+    LOWBIT_REQUIRE_SHARED_FILE(calib, "data/wikitext2/wiki.train.raw.prefix");
+    m_calibText = calib.string();
     auto fp = loadCheckpoint(model, {tok});
     QVERIFY(fp.ok());
     m_fp = std::make_shared<const Checkpoint>(std::move(*fp));
@@ -90,9 +93,14 @@ std::shared_ptr<const Checkpoint> TestDbLlmStories260K::quantized(const std::str
     q.threads = 2;
     q.calibration.samples = 32;
     q.calibration.tokens = 256;
+    q.calibration.textPath = m_calibText;
     NullProgress progress;
     auto model = quantizeModel(*m_fp, q, progress);
-    return model.ok() ? model->checkpoint : nullptr;
+    if (!model.ok()) {
+        qWarning("%s 2-bit: %s", method.c_str(), model.error().message.c_str());
+        return nullptr;
+    }
+    return model->checkpoint;
 }
 
 void TestDbLlmStories260K::untrainedStudentIsRtn2Bit() {
