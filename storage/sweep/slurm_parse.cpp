@@ -42,10 +42,13 @@ std::optional<int> parseIndex(std::string_view text) {
     return value;
 }
 
+// Tasks one parse may report, so that corrupt output cannot eat memory: the jobs parsed are a
+// sweep's arrays, and planSweep refuses grids of more than 100000 tasks.
+constexpr int64_t kMaxTasks = 100'000;
+
 // Slurm's array-range syntax "0,2,5-7", "0-9:2", "3-5%2" (the % part caps concurrency) ->
-// indices; empty when malformed. Ranges are bounded so a corrupt line cannot eat memory.
-std::vector<int> expandArrayRange(std::string_view range) {
-    constexpr int kMaxTasks = 1'000'000;
+// indices; empty when malformed or when more than `limit` (at most kMaxTasks) indices.
+std::vector<int> expandArrayRange(std::string_view range, int64_t limit) {
     if (const size_t percent = range.find('%'); percent != std::string_view::npos)
         range = range.substr(0, percent);
     std::vector<int> indices;
@@ -62,10 +65,12 @@ std::vector<int> expandArrayRange(std::string_view range) {
         const auto first = parseIndex(part.substr(0, dash));
         const auto last =
             dash == std::string_view::npos ? first : parseIndex(part.substr(dash + 1));
-        if (!first || !last || *last < *first || (*last - *first) / step > kMaxTasks)
+        if (!first || !last || *last < *first ||
+            int64_t(indices.size()) + (*last - *first) / step >= limit)
             return {};
-        for (int i = *first; i <= *last; i += step)
-            indices.push_back(i);
+        // 64-bit: i + step would overflow int past a last index near INT_MAX.
+        for (int64_t i = *first; i <= *last; i += step)
+            indices.push_back(int(i));
     }
     return indices;
 }
@@ -183,7 +188,8 @@ std::vector<SlurmTaskStatus> parseScontrolTasks(std::string_view output, std::st
         const std::string rawState(fields["JobState"]);
         const std::string reason =
             withExitCode(reasonOrEmpty(fields["Reason"]), fields["ExitCode"]);
-        for (int index : expandArrayRange(fields["ArrayTaskId"])) {
+        for (int index :
+             expandArrayRange(fields["ArrayTaskId"], kMaxTasks - int64_t(byIndex.size()))) {
             SlurmTaskStatus task{index, mapSlurmState(rawState), rawState, reason};
             byIndex[index] = std::move(task);
         }
@@ -203,7 +209,7 @@ std::vector<SlurmTaskStatus> parseSacctTasks(std::string_view output, std::strin
             range = range.substr(1, range.size() - 2);
         const std::string rawState(trim(fields[1]).substr(0, trim(fields[1]).find(' ')));
         const std::string reason = withExitCode({}, fields.size() > 2 ? fields[2] : "");
-        for (int index : expandArrayRange(range)) {
+        for (int index : expandArrayRange(range, kMaxTasks - int64_t(byIndex.size()))) {
             std::string word = rawState;
             if (!word.empty() && word.back() == '+')
                 word.pop_back();

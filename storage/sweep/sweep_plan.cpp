@@ -55,6 +55,15 @@ bool sameTasks(const SweepPlan &a, const SweepPlan &b) {
     return true;
 }
 
+// get<int>() of a float out of int's range is undefined behaviour, and of a large integer
+// silently wraps: anything but an int-sized integer is a type error, as get<> reports others.
+int intOf(const json &value) {
+    if (!value.is_number_integer() || value.get<int64_t>() < INT32_MIN ||
+        value.get<int64_t>() > INT32_MAX)
+        throw json::type_error::create(302, "expected an integer, got " + value.dump(), &value);
+    return value.get<int>();
+}
+
 } // namespace
 
 const char *stageName(StageKind stage) {
@@ -70,6 +79,17 @@ std::vector<int> SweepPlan::stageIndices(StageKind stage) const {
 }
 
 Result<SweepPlan> planSweep(const SweepSpec &spec) {
+    // A few KB of spec can name a grid of billions of tasks; refuse it before expanding it.
+    constexpr double kMaxTasks = 100'000;
+    double perCheckpoint = 0;
+    for (const json &method : spec.methods)
+        perCheckpoint += methodName(method) == "none"
+                             ? double(spec.tasks.size())
+                             : double(spec.bits.size()) * double(1 + spec.tasks.size());
+    if (double(spec.checkpoints.size()) * perCheckpoint > kMaxTasks)
+        return makeError(ErrorCode::InvalidArgument,
+                         "sweep: the grid has more than 100000 tasks; split it into several "
+                         "sweeps");
     SweepPlan plan;
     plan.spec = spec;
     std::vector<SweepTask> quantize, evaluate;
@@ -170,9 +190,12 @@ Result<SweepPlan> readManifest(const std::filesystem::path &path) {
     try {
         for (const json &s : value.value("submissions", json::array())) {
             SweepSubmission submission;
-            submission.stage = s.at("stage").get<int>();
+            submission.stage = intOf(s.at("stage"));
             submission.jobId = s.at("job_id").get<std::string>();
-            submission.indices = s.at("indices").get<std::vector<int>>();
+            if (!s.at("indices").is_array())
+                throw json::type_error::create(302, "indices must be a list", &s);
+            for (const json &index : s.at("indices"))
+                submission.indices.push_back(intOf(index));
             submission.submittedAt = s.value("submitted_at", "");
             plan.submissions.push_back(std::move(submission));
         }

@@ -224,7 +224,13 @@ const char *backendName(BackendKind kind) {
 }
 
 std::string methodName(const json &method) {
-    return method.is_object() ? method.value("name", std::string("none")) : "none";
+    // Not json::value(): it throws on a "name" of another type; parseJobSpec reports that one.
+    if (!method.is_object())
+        return "none";
+    const auto name = method.find("name");
+    if (name == method.end())
+        return "none";
+    return name->is_string() ? name->get<std::string>() : std::string();
 }
 
 Result<JobSpec> gridJob(const SweepSpec &spec, const SweepCheckpoint &checkpoint,
@@ -300,7 +306,7 @@ Result<SweepSpec> parseSweepSpec(const json &value) {
     }
     LOWBIT_TRY(const json *methods, fields.list("methods", true));
     const bool onlyNone = std::all_of(methods->begin(), methods->end(), [](const json &m) {
-        return m == "none" || (m.is_object() && m.value("name", "") == "none");
+        return m == "none" || (m.is_object() && methodName(m) == "none");
     });
     if (spec.bits.empty() && !onlyNone)
         return fieldError("sweep.bits", "must be a non-empty list of bit-widths in [1, 8]");
