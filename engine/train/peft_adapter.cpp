@@ -74,9 +74,12 @@ Result<AdapterInfo> parseAdapterConfig(const fs::path &path) {
         return makeError(ErrorCode::Format, path.string() + ": not a JSON object");
     if (stringOr(c, "peft_type", "") != "LORA")
         return makeError(ErrorCode::Unsupported, path.string() + ": peft_type is not \"LORA\"");
+    // An r past INT32_MAX would wrap in get<int>() (2^32 + 2 read as rank 2).
     if (!c.contains("r") || !c["r"].is_number_integer() || c["r"].get<int64_t>() < 1 ||
-        !c.contains("lora_alpha") || !c["lora_alpha"].is_number())
-        return makeError(ErrorCode::Format, path.string() + ": 'r' or 'lora_alpha' missing");
+        c["r"].get<int64_t>() > INT32_MAX || !c.contains("lora_alpha") ||
+        !c["lora_alpha"].is_number())
+        return makeError(ErrorCode::Format,
+                         path.string() + ": 'r' or 'lora_alpha' missing or out of range");
     AdapterInfo info;
     info.lora.rank = c["r"].get<int>();
     info.lora.alpha = c["lora_alpha"].get<double>();

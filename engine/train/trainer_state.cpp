@@ -115,8 +115,11 @@ Result<int64_t> Trainer::loadState() {
     m_target.afterStep();
     m_history.clear();
     for (const json &h : meta["history"]) {
+        // The step and token counts must be integers: get<int64_t>() of a float out of range is
+        // undefined behaviour.
         if (!h.is_array() || h.size() != 5 ||
-            !std::all_of(h.begin(), h.end(), [](const json &x) { return x.is_number(); }))
+            !std::all_of(h.begin(), h.end(), [](const json &x) { return x.is_number(); }) ||
+            !h[0].is_number_integer() || !h[4].is_number_integer())
             return stateError(path, "malformed history entry");
         StepMetrics s;
         s.step = h[0].get<int64_t>();
