@@ -14,7 +14,6 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <thread>
 
 namespace lowbit::cli {
@@ -28,18 +27,6 @@ std::atomic<bool> g_sweepInterrupted = false;
 
 extern "C" void onSweepInterrupt(int) {
     g_sweepInterrupted = true;
-}
-
-// SWEEP.json, or the manifest.json of a planned sweep folder.
-Result<SweepPlan> loadPlan(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return makeError(ErrorCode::NotFound, path + ": cannot open the sweep spec");
-    const json value = json::parse(in, nullptr, false);
-    if (value.is_object() && value.contains("sweep") && value.contains("tasks"))
-        return readManifest(path);
-    LOWBIT_TRY(SweepSpec spec, readSweepSpecFile(path));
-    return planWithManifest(spec);
 }
 
 Result<BackendKind> backendArg(const Args &args, const SweepPlan &plan) {
@@ -289,7 +276,7 @@ int runSweep(const std::vector<std::string> &argv) {
         return exec(*args);
     if (positionals.size() != 2)
         return fail("sweep " + action + ": give one SWEEP.json (or the sweep's manifest.json)");
-    auto plan = loadPlan(positionals[1]);
+    auto plan = loadSweep(positionals[1]);
     if (!plan)
         return fail(plan.error());
     auto backend = backendArg(*args, *plan);

@@ -15,7 +15,6 @@
 #include <QVBoxLayout>
 #include <QtConcurrent>
 
-#include <fstream>
 
 namespace lowbit::ui {
 
@@ -23,16 +22,11 @@ using namespace lowbit::sweep;
 
 namespace {
 
+// A spec is planned and its folder written, so that "Run here" and "Submit" find the task specs.
 Result<SweepPlan> loadPlan(const std::filesystem::path &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return makeError(ErrorCode::NotFound, path.string() + ": cannot open the sweep spec");
-    const nlohmann::json value = nlohmann::json::parse(in, nullptr, false);
-    if (value.is_object() && value.contains("sweep") && value.contains("tasks"))
-        return readManifest(path);
-    LOWBIT_TRY(SweepSpec spec, readSweepSpecFile(path));
-    LOWBIT_TRY(SweepPlan plan, planWithManifest(spec));
-    LOWBIT_CHECK(writePlan(plan));
+    LOWBIT_TRY(SweepPlan plan, loadSweep(path));
+    if (path != plan.manifestPath())
+        LOWBIT_CHECK(writePlan(plan));
     return plan;
 }
 

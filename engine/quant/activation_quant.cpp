@@ -1,12 +1,12 @@
 #include "quant/activation_quant.h"
 
+#include "core/json_file.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 namespace lowbit {
 
@@ -53,13 +53,8 @@ Result<int> recordedActivationBits(const std::filesystem::path &checkpointDir) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(path, ec))
         return kNoActivationQuant;
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return makeError(ErrorCode::Io, path.string() + ": cannot open");
-    std::stringstream text;
-    text << in.rdbuf();
-    const nlohmann::json config = nlohmann::json::parse(text.str(), nullptr, false);
-    if (config.is_discarded() || !config.is_object())
+    LOWBIT_TRY(const nlohmann::json config, readJsonFile(path, "the quantization config"));
+    if (!config.is_object())
         return makeError(ErrorCode::Format, path.string() + ": not a JSON object");
     const auto notes = config.find("layer_notes");
     if (notes == config.end() || !notes->is_array())

@@ -1,5 +1,6 @@
 #include "train/peft_adapter.h"
 
+#include "core/json_file.h"
 #include "io/safetensors.h"
 #include "quant/quantize.h"
 #include "quant/quantized_checkpoint.h"
@@ -7,7 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
-#include <sstream>
 
 namespace lowbit::train {
 
@@ -64,13 +64,8 @@ bool boolOr(const json &object, const char *key, bool fallback) {
 }
 
 Result<AdapterInfo> parseAdapterConfig(const fs::path &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return makeError(ErrorCode::NotFound, path.string() + ": cannot open");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const json c = json::parse(ss.str(), nullptr, false);
-    if (c.is_discarded() || !c.is_object())
+    LOWBIT_TRY(const json c, readJsonFile(path, "the adapter config"));
+    if (!c.is_object())
         return makeError(ErrorCode::Format, path.string() + ": not a JSON object");
     if (stringOr(c, "peft_type", "") != "LORA")
         return makeError(ErrorCode::Unsupported, path.string() + ": peft_type is not \"LORA\"");

@@ -1,9 +1,9 @@
 #include "pipeline/job_spec.h"
 
-#include <fstream>
+#include "core/json_file.h"
+
 #include <regex>
 #include <set>
-#include <sstream>
 
 namespace lowbit {
 
@@ -237,14 +237,7 @@ Result<JobSpec> parseJobSpec(const json &value) {
 }
 
 Result<JobSpec> readJobSpecFile(const std::filesystem::path &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return makeError(ErrorCode::NotFound, path.string() + ": cannot open the job spec");
-    std::ostringstream text;
-    text << in.rdbuf();
-    const json value = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-    if (value.is_discarded())
-        return makeError(ErrorCode::Format, path.string() + ": not valid JSON");
+    LOWBIT_TRY(const json value, readJsonFile(path, "the job spec"));
     auto spec = parseJobSpec(value);
     if (!spec.ok())
         return makeError(spec.error().code, path.string() + ": " + spec.error().message);

@@ -1,8 +1,9 @@
 #include "sweep/sweep_plan.h"
 
+#include "core/json_file.h"
+
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 
 namespace lowbit::sweep {
 
@@ -166,15 +167,15 @@ Status writePlan(const SweepPlan &plan) {
     return writeFile(plan.manifestPath(), manifestJson(plan).dump(2) + "\n");
 }
 
-Result<SweepPlan> readManifest(const std::filesystem::path &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return makeError(ErrorCode::NotFound,
-                         path.string() + ": cannot open the sweep manifest (run `sweep plan`)");
-    std::ostringstream text;
-    text << in.rdbuf();
-    const json value = json::parse(text.str(), nullptr, false);
-    if (value.is_discarded() || !value.is_object())
+namespace {
+
+bool isManifest(const json &value) {
+    return value.is_object() && value.contains("sweep") && value.contains("tasks");
+}
+
+// The plan a manifest document read from `path` records.
+Result<SweepPlan> manifestOfJson(const std::filesystem::path &path, const json &value) {
+    if (!value.is_object())
         return manifestError(path, "not a JSON object");
     if (!value.contains("sweep"))
         return manifestError(path, "manifest.sweep: missing");
@@ -203,6 +204,21 @@ Result<SweepPlan> readManifest(const std::filesystem::path &path) {
         return manifestError(path, std::string("manifest.submissions: ") + e.what());
     }
     return plan;
+}
+
+} // namespace
+
+Result<SweepPlan> readManifest(const std::filesystem::path &path) {
+    LOWBIT_TRY(const json value, readJsonFile(path, "the sweep manifest (run `sweep plan`)"));
+    return manifestOfJson(path, value);
+}
+
+Result<SweepPlan> loadSweep(const std::filesystem::path &path) {
+    LOWBIT_TRY(const json value, readJsonFile(path, "the sweep spec"));
+    if (isManifest(value))
+        return manifestOfJson(path, value);
+    LOWBIT_TRY(SweepSpec spec, sweepSpecOfFile(path, value));
+    return planWithManifest(spec);
 }
 
 Result<SweepPlan> planWithManifest(const SweepSpec &spec) {

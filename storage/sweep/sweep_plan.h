@@ -64,6 +64,9 @@ Result<SweepPlan> planSweep(const SweepSpec &spec);
 Status writePlan(const SweepPlan &plan);
 // Reads a manifest back (errors name the file and field).
 Result<SweepPlan> readManifest(const std::filesystem::path &manifest);
+// What the front ends open: the manifest.json of a planned sweep folder (as readManifest), or a
+// sweep spec file, planned with planWithManifest. The file is read once.
+Result<SweepPlan> loadSweep(const std::filesystem::path &path);
 nlohmann::json manifestJson(const SweepPlan &plan);
 
 // The plan of `spec`, carrying over the submissions of the manifest already in its folder; an

@@ -1,10 +1,10 @@
 #include "sweep/sweep_spec.h"
 
+#include "core/json_file.h"
+
 #include <algorithm>
-#include <fstream>
 #include <regex>
 #include <set>
-#include <sstream>
 
 namespace lowbit::sweep {
 
@@ -320,14 +320,11 @@ Result<SweepSpec> parseSweepSpec(const json &value) {
 }
 
 Result<SweepSpec> readSweepSpecFile(const std::filesystem::path &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return makeError(ErrorCode::NotFound, path.string() + ": cannot open the sweep spec");
-    std::ostringstream text;
-    text << in.rdbuf();
-    const json value = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-    if (value.is_discarded())
-        return makeError(ErrorCode::Format, path.string() + ": not valid JSON");
+    LOWBIT_TRY(const json value, readJsonFile(path, "the sweep spec"));
+    return sweepSpecOfFile(path, value);
+}
+
+Result<SweepSpec> sweepSpecOfFile(const std::filesystem::path &path, const json &value) {
     auto spec = parseSweepSpec(value);
     if (!spec.ok())
         return makeError(spec.error().code, path.string() + ": " + spec.error().message);

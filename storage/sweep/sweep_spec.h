@@ -75,6 +75,8 @@ struct SweepSpec {
 Result<SweepSpec> parseSweepSpec(const nlohmann::json &json);
 // Reads and parses a sweep file; errors name the file.
 Result<SweepSpec> readSweepSpecFile(const std::filesystem::path &path);
+// parseSweepSpec of a document already read from `path`, errors prefixed with the path.
+Result<SweepSpec> sweepSpecOfFile(const std::filesystem::path &path, const nlohmann::json &value);
 // Canonical JSON: every default filled in; parseSweepSpec(toJson(s)) gives s back.
 nlohmann::json toJson(const SweepSpec &spec);
 
