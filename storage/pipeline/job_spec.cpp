@@ -1,6 +1,7 @@
 #include "pipeline/job_spec.h"
 
 #include "core/json_file.h"
+#include "json_fields.h"
 
 #include <regex>
 #include <set>
@@ -11,93 +12,12 @@ using nlohmann::json;
 
 namespace {
 
-Error fieldError(const std::string &field, const std::string &problem) {
-    return makeError(ErrorCode::InvalidArgument, field + ": " + problem);
-}
-
-std::string shown(const json &value) {
-    std::string text = value.dump();
-    return text.size() > 40 ? text.substr(0, 37) + "..." : text;
-}
-
-// Reads the fields of one JSON object by name, each error naming `path.key`; finish() rejects
-// the keys that were never asked for (a typo must not pass silently).
-class ObjectReader {
-public:
-    ObjectReader(const json &object, std::string path)
-        : m_object(object), m_path(std::move(path)) {}
-
-    Status checkIsObject() const {
-        if (!m_object.is_object())
-            return fieldError(m_path, "must be a JSON object, got " + shown(m_object));
-        return {};
-    }
-    std::string field(const std::string &key) const { return m_path + "." + key; }
-
-    const json *find(const std::string &key) {
-        m_read.insert(key);
-        const auto it = m_object.find(key);
-        return it == m_object.end() ? nullptr : &*it;
-    }
-
-    Status integer(const std::string &key, int64_t min, int64_t max, int64_t &out) {
-        const json *value = find(key);
-        if (!value)
-            return {};
-        if (!value->is_number_integer() || value->get<int64_t>() < min ||
-            value->get<int64_t>() > max ||
-            (value->is_number_unsigned() && value->get<uint64_t>() > uint64_t(INT64_MAX)))
-            return fieldError(field(key), "must be an integer in [" + std::to_string(min) + ", " +
-                                              std::to_string(max) + "], got " + shown(*value));
-        out = value->get<int64_t>();
-        return {};
-    }
-    Status text(const std::string &key, std::string &out, bool allowEmpty = false) {
-        const json *value = find(key);
-        if (!value)
-            return {};
-        if (!value->is_string() || (!allowEmpty && value->get<std::string>().empty()))
-            return fieldError(field(key), "must be a non-empty string, got " + shown(*value));
-        out = value->get<std::string>();
-        return {};
-    }
-    Status boolean(const std::string &key, bool &out) {
-        const json *value = find(key);
-        if (!value)
-            return {};
-        if (!value->is_boolean())
-            return fieldError(field(key), "must be true or false, got " + shown(*value));
-        out = value->get<bool>();
-        return {};
-    }
-    Status object(const std::string &key, json &out) {
-        const json *value = find(key);
-        if (!value)
-            return {};
-        if (!value->is_object())
-            return fieldError(field(key), "must be a JSON object, got " + shown(*value));
-        out = *value;
-        return {};
-    }
-    Status finish() const {
-        for (const auto &[key, value] : m_object.items())
-            if (!m_read.count(key))
-                return fieldError(field(key), "unknown field");
-        return {};
-    }
-
-private:
-    const json &m_object;
-    std::string m_path;
-    std::set<std::string> m_read;
-};
-
 std::filesystem::path absolutePath(const std::string &path) {
     return std::filesystem::absolute(path).lexically_normal();
 }
 
 Result<CalibrationSpec> parseCalibration(const json &value, const std::string &path) {
-    ObjectReader reader(value, path);
+    JsonFields reader(value, path);
     LOWBIT_CHECK(reader.checkIsObject());
     CalibrationSpec calibration;
     LOWBIT_CHECK(reader.text("dataset", calibration.dataset));
@@ -117,7 +37,7 @@ Result<MethodSpec> parseMethod(const json &value) {
     const std::string path = "spec.method";
     if (value.is_string())
         return parseMethod(json{{"name", value}});
-    ObjectReader reader(value, path);
+    JsonFields reader(value, path);
     LOWBIT_CHECK(reader.checkIsObject());
     MethodSpec method;
     LOWBIT_CHECK(reader.text("name", method.name));
@@ -157,7 +77,7 @@ Result<MethodSpec> parseMethod(const json &value) {
 Result<TaskSpec> parseTask(const json &value, const std::string &path) {
     if (value.is_string())
         return parseTask(json{{"name", value}}, path);
-    ObjectReader reader(value, path);
+    JsonFields reader(value, path);
     LOWBIT_CHECK(reader.checkIsObject());
     TaskSpec task;
     LOWBIT_CHECK(reader.text("name", task.name));
@@ -181,7 +101,7 @@ Result<TaskSpec> parseTask(const json &value, const std::string &path) {
     return task;
 }
 
-Status parseTop(ObjectReader &reader, JobSpec &spec) {
+Status parseTop(JsonFields &reader, JobSpec &spec) {
     int64_t version = kJobSpecVersion;
     LOWBIT_CHECK(reader.integer("version", 1, INT32_MAX, version));
     if (version > kJobSpecVersion)
@@ -212,7 +132,7 @@ Status parseTop(ObjectReader &reader, JobSpec &spec) {
 } // namespace
 
 Result<JobSpec> parseJobSpec(const json &value) {
-    ObjectReader reader(value, "spec");
+    JsonFields reader(value, "spec");
     LOWBIT_CHECK(reader.checkIsObject());
     JobSpec spec;
     LOWBIT_CHECK(parseTop(reader, spec));

@@ -1,6 +1,7 @@
 #include "sweep/sweep_spec.h"
 
 #include "core/json_file.h"
+#include "json_fields.h"
 
 #include <algorithm>
 #include <regex>
@@ -11,72 +12,6 @@ namespace lowbit::sweep {
 using nlohmann::json;
 
 namespace {
-
-Error fieldError(const std::string &field, const std::string &problem) {
-    return makeError(ErrorCode::InvalidArgument, field + ": " + problem);
-}
-
-std::string shown(const json &value) {
-    std::string text = value.dump();
-    return text.size() > 40 ? text.substr(0, 37) + "..." : text;
-}
-
-// Field access by name with errors naming `path.key`; finish() rejects keys never asked for.
-class Fields {
-public:
-    Fields(const json &object, std::string path) : m_object(object), m_path(std::move(path)) {}
-
-    Status checkIsObject() const {
-        if (!m_object.is_object())
-            return fieldError(m_path, "must be a JSON object, got " + shown(m_object));
-        return {};
-    }
-    std::string field(const std::string &key) const { return m_path + "." + key; }
-    const json *find(const std::string &key) {
-        m_read.insert(key);
-        const auto it = m_object.find(key);
-        return it == m_object.end() ? nullptr : &*it;
-    }
-    Status text(const std::string &key, std::string &out) {
-        const json *value = find(key);
-        if (!value)
-            return {};
-        if (!value->is_string() || value->get<std::string>().empty())
-            return fieldError(field(key), "must be a non-empty string, got " + shown(*value));
-        out = value->get<std::string>();
-        return {};
-    }
-    Status integer(const std::string &key, int64_t min, int64_t max, int64_t &out) {
-        const json *value = find(key);
-        if (!value)
-            return {};
-        if (!value->is_number_integer() || value->get<int64_t>() < min ||
-            value->get<int64_t>() > max)
-            return fieldError(field(key), "must be an integer in [" + std::to_string(min) + ", " +
-                                              std::to_string(max) + "], got " + shown(*value));
-        out = value->get<int64_t>();
-        return {};
-    }
-    Result<const json *> list(const std::string &key, bool required) {
-        const json *value = find(key);
-        if (!value && !required)
-            return value;
-        if (!value || !value->is_array() || value->empty())
-            return fieldError(field(key), "must be a non-empty list");
-        return value;
-    }
-    Status finish() const {
-        for (const auto &[key, value] : m_object.items())
-            if (!m_read.count(key))
-                return fieldError(field(key), "unknown field");
-        return {};
-    }
-
-private:
-    const json &m_object;
-    std::string m_path;
-    std::set<std::string> m_read;
-};
 
 std::filesystem::path absolutePath(const std::string &path) {
     return std::filesystem::absolute(path).lexically_normal();
@@ -96,10 +31,10 @@ Result<SweepCheckpoint> parseCheckpoint(const json &value, const std::string &pa
         checkpoint.checkpoint = absolutePath(value.get<std::string>());
         return checkpoint;
     }
-    Fields fields(value, path);
+    JsonFields fields(value, path);
     if (!value.is_object())
         return fieldError(path, "must be a path or {\"checkpoint\": P, \"tokenizer\": T}, got " +
-                                    shown(value));
+                                    shownJson(value));
     std::string model, tokenizer;
     LOWBIT_CHECK(fields.text("checkpoint", model));
     if (model.empty())
@@ -113,7 +48,7 @@ Result<SweepCheckpoint> parseCheckpoint(const json &value, const std::string &pa
 }
 
 Status parseSlurm(const json &value, SlurmBackend &slurm) {
-    Fields fields(value, "sweep.backend.slurm");
+    JsonFields fields(value, "sweep.backend.slurm");
     LOWBIT_CHECK(fields.checkIsObject());
     SlurmResources &r = slurm.resources;
     LOWBIT_CHECK(fields.text("partition", r.partition));
@@ -133,7 +68,7 @@ Status parseSlurm(const json &value, SlurmBackend &slurm) {
                 line.get<std::string>().find('\n') != std::string::npos)
                 return fieldError(fields.field("extra") + "[" + std::to_string(i) + "]",
                                   "must be one #SBATCH option such as \"--qos=normal\", got " +
-                                      shown(line));
+                                      shownJson(line));
             r.extraDirectives.push_back(line.get<std::string>());
         }
     }
@@ -150,7 +85,7 @@ Status parseSlurm(const json &value, SlurmBackend &slurm) {
 }
 
 Status parseBackend(const json &value, SweepSpec &spec) {
-    Fields fields(value, "sweep.backend");
+    JsonFields fields(value, "sweep.backend");
     LOWBIT_CHECK(fields.checkIsObject());
     std::string kind = "local";
     LOWBIT_CHECK(fields.text("kind", kind));
@@ -165,7 +100,7 @@ Status parseBackend(const json &value, SweepSpec &spec) {
 }
 
 // Shared job fields and tasks, checked by the job spec parser on a baseline job.
-Status parseJobFields(Fields &fields, const json &value, SweepSpec &spec) {
+Status parseJobFields(JsonFields &fields, const json &value, SweepSpec &spec) {
     json job = {{"checkpoint", "/"}, {"method", "none"}};
     for (const char *key : {"device", "threads", "seed", "tasks"})
         if (const json *field = fields.find(key))
@@ -197,7 +132,7 @@ Status parseMethods(const json &list, SweepSpec &spec) {
         const std::string path = "sweep.methods[" + std::to_string(i) + "]";
         json method = list[i].is_string() ? json{{"name", list[i]}} : list[i];
         if (!method.is_object())
-            return fieldError(path, "must be a method name or object, got " + shown(list[i]));
+            return fieldError(path, "must be a method name or object, got " + shownJson(list[i]));
         if (method.contains("bits"))
             return fieldError(path + ".bits",
                               "set the bit-widths in sweep.bits (every method runs at each)");
@@ -263,7 +198,7 @@ Result<JobSpec> gridJob(const SweepSpec &spec, const SweepCheckpoint &checkpoint
 }
 
 Result<SweepSpec> parseSweepSpec(const json &value) {
-    Fields fields(value, "sweep");
+    JsonFields fields(value, "sweep");
     LOWBIT_CHECK(fields.checkIsObject());
     SweepSpec spec;
     int64_t version = kSweepSpecVersion;
@@ -299,7 +234,7 @@ Result<SweepSpec> parseSweepSpec(const json &value) {
         const json &b = (*bits)[i];
         if (!b.is_number_integer() || b.get<int64_t>() < 1 || b.get<int64_t>() > 8)
             return fieldError("sweep.bits[" + std::to_string(i) + "]",
-                              "must be an integer in [1, 8], got " + shown(b));
+                              "must be an integer in [1, 8], got " + shownJson(b));
         if (std::find(spec.bits.begin(), spec.bits.end(), b.get<int>()) != spec.bits.end())
             return fieldError("sweep.bits[" + std::to_string(i) + "]", "appears twice");
         spec.bits.push_back(b.get<int>());
