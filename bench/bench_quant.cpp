@@ -236,6 +236,6 @@ int main(int argc, char **argv) {
                 static_cast<long long>(group), bench::secondsSince(rtnStart));
     std::printf(
         "\nsgemm again after the run: %.1f GFLOP/s (the machine is shared: compare the two)\n",
-        gemmRate(false, threads));
+        gemmRate(false, threads).wall);
     return 0;
 }

@@ -20,7 +20,7 @@
 namespace lowbit {
 
 struct CompareOptions {
-    std::string task; // empty: every task any of the runs finished
+    std::string task{}; // empty: every task any of the runs finished
     int bootstrapResamples = 2000;
     double confidence = 0.95;
     uint64_t seed = 0;

@@ -124,10 +124,11 @@ struct LogLine {
 
 // Every set field must match; empty fields match everything.
 struct RunFilter {
-    std::string model; // substring of the checkpoint path
-    std::string method;
-    std::string task;
-    std::optional<RunStatus> status;
+    // Initialized members: designated initializers name only the filters they set.
+    std::string model{}; // substring of the checkpoint path
+    std::string method{};
+    std::string task{};
+    std::optional<RunStatus> status{};
 };
 
 } // namespace lowbit

@@ -18,11 +18,11 @@ struct JobRow {
     int64_t runId = 0;
     QString label;
     RunStatus status = RunStatus::Queued;
-    QString phase;
+    QString phase{};
     int64_t done = 0, total = 0;
     double tokensPerSecond = 0;
     double etaSeconds = -1;
-    QString message; // the error of a failed job
+    QString message{}; // the error of a failed job
 };
 
 class JobQueueModel : public QAbstractTableModel {

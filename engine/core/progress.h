@@ -23,7 +23,7 @@ struct ProgressEvent {
         double gradNorm = 0;   // before clipping
         bool restored = false; // re-reported from a checkpoint on resume (tokensPerSecond 0)
     };
-    std::optional<Training> training;
+    std::optional<Training> training = std::nullopt; // initialized: brace-initialized events omit it
 };
 
 class ProgressSink {

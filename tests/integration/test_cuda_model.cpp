@@ -152,7 +152,7 @@ void TestCudaModel::fixture() {
         const float *got = t < 6 ? batched->row(4 + t) : tail->row(t - 6);
         for (int64_t j = 0; j < single->vocab; ++j)
             QVERIFY(std::abs(got[j] - single->row(t)[j]) <=
-                    1e-3f * (1.0f + std::abs(single->row(t)[j])));
+                    batchTol * (1.0f + std::abs(single->row(t)[j])));
     }
 }
 
