@@ -2,6 +2,7 @@
 // untrained student must have exactly the RTN 2-bit model's perplexity), trained by
 // deviation-aware distillation on text the FP model wrote itself (no TinyStories text seen), then
 // TinyStories validation perplexity (first 300 stories, ctx 512) below RTN 2-bit and GPTQ 2-bit.
+#include "paper_perplexity.h"
 #include "shared_data.h"
 
 #include "perplexity.h"
@@ -61,15 +62,7 @@ void TestDbLlmStories260K::initTestCase() {
 }
 
 double TestDbLlmStories260K::ppl(std::shared_ptr<const Checkpoint> checkpoint) {
-    auto model = Model::create(checkpoint, {2});
-    if (!model.ok())
-        return 0;
-    PerplexityOptions po;
-    po.contextTokens = kContext;
-    po.maxChunks = kPplChunks;
-    NullProgress progress;
-    auto report = evaluatePerplexity(**model, m_evalTokens, po, progress);
-    return report.ok() ? report->perplexity : 0;
+    return test::paperPerplexity(std::move(checkpoint), m_evalTokens, kContext, kPplChunks);
 }
 
 std::shared_ptr<const Checkpoint> TestDbLlmStories260K::studentCheckpoint(DbLlmTarget &target) {

@@ -3,6 +3,7 @@
 // chunks), the other 700 train. Asserts: QLoRA's merged model ends below the NF4 model's PPL; the
 // PEFT adapter reloaded into a fresh TrainableModel gives the merged model's logits; and the CLI
 // resumes a run killed with SIGKILL into exactly the parameters of an uninterrupted run.
+#include "paper_perplexity.h"
 #include "shared_data.h"
 #include "temp_dir.h"
 
@@ -108,15 +109,7 @@ void TestFinetuneStories260K::initTestCase() {
 }
 
 double TestFinetuneStories260K::ppl(std::shared_ptr<const Checkpoint> checkpoint) {
-    auto model = Model::create(checkpoint, {2});
-    if (!model.ok())
-        return 0;
-    PerplexityOptions po;
-    po.contextTokens = kContext;
-    po.maxChunks = kPplChunks;
-    NullProgress progress;
-    auto report = evaluatePerplexity(**model, m_evalTokens, po, progress);
-    return report.ok() ? report->perplexity : 0;
+    return test::paperPerplexity(std::move(checkpoint), m_evalTokens, kContext, kPplChunks);
 }
 
 void TestFinetuneStories260K::qloraLowersPplBelowNf4() {
