@@ -8,6 +8,8 @@
 #include "train/train_ops.h"
 #include "train/trainable_model.h"
 
+#include "gradient_check.h"
+
 #include <QtTest>
 #include <cmath>
 #include <functional>
@@ -18,8 +20,7 @@ using namespace lowbit::train;
 
 namespace {
 
-constexpr double kStep = 1e-5;
-constexpr double kAbsTolerance = 1e-5, kRelTolerance = 1e-3;
+using test::checkGradient;
 
 std::vector<double> randomValues(std::mt19937_64 &rng, size_t n, double scale = 1.0) {
     std::normal_distribution<double> normal(0.0, scale);
@@ -34,28 +35,6 @@ double dot(const std::vector<double> &a, const std::vector<double> &b) {
     for (size_t i = 0; i < a.size(); ++i)
         s += a[i] * b[i];
     return s;
-}
-
-// Compares analytic[i] with the central difference of loss() in values[i], for every i.
-// Returns an empty string when all agree, else a description of the first mismatch.
-QString checkGradient(const char *what, std::vector<double> &values,
-                      const std::vector<double> &analytic, const std::function<double()> &loss) {
-    for (size_t i = 0; i < values.size(); ++i) {
-        const double keep = values[i];
-        values[i] = keep + kStep;
-        const double plus = loss();
-        values[i] = keep - kStep;
-        const double minus = loss();
-        values[i] = keep;
-        const double numeric = (plus - minus) / (2 * kStep);
-        if (!(std::abs(numeric - analytic[i]) <= kAbsTolerance + kRelTolerance * std::abs(numeric)))
-            return QString("%1[%2]: analytic %3, central difference %4")
-                .arg(what)
-                .arg(i)
-                .arg(analytic[i], 0, 'g', 10)
-                .arg(numeric, 0, 'g', 10);
-    }
-    return {};
 }
 
 #define CHECK_GRADIENT(what, values, analytic, loss)                                               \

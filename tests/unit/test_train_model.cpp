@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gradient_check.h"
+
 #include <QtTest>
 #include <array>
 #include <cmath>
@@ -100,29 +102,7 @@ template <typename Real> LinearBaseFactory<Real> someTrainableBases() {
 
 namespace {
 
-constexpr double kStep = 1e-5;
-constexpr double kAbsTolerance = 1e-5, kRelTolerance = 1e-3;
-
-// Compares analytic[i] with the central difference of loss() in values[i], for every i.
-QString checkGradient(const std::string &what, std::vector<double> &values,
-                      const std::vector<double> &analytic, const std::function<double()> &loss) {
-    for (size_t i = 0; i < values.size(); ++i) {
-        const double keep = values[i];
-        values[i] = keep + kStep;
-        const double plus = loss();
-        values[i] = keep - kStep;
-        const double minus = loss();
-        values[i] = keep;
-        const double numeric = (plus - minus) / (2 * kStep);
-        if (!(std::abs(numeric - analytic[i]) <= kAbsTolerance + kRelTolerance * std::abs(numeric)))
-            return QString("%1[%2]: analytic %3, central difference %4")
-                .arg(QString::fromStdString(what))
-                .arg(i)
-                .arg(analytic[i], 0, 'g', 10)
-                .arg(numeric, 0, 'g', 10);
-    }
-    return {};
-}
+using test::checkGradient;
 
 template <typename Real> void randomizeAdapters(TrainableModel<Real> &model, uint64_t seed) {
     std::mt19937_64 rng(seed);
