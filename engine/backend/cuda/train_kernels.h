@@ -17,7 +17,7 @@
 
 namespace lowbit::cuda::train {
 
-// --- train_norm.cu ---
+// --- train_ops.cu (the small ops: norm, RoPE, SwiGLU, cross-entropy, row gather/scatter) ---
 // ops::rmsnormForward: y = x·r·w per row, invRms[row] = r = 1/sqrt(mean(x²) + eps). y may alias x.
 Status rmsnormForward(const float *x, int64_t rows, int64_t dim, const float *weight, float eps,
                       float *y, float *invRms, cudaStream_t stream);
@@ -28,7 +28,6 @@ Status rmsnormBackward(const float *x, int64_t rows, int64_t dim, const float *w
 Status ropeBackward(float *dx, int64_t rows, int64_t rowStride, int64_t heads, int64_t headDim,
                     const float *cosSin, cudaStream_t stream);
 
-// --- train_swiglu.cu ---
 // ops::swigluBackward, overwrites: dGate = dOut·up·σ(g)·(1 + g·(1 − σ(g))), dUp = dOut·silu(g).
 Status swigluBackward(const float *gate, const float *up, const float *dOut, int64_t count,
                       float *dGate, float *dUp, cudaStream_t stream);
@@ -57,7 +56,6 @@ Status attentionBackward(const float *q, const float *k, const float *v, const f
                          int64_t sequences, int64_t rows, const AttentionDims &dims, float *dq,
                          float *dk, float *dv, float *workspace, cudaStream_t stream);
 
-// --- train_loss.cu ---
 // Cross-entropy of each logit row with its target (ops::crossEntropy): loss[r] = log Σ exp(z) −
 // z_target (float64, accumulated in float64), and dLogits[r] = softmax(z) − onehot(target),
 // which may alias logits (computed in place). targets in [0, vocab).
