@@ -30,6 +30,7 @@ struct IcqOptions {
     double tauRange = 0.1;  // λ: the search covers τ0 ± λσ·a0
     int tauSteps = 100;     // n: 2n + 1 candidates
     int64_t tauBlock = 256; // blocks per τ quantization run (reference blocksize2)
+    int threads = 0;        // rows of the τ search in parallel; 0: every hardware thread
 };
 
 // σ of the τ grid: 1 / Φ⁻¹(0.9677083) (utils.py `sigma`).
