@@ -6,7 +6,9 @@
 #      on the GPU; device from LOWBIT_TEST_DEVICE);
 #   3. bench_cuda on a random LLaMA-3-8B-shaped model (2 layers): prefill vs cuBLAS, decode bf16 and
 #      4-bit vs copy bandwidth, GPTQ of one layer.
-# Writes gpu-check.log and bench_cuda.md to $OUT (the device tool's folder) or build/gpu-check.
+#   4. bench_cuda_train: one QLoRA step on the 8B shape, all 32 layers NF4: peak memory, tokens/s.
+# Writes gpu-check.log, bench_cuda.md and bench_cuda_train.md to $OUT (the device tool's folder)
+# or build/gpu-check.
 #
 # Usage: scripts/gpu-check.sh [--build-only] [--archs "80"] [--device cuda:0]
 #   --build-only  configure and compile only (works without a GPU: proves the script's build part)
@@ -68,6 +70,7 @@ run 120 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBI
 grep -q "define LOWBIT_HAVE_CUDA 1" "$BUILD/generated/core/build_info.h" \
   || { log "the build has no CUDA backend (nvcc or CUDA toolkit not found)"; exit 1; }
 run 420 cmake --build "$BUILD" -j "$JOBS" --target test_cuda_backend test_cuda_model test_device bench_cuda \
+  test_cuda_train_model bench_cuda_train \
   || { log "build failed"; exit 1; }
 log "build done in $(( $(date +%s) - START ))s"
 [ "$BUILD_ONLY" -eq 1 ] && { log "--build-only: stopping here"; exit 0; }
@@ -77,6 +80,9 @@ run 150 ctest --test-dir "$BUILD" -L cuda --output-on-failure -j1 || FAILED+=("c
 run 30 "$BUILD/tests/test_device" || FAILED+=("test_device")
 run 180 "$BUILD/bench/bench_cuda" --device "$DEVICE" --layers 2 --ctx 2048 --decode 32 \
   --out "$OUT_DIR/bench_cuda.md" || FAILED+=("bench_cuda")
+# One QLoRA step, all 32 NF4 layers of the 8B shape, batch 16 x 512, r 64 (issue 8): ~1 min.
+run 150 "$BUILD/bench/bench_cuda_train" --device "$DEVICE" --out "$OUT_DIR/bench_cuda_train.md" \
+  || FAILED+=("bench_cuda_train")
 
 log "total $(( $(date +%s) - START ))s"
 if [ ${#FAILED[@]} -gt 0 ]; then
