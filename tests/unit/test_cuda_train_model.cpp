@@ -382,6 +382,15 @@ void TestCudaTrainModel::badInput() {
     QVERIFY(nothing.ok());
     QCOMPARE(nothing->scored, int64_t(0));
     CudaTrainOptions options = deviceOptions(GemmPrecision::Fp32);
+    // A billion-token batch: refused before anything is allocated, naming needed vs free.
+    options.maxBatchTokens = 1'000'000'000;
+    auto huge = CudaTrainModel::create(ck, lora(false), options);
+    QVERIFY(!huge.ok());
+    QCOMPARE(huge.error().code, ErrorCode::OutOfMemory);
+    QVERIFY2(huge.error().message.find("training needs") != std::string::npos &&
+                 huge.error().message.find("but only") != std::string::npos,
+             huge.error().message.c_str());
+    options = deviceOptions(GemmPrecision::Fp32);
     options.device = 999;
     auto missing = CudaTrainModel::create(ck, lora(false), options);
     QVERIFY(!missing.ok() && missing.error().message.find("cuda:999") != std::string::npos);
