@@ -97,6 +97,10 @@ Result<std::unique_ptr<CudaBackend>> makeCudaBackend(const CudaOptions &options)
     return makeError(ErrorCode::Unsupported, "cuda:" + std::to_string(options.device) + ": " + why);
 }
 
+Result<std::unique_ptr<CudaHessianSum>> CudaHessianSum::create(CudaBackend &, int64_t) {
+    return makeError(ErrorCode::Unsupported, "CudaHessianSum: this build has no CUDA backend");
+}
+
 Result<std::vector<double>> cudaHessian(CudaBackend &, std::span<const float>, int64_t, int64_t) {
     return makeError(ErrorCode::Unsupported, "cudaHessian: this build has no CUDA backend");
 }
@@ -108,7 +112,7 @@ Status cudaCholeskyInverseUpper(CudaBackend &, std::vector<float> &, int64_t) {
 
 Result<QuantizedTensor> cudaGptqSweep(CudaBackend &, std::string, std::span<const float>, int64_t,
                                       int64_t, const PreparedHessian &, const GptqOptions &,
-                                      double *) {
+                                      double *, std::stop_token) {
     return makeError(ErrorCode::Unsupported, "cudaGptqSweep: this build has no CUDA backend");
 }
 #endif

@@ -32,47 +32,94 @@ void reverseBoth(std::vector<float> &a, int64_t n) {
 
 } // namespace
 
+namespace {
+
+class DeviceHessianSum final : public CudaHessianSum {
+public:
+    DeviceHessianSum(int64_t cols) : m_cols(cols) {}
+
+    Status init() {
+        LOWBIT_CUDA_CHECK(cublasCreate(&m_handles.blas), "cublasCreate");
+        // Plain float32 SYRK (no TF32), as the CPU's ssyrk.
+        LOWBIT_CUDA_CHECK(cublasSetMathMode(m_handles.blas, CUBLAS_DEFAULT_MATH),
+                          "cublasSetMathMode");
+        const size_t square = size_t(m_cols) * size_t(m_cols);
+        LOWBIT_TRY(m_partial, DeviceBuffer::allocate(square * 4, "Hessian block"));
+        LOWBIT_TRY(m_total, DeviceBuffer::allocate(square * 8, "Hessian"));
+        LOWBIT_CUDA_CHECK(cudaMemset(m_total.data(), 0, square * 8), "cudaMemset");
+        // SYRK writes one triangle only; the other stays 0 and adds nothing to the sum.
+        LOWBIT_CUDA_CHECK(cudaMemset(m_partial.data(), 0, square * 4), "cudaMemset");
+        return {};
+    }
+
+    Status add(std::span<const float> x, int64_t rows) override {
+        if (rows < 0 || int64_t(x.size()) != rows * m_cols)
+            return makeError(ErrorCode::InvalidArgument,
+                             "Hessian on the GPU: the batch must hold rows * " +
+                                 std::to_string(m_cols) + " floats");
+        const int64_t block = std::min(rows, kHessianBlockRows);
+        if (block > 0)
+            LOWBIT_CHECK(cuda::ensure(m_input, size_t(block * m_cols) * 4, "Hessian input block"));
+        const float one = 1.0f, zero = 0.0f;
+        const size_t square = size_t(m_cols) * size_t(m_cols);
+        for (int64_t r0 = 0; r0 < rows; r0 += block) {
+            const int64_t n = std::min(block, rows - r0);
+            // Synchronous copy on the default stream: ordered after the previous block's SYRK,
+            // which read the same buffer.
+            LOWBIT_CUDA_CHECK(cudaMemcpy(m_input.data(), x.data() + r0 * m_cols,
+                                         size_t(n * m_cols) * 4, cudaMemcpyHostToDevice),
+                              "upload of calibration inputs");
+            // Row-major X (n x cols) is column-major X^T (cols x n): X^T X is SYRK with op N.
+            LOWBIT_CUDA_CHECK(cublasSsyrk(m_handles.blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N,
+                                          int(m_cols), int(n), &one, m_input.as<float>(),
+                                          int(m_cols), &zero, m_partial.as<float>(), int(m_cols)),
+                              "cublasSsyrk");
+            LOWBIT_CHECK(cuda::accumulateScaled(m_total.as<double>(), m_partial.as<float>(),
+                                                int64_t(square), 1.0, nullptr));
+        }
+        return {};
+    }
+
+    Result<std::vector<double>> sum() override {
+        std::vector<double> h(size_t(m_cols) * size_t(m_cols));
+        LOWBIT_CUDA_CHECK(
+            cudaMemcpy(h.data(), m_total.data(), h.size() * 8, cudaMemcpyDeviceToHost),
+            "download of Hessian");
+        // Column-major upper (i <= j at i + j*cols) is row-major lower: mirror it to the upper.
+        for (int64_t i = 0; i < m_cols; ++i)
+            for (int64_t j = 0; j < i; ++j)
+                h[size_t(j * m_cols + i)] = h[size_t(i * m_cols + j)];
+        return h;
+    }
+
+private:
+    int64_t m_cols;
+    Handles m_handles;
+    DeviceBuffer m_input, m_partial, m_total;
+};
+
+} // namespace
+
+Result<std::unique_ptr<CudaHessianSum>> CudaHessianSum::create(CudaBackend &backend, int64_t cols) {
+    if (cols <= 0 || cols > INT32_MAX)
+        return makeError(ErrorCode::InvalidArgument,
+                         "Hessian on the GPU: width " + std::to_string(cols) + " out of range");
+    LOWBIT_CHECK(backend.synchronize()); // the backend set its device current at creation
+    auto sum = std::make_unique<DeviceHessianSum>(cols);
+    LOWBIT_CHECK(sum->init());
+    return std::unique_ptr<CudaHessianSum>(std::move(sum));
+}
+
 Result<std::vector<double>> cudaHessian(CudaBackend &backend, std::span<const float> x,
                                         int64_t rows, int64_t cols) {
-    if (rows <= 0 || cols <= 0 || int64_t(x.size()) != rows * cols || cols > INT32_MAX)
+    if (rows <= 0 || cols <= 0 || int64_t(x.size()) != rows * cols)
         return makeError(ErrorCode::InvalidArgument, "cudaHessian: x must hold rows * cols floats");
-    LOWBIT_CHECK(
-        backend.synchronize()); // also selects nothing: the backend set its device at creation
-    Handles h;
-    LOWBIT_CUDA_CHECK(cublasCreate(&h.blas), "cublasCreate");
-    LOWBIT_CUDA_CHECK(cublasSetMathMode(h.blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
-    // Row blocks bound the float32 sums (the BlockedFloat32 scheme); float64 across blocks.
-    const int64_t block = std::min<int64_t>(rows, 4096);
-    const size_t square = size_t(cols) * size_t(cols);
-    LOWBIT_TRY(DeviceBuffer xs,
-               DeviceBuffer::allocate(size_t(block * cols) * 4, "Hessian input block"));
-    LOWBIT_TRY(DeviceBuffer partial, DeviceBuffer::allocate(square * 4, "Hessian block"));
-    LOWBIT_TRY(DeviceBuffer total, DeviceBuffer::allocate(square * 8, "Hessian"));
-    LOWBIT_CUDA_CHECK(cudaMemset(total.data(), 0, square * 8), "cudaMemset");
-    LOWBIT_CUDA_CHECK(cudaMemset(partial.data(), 0, square * 4),
-                      "cudaMemset"); // SYRK leaves one triangle
-    const float one = 1.0f, zero = 0.0f;
-    for (int64_t r0 = 0; r0 < rows; r0 += block) {
-        const int64_t n = std::min(block, rows - r0);
-        LOWBIT_CUDA_CHECK(cudaMemcpy(xs.data(), x.data() + r0 * cols, size_t(n * cols) * 4,
-                                     cudaMemcpyHostToDevice),
-                          "upload of calibration inputs");
-        // Row-major X (n x cols) is column-major X^T (cols x n): C = X^T X is SYRK with op N.
-        LOWBIT_CUDA_CHECK(cublasSsyrk(h.blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, int(cols),
-                                      int(n), &one, xs.as<float>(), int(cols), &zero,
-                                      partial.as<float>(), int(cols)),
-                          "cublasSsyrk");
-        LOWBIT_CHECK(cuda::accumulateScaled(total.as<double>(), partial.as<float>(),
-                                            int64_t(square), 2.0 / double(rows), nullptr));
-    }
-    std::vector<double> hessian(square);
-    LOWBIT_CUDA_CHECK(cudaMemcpy(hessian.data(), total.data(), square * 8, cudaMemcpyDeviceToHost),
-                      "download of Hessian");
-    // SYRK filled the upper triangle of the column-major result (= lower of row-major): mirror it.
-    for (int64_t i = 0; i < cols; ++i)
-        for (int64_t j = 0; j < i; ++j)
-            hessian[size_t(j * cols + i)] = hessian[size_t(i * cols + j)];
-    return hessian;
+    LOWBIT_TRY(auto sum, CudaHessianSum::create(backend, cols));
+    LOWBIT_CHECK(sum->add(x, rows));
+    LOWBIT_TRY(std::vector<double> h, sum->sum());
+    for (double &v : h)
+        v *= 2.0 / double(rows);
+    return h;
 }
 
 Status cudaCholeskyInverseUpper(CudaBackend &backend, std::vector<float> &hm, int64_t n) {
@@ -115,6 +162,12 @@ Status cudaCholeskyInverseUpper(CudaBackend &backend, std::vector<float> &hm, in
                                        CUDA_R_32F, a.data(), n, trtriWork.data(), deviceWork,
                                        hostBuffer.data(), hostWork, info.as<int>()),
                       "cusolverDnXtrtri");
+    LOWBIT_CUDA_CHECK(cudaMemcpy(&minor, info.data(), sizeof(int), cudaMemcpyDeviceToHost),
+                      "download of info");
+    if (minor != 0) // a zero pivot of L: cannot follow a successful potrf, but say so if it does
+        return makeError(ErrorCode::Internal,
+                         "cudaCholeskyInverseUpper: triangular inverse failed (info " +
+                             std::to_string(minor) + ")");
     LOWBIT_CUDA_CHECK(cudaMemcpy(hm.data(), a.data(), hm.size() * 4, cudaMemcpyDeviceToHost),
                       "download of U");
     // Column-major lower L^{-1} is row-major upper (L^{-1})^T; U = J L^{-1} J is row-major upper
@@ -131,7 +184,8 @@ Status cudaCholeskyInverseUpper(CudaBackend &backend, std::vector<float> &hm, in
 Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name,
                                       std::span<const float> weight, int64_t rows, int64_t cols,
                                       const PreparedHessian &prepared, const GptqOptions &options,
-                                      double *loss) {
+                                      double *loss, std::stop_token stop) {
+    static_assert(kCudaGptqMaxBlock == cuda::kGptqBlock);
     if (int64_t(weight.size()) != rows * cols || prepared.cols != cols || rows > INT32_MAX ||
         cols > INT32_MAX)
         return makeError(ErrorCode::InvalidArgument,
@@ -139,7 +193,12 @@ Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name,
     if (prepared.hinvUpper.size() != size_t(cols * cols))
         return makeError(ErrorCode::InvalidArgument,
                          name + ": the GPU sweep needs the hinvUpper form (ldl = false)");
-    const int64_t block = std::clamp<int64_t>(options.blockSize, 1, cuda::kGptqBlock);
+    if (options.blockSize < 1 || options.blockSize > kCudaGptqMaxBlock)
+        return makeError(ErrorCode::InvalidArgument, name + ": the GPU sweep takes blocks of 1.." +
+                                                         std::to_string(kCudaGptqMaxBlock) +
+                                                         " columns, not " +
+                                                         std::to_string(options.blockSize));
+    const int64_t block = options.blockSize;
     LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "gptq", rows, cols, options.bits,
                                                           options.groupSize, options.symmetric));
     std::vector<float> w(weight.begin(), weight.end());
@@ -149,6 +208,7 @@ Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name,
     LOWBIT_CHECK(backend.synchronize());
     Handles h;
     LOWBIT_CUDA_CHECK(cublasCreate(&h.blas), "cublasCreate");
+    LOWBIT_CUDA_CHECK(cublasSetMathMode(h.blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     const int64_t groups = t.groups();
     const std::string what = "GPTQ of " + name;
     LOWBIT_TRY(DeviceBuffer dw, DeviceBuffer::allocate(w.size() * 4, what + " (weights)"));
@@ -170,6 +230,8 @@ Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name,
     LOWBIT_CUDA_CHECK(cudaMemset(losses.data(), 0, size_t(rows) * 8), "cudaMemset");
     const float minusOne = -1.0f, one = 1.0f;
     for (int64_t b0 = 0; b0 < cols; b0 += block) {
+        if (stop.stop_requested())
+            return makeError(ErrorCode::Cancelled, "quantization cancelled");
         const int64_t count = std::min(block, cols - b0), b1 = b0 + count;
         LOWBIT_CHECK(cuda::gptqBlockGrids(dw.as<float>(), rows, cols, t.groupSize, b0, count,
                                           options.bits, options.symmetric, scales.as<float>(),

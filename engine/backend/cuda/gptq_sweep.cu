@@ -63,11 +63,12 @@ __global__ void __launch_bounds__(kSweepThreads)
         const float scale = scales[r * groups + g], zero = zeros[r * groups + g];
         const float x = block[j][tid];
         const float code = fminf(fmaxf(nearbyintf(__fdiv_rn(x, scale)) + zero, 0.0f), float(maxq));
-        const float q = scale * (code - zero);
+        // Not contracted into x - q below (an FMA would round differently from minmax_grid.h).
+        const float q = __fmul_rn(scale, code - zero);
         const float d = u[col * cols + col];
-        const float e = __fdiv_rn(x - q, d); // Alg. 1 line 9
-        rowLoss += double(x - q) * double(x - q) / (double(d) * double(d)) / 2;
-        for (int k = j + 1; k < count; ++k) // line 10, within the block
+        const float e = __fdiv_rn(x - q, d);  // Alg. 1 line 9
+        rowLoss += double(e) * double(e) / 2; // obs_sweep.cpp's loss, from the same float e
+        for (int k = j + 1; k < count; ++k)   // line 10, within the block
             block[k][tid] -= e * u[col * cols + b0 + k];
         block[j][tid] = q;
         codes[r * cols + col] = uint8_t(code);
