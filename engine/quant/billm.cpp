@@ -4,6 +4,7 @@
 #include "quant/binarize.h"
 #include "quant/linalg.h"
 #include "quant/obs_sweep.h"
+#include "quant/quant_device.h"
 
 #include <cblas.h>
 
@@ -272,9 +273,12 @@ Result<QuantizedTensor> quantizeBillm(std::string name, std::span<const float> w
                          name + ": weight size does not match its shape");
     LOWBIT_TRY(QuantizedTensor t,
                QuantizedTensor::create(name, "billm", rows, cols, 1, options.blockSize, false));
-    auto prepared = prepareHessian(hessian, cols, {options.damp, false, options.threads});
+    auto prepared = prepareHessian(hessian, cols,
+                                   {options.damp, false, options.threads, false, options.device});
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
+    if (options.device)
+        options.device->ranOnCpu("sweep");
     const std::vector<float> &u = prepared->hinvUpper;
     std::vector<float> w(weight.begin(), weight.end());
     zeroDeadColumns(w, rows, cols, *prepared);
@@ -373,8 +377,10 @@ public:
         if (!job.stats || !job.stats->hasHessian())
             return makeError(ErrorCode::InvalidArgument,
                              job.name + ": billm needs a calibration Hessian");
-        return quantizeBillm(job.name, job.weight, job.rows, job.cols, job.stats->hessian,
-                             m_options, job.stop, job.notes);
+        auto options = m_options;
+        options.device = job.device;
+        return quantizeBillm(job.name, job.weight, job.rows, job.cols, job.stats->hessian, options,
+                             job.stop, job.notes);
     }
     Result<std::vector<float>> dequantize(const QuantizedTensor &tensor) const override {
         return dequantizeBillm(tensor);

@@ -43,6 +43,9 @@ struct BillmOptions {
     int64_t maxSalientColumns = 50; // the search tries 1 .. this - 1 columns per block
     double damp = 0.01;
     int threads = 0;
+    // The job's GPU: the Cholesky factor of H^-1 is computed there; this method's own sweep stays
+    // on the CPU (recorded as such). Null: the CPU.
+    QuantDevice *device = nullptr;
 };
 
 // Quantizes rows x cols weights (row-major) given their input Hessian (cols x cols). `notes`, when

@@ -1,7 +1,9 @@
 #include "quant/calibration.h"
 
+#include "backend/cuda/cuda_gptq.h"
 #include "core/mapped_file.h"
 #include "quant/linalg.h"
+#include "quant/quant_device.h"
 
 #include <cblas.h>
 #include <nlohmann/json.hpp>
@@ -151,7 +153,8 @@ Result<CalibrationSet> loadCalibration(const Tokenizer &tokenizer,
 struct StatsHook::Accumulator {
     int64_t cols = 0;
     int64_t tokens = 0;
-    std::vector<double> hessian; // upper triangle (row-major) is the running sum
+    std::vector<double> hessian;                   // upper triangle (row-major) is the running sum
+    std::unique_ptr<CudaHessianSum> deviceHessian; // instead, with a device
     std::vector<float> block;
     std::vector<double> converted;
     std::vector<double> absSum, absMax;
@@ -161,9 +164,11 @@ struct StatsHook::Accumulator {
 };
 
 StatsHook::StatsHook(std::set<LinearInput> inputs, StatsWanted wanted, HessianPrecision precision,
-                     int threads, uint64_t seed)
+                     int threads, uint64_t seed, QuantDevice *device)
     : m_inputs(std::move(inputs)), m_wanted(wanted), m_precision(precision), m_threads(threads),
-      m_seed(seed) {}
+      m_seed(seed), m_device(device) {}
+
+StatsHook::~StatsHook() = default;
 
 namespace {
 
@@ -224,15 +229,27 @@ void StatsHook::onLinearInput(int64_t, LinearInput kind, float *input, int64_t r
         slot = std::make_shared<Accumulator>();
         slot->cols = cols;
         slot->rng.seed(m_seed + uint64_t(kind));
-        if (m_wanted.hessian)
+        if (m_wanted.hessian && m_device && m_precision == HessianPrecision::BlockedFloat32) {
+            auto sum = m_device->hessianSum(cols);
+            if (sum)
+                slot->deviceHessian = std::move(*sum);
+            else if (m_status.ok())
+                m_status = sum.error();
+        } else if (m_wanted.hessian) {
+            if (m_device) // the device sums float32 blocks only
+                m_device->ranOnCpu("hessian (float64)");
             slot->hessian.assign(size_t(cols * cols), 0.0);
+        }
         if (m_wanted.channelStats) {
             slot->absSum.assign(size_t(cols), 0.0);
             slot->absMax.assign(size_t(cols), 0.0);
         }
     }
     Accumulator &a = *slot;
-    if (m_wanted.hessian) {
+    if (a.deviceHessian && m_status.ok()) {
+        if (Status added = a.deviceHessian->add({input, size_t(rows * cols)}, rows); !added.ok())
+            m_status = added;
+    } else if (m_wanted.hessian && !a.hessian.empty()) {
         BlasThreads threads(m_threads);
         accumulateHessian(a.hessian, a.block, a.converted, input, rows, cols, m_precision);
     }
@@ -256,6 +273,14 @@ LayerStatistics StatsHook::finish() {
         s.cols = a.cols;
         s.tokens = a.tokens;
         const double n = double(std::max<int64_t>(a.tokens, 1));
+        if (a.deviceHessian && m_status.ok()) {
+            auto sum = a.deviceHessian->sum(); // both triangles; the scaling below reads one
+            if (sum)
+                a.hessian = std::move(*sum);
+            else
+                m_status = sum.error();
+        }
+        a.deviceHessian.reset();
         if (!a.hessian.empty()) {
             s.hessian = std::move(a.hessian);
             for (int64_t i = 0; i < a.cols; ++i)

@@ -29,6 +29,8 @@
 
 namespace lowbit {
 
+class QuantDevice;
+
 // How H is accumulated. Float64: every batch converted to float64, dsyrk into a float64 sum.
 // BlockedFloat32: ssyrk of each batch (<= batchTokens rows) into a float32 block, the block added
 // to a float64 sum, so rounding error grows with the batch, not with the whole calibration set.
@@ -91,14 +93,20 @@ struct StatsWanted {
 
 // A LinearHook that accumulates LinearStats for the chosen inputs of one layer. Inputs are not
 // modified. BLAS runs with `threads` threads inside onLinearInput (restored to 1 afterwards, as
-// the CPU backend expects).
+// the CPU backend expects). With a `device`, the BlockedFloat32 Hessians are summed on it
+// (engine/quant/quant_device.h; Float64 ones stay on the CPU and are recorded so).
 class StatsHook final : public LinearHook {
 public:
     StatsHook(std::set<LinearInput> inputs, StatsWanted wanted, HessianPrecision precision,
-              int threads, uint64_t seed = 0);
+              int threads, uint64_t seed = 0, QuantDevice *device = nullptr);
+    ~StatsHook() override;
     void onLinearInput(int64_t layer, LinearInput kind, float *input, int64_t rows,
                        int64_t cols) override;
+    // The first device failure (onLinearInput cannot return one); later device work is skipped.
+    // Check it before finish(): after a failure the Hessians are incomplete.
+    Status status() const { return m_status; }
     // Normalised statistics (H symmetrised and divided by N). The hook is spent afterwards.
+    // Device Hessians are downloaded here; a failure there also lands in status().
     LayerStatistics finish();
 
 private:
@@ -108,6 +116,8 @@ private:
     HessianPrecision m_precision;
     int m_threads;
     uint64_t m_seed;
+    QuantDevice *m_device;
+    Status m_status;
     std::map<LinearInput, std::shared_ptr<Accumulator>> m_acc;
 };
 

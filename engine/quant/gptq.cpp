@@ -1,8 +1,10 @@
 #include "quant/gptq.h"
 
+#include "backend/cuda/cuda_gptq.h"
 #include "quant/group_quantizers.h"
 #include "quant/minmax_grid.h"
 #include "quant/obs_sweep.h"
+#include "quant/quant_device.h"
 
 namespace lowbit {
 
@@ -13,6 +15,15 @@ namespace {
 // sums differ between the two forms (only complete ones agree, QuIP Thm. 6).
 bool useLdl(const GptqOptions &options, int64_t cols) {
     return options.groupSize <= 0 || options.groupSize >= cols;
+}
+
+HessianOptions hessianOptions(const GptqOptions &options, int64_t cols) {
+    return {options.damp, options.actOrder, options.threads, useLdl(options, cols), options.device};
+}
+
+// The device sweep when there is a device and it can do this one (blocks up to 128 columns).
+bool sweepOnDevice(const GptqOptions &options) {
+    return options.device && options.blockSize <= kCudaGptqMaxBlock;
 }
 
 // The per-column quantizer of the sweep: the min-max grid of each (row, group), found when the
@@ -54,6 +65,21 @@ Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> we
     if (int64_t(weight.size()) != rows * cols || prepared.cols != cols)
         return makeError(ErrorCode::InvalidArgument,
                          name + ": weight or Hessian size does not match its shape");
+    if (sweepOnDevice(options)) {
+        options.device->ranOnDevice("sweep");
+        double loss = 0;
+        LOWBIT_TRY(QuantizedTensor t,
+                   cudaGptqSweep(options.device->backend(), std::move(name), weight, rows, cols,
+                                 prepared, options, &loss, stop));
+        if (notes) {
+            (*notes)["loss"] = loss;
+            (*notes)["damp"] = prepared.dampUsed;
+        }
+        return t;
+    }
+    if (options.device)
+        options.device->ranOnCpu("sweep (block " + std::to_string(options.blockSize) + " > " +
+                                 std::to_string(kCudaGptqMaxBlock) + ")");
     LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "gptq", rows, cols, options.bits,
                                                           options.groupSize, options.symmetric));
     std::vector<float> w(weight.begin(), weight.end());
@@ -76,8 +102,7 @@ Result<QuantizedTensor> quantizeGptq(std::string name, std::span<const float> we
                                      int64_t cols, const std::vector<double> &hessian,
                                      const GptqOptions &options, std::stop_token stop,
                                      nlohmann::json *notes) {
-    auto prepared = prepareHessian(
-        hessian, cols, {options.damp, options.actOrder, options.threads, useLdl(options, cols)});
+    auto prepared = prepareHessian(hessian, cols, hessianOptions(options, cols));
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
     return quantizeGptq(std::move(name), weight, rows, cols, *prepared, options, stop, notes);
@@ -95,18 +120,19 @@ public:
             return makeError(ErrorCode::InvalidArgument,
                              job.name + ": gptq needs a calibration Hessian");
         // q/k/v (and gate/up) share their input's statistics: prepare H^-1 once for them.
-        const Key key{job.layer, linearInputOf(job.kind), job.stats, job.stats->tokens};
+        GptqOptions options = m_options;
+        options.device = job.device;
+        const Key key{job.layer, linearInputOf(job.kind), job.stats, job.stats->tokens, job.device};
         if (!(key == m_key) || m_prepared.cols != job.cols) {
-            auto prepared = prepareHessian(job.stats->hessian, job.cols,
-                                           {m_options.damp, m_options.actOrder, m_options.threads,
-                                            useLdl(m_options, job.cols)});
+            auto prepared =
+                prepareHessian(job.stats->hessian, job.cols, hessianOptions(options, job.cols));
             if (!prepared)
                 return prepared.error();
             m_prepared = std::move(*prepared);
             m_key = key;
         }
-        return quantizeGptq(job.name, job.weight, job.rows, job.cols, m_prepared, m_options,
-                            job.stop, job.notes);
+        return quantizeGptq(job.name, job.weight, job.rows, job.cols, m_prepared, options, job.stop,
+                            job.notes);
     }
 
 private:
@@ -115,6 +141,7 @@ private:
         LinearInput input = LinearInput::Attention;
         const LinearStats *stats = nullptr;
         int64_t tokens = 0;
+        const QuantDevice *device = nullptr; // the hinvUpper form on a device, LDL on the CPU
         bool operator==(const Key &) const = default;
     };
     GptqOptions m_options;

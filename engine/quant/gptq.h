@@ -26,6 +26,9 @@ struct GptqOptions {
     int64_t blockSize = 128;
     bool actOrder = false;
     int threads = 0;
+    // The job's GPU: H^-1's factor and the sweep run there (cudaGptqSweep; blocks above 128
+    // columns keep the CPU sweep, recorded as such). Null: the CPU.
+    QuantDevice *device = nullptr;
 };
 
 // Quantizes rows x cols weights (row-major) given their input Hessian (cols x cols). `notes`, when

@@ -2,6 +2,7 @@
 
 #include "core/thread_pool.h"
 #include "quant/linalg.h"
+#include "quant/quant_device.h"
 
 #include <cblas.h>
 
@@ -65,6 +66,19 @@ Result<PreparedHessian> prepareHessian(const std::vector<double> &hessian, int64
                     v = (p.deadColumns[size_t(oi)] ? 1.0 : v) + damp * meanDiag;
                 h[size_t(i * cols + j)] = float(v);
             }
+        }
+        if (options.device) {
+            const Status factored = options.device->choleskyInverseUpper(h, cols);
+            if (factored.ok()) {
+                p.hinvUpper = std::move(h);
+                p.dampUsed = damp;
+                return p;
+            }
+            // cudaCholeskyInverseUpper's Internal "not positive definite" is the one failure
+            // more damping can cure; CUDA errors (out of memory, ...) end the attempt.
+            if (factored.error().message.find("not positive definite") == std::string::npos)
+                return factored.error();
+            continue;
         }
         if (options.ldl && reverseCholeskyUpper(h, cols).ok()) {
             p.ldlScale.resize(size_t(cols));

@@ -27,6 +27,8 @@
 
 namespace lowbit {
 
+class QuantDevice;
+
 // The matrices a sweep needs, prepared from a calibration Hessian as gptq.py's fasterquant does.
 struct PreparedHessian {
     int64_t cols = 0;
@@ -44,11 +46,15 @@ struct HessianOptions {
     bool actOrder = false; // sort columns by decreasing diag(H) (GPTQ "act-order")
     int threads = 0;       // BLAS/LAPACK threads
     bool ldl = false;      // prepare the LDL form (ldlUpper/ldlScale) instead of hinvUpper
+    // Factor on this GPU (cuSOLVER) instead of LAPACK. It makes the hinvUpper form even when ldl
+    // is asked: the LDL form only saves CPU flops, and both forms round alike (QuIP Thm. 6).
+    QuantDevice *device = nullptr;
 };
 
 // Dead columns get H_jj = 1; damping is added; columns are permuted when actOrder; then U is
-// computed in float32 (engine/quant/linalg.h). If the Cholesky fails the damping is multiplied by
-// 10, up to three times (the reference would stop with an error), and dampUsed records it.
+// computed in float32 (engine/quant/linalg.h, or the device's cuSOLVER). If the Cholesky fails
+// the damping is multiplied by 10, up to three times (the reference would stop with an error),
+// and dampUsed records it; any other device failure is returned as it is.
 Result<PreparedHessian> prepareHessian(const std::vector<double> &hessian, int64_t cols,
                                        const HessianOptions &options);
 

@@ -4,6 +4,7 @@
 #include "quant/group_quantizers.h"
 #include "quant/minmax_grid.h"
 #include "quant/obs_sweep.h"
+#include "quant/quant_device.h"
 
 #include <algorithm>
 #include <cmath>
@@ -159,9 +160,12 @@ Result<QuantizedTensor> quantizePbLlm(std::string name, std::span<const float> w
                          name + ": weight size does not match its shape");
     LOWBIT_TRY(QuantizedTensor t,
                QuantizedTensor::create(name, "pb-llm", rows, cols, 1, options.groupSize, false));
-    auto prepared = prepareHessian(hessian, cols, {options.damp, false, options.threads});
+    auto prepared = prepareHessian(hessian, cols,
+                                   {options.damp, false, options.threads, false, options.device});
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
+    if (options.device)
+        options.device->ranOnCpu("sweep");
     std::vector<float> w(weight.begin(), weight.end());
     zeroDeadColumns(w, rows, cols, *prepared);
 
@@ -252,8 +256,10 @@ public:
         if (!job.stats || !job.stats->hasHessian())
             return makeError(ErrorCode::InvalidArgument,
                              job.name + ": pb-llm needs a calibration Hessian");
-        return quantizePbLlm(job.name, job.weight, job.rows, job.cols, job.stats->hessian,
-                             m_options, job.stop, job.notes);
+        auto options = m_options;
+        options.device = job.device;
+        return quantizePbLlm(job.name, job.weight, job.rows, job.cols, job.stats->hessian, options,
+                             job.stop, job.notes);
     }
     Result<std::vector<float>> dequantize(const QuantizedTensor &tensor) const override {
         return dequantizePbLlm(tensor);

@@ -50,6 +50,9 @@ struct PbLlmOptions {
     double damp = 0.01;
     int64_t blockSize = 128;
     int threads = 0;
+    // The job's GPU: the Cholesky factor of H^-1 is computed there; this method's own sweep stays
+    // on the CPU (recorded as such). Null: the CPU.
+    QuantDevice *device = nullptr;
 };
 
 // The payload bits of a rows x cols PB-LLM tensor with `salient` salient weights (formula above).

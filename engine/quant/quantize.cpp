@@ -1,6 +1,7 @@
 #include "quant/quantize.h"
 
 #include "quant/linalg.h"
+#include "quant/quant_device.h"
 #include "quant/quantized_checkpoint.h"
 
 #include <cblas.h>
@@ -70,6 +71,7 @@ struct Run {
     ProgressSink &progress;
     std::stop_token stop;
     QuantizedModel &out;
+    QuantDevice *device = nullptr;
 };
 
 Status gatherStats(Run &run, int64_t layer, const FloatLayer &weights,
@@ -78,9 +80,12 @@ Status gatherStats(Run &run, int64_t layer, const FloatLayer &weights,
         return {};
     StatsWanted wanted{run.needs.hessian, run.needs.channelStats, true};
     StatsHook hook(inputs, wanted, run.options.calibration.precision, run.options.threads,
-                   run.options.calibration.seed + uint64_t(layer) * 16);
+                   run.options.calibration.seed + uint64_t(layer) * 16, run.device);
     LOWBIT_CHECK(run.runner->run(layer, weights.view(), &hook));
-    for (auto &[kind, s] : hook.finish())
+    LOWBIT_CHECK(hook.status());
+    LayerStatistics fresh = hook.finish();
+    LOWBIT_CHECK(hook.status());
+    for (auto &[kind, s] : fresh)
         stats[kind] = std::move(s);
     return {};
 }
@@ -98,7 +103,7 @@ Status quantizeLinear(Run &run, int64_t layer, LinearKind kind, FloatLayer &weig
     const LinearStats *linearStats = statsIt == stats.end() ? nullptr : &statsIt->second;
     std::vector<float> &w = weights.weight(kind);
     LinearJob job{layer, kind,        report.name,   report.rows, report.cols,
-                  w,     linearStats, &report.notes, run.stop};
+                  w,     linearStats, &report.notes, run.stop,    run.device};
     auto quantized = run.quantizer.quantize(job);
     if (!quantized)
         return makeError(quantized.error().code, report.name + ": " + quantized.error().message);
@@ -190,6 +195,7 @@ Result<QuantizedModel> quantizeModel(const Checkpoint &source, const QuantizeOpt
                                      ProgressSink &progress, std::stop_token stop) {
     const auto start = Clock::now();
     LOWBIT_TRY(std::unique_ptr<Quantizer> quantizer, makeQuantizer(options));
+    LOWBIT_TRY(std::unique_ptr<QuantDevice> device, QuantDevice::open(options.device));
     QuantizedModel out;
     QuantizeReport &report = out.report;
     report.method = options.method;
@@ -227,11 +233,13 @@ Result<QuantizedModel> quantizeModel(const Checkpoint &source, const QuantizeOpt
                                       ? "float64"
                                       : "blocked-float32"}};
         report.warnings.insert(report.warnings.end(), set->warnings.begin(), set->warnings.end());
+        if (device)
+            device->ranOnCpu("forward"); // Model::runLayer has no device path
         progress.report({"calibrate", options.calibration.samples, options.calibration.samples});
     }
 
     Checkpoint quantized = source;
-    Run run{source, options, *quantizer, needs, runner.get(), progress, stop, out};
+    Run run{source, options, *quantizer, needs, runner.get(), progress, stop, out, device.get()};
     const int64_t layers = source.config.numLayers;
     for (int64_t layer = 0; layer < layers; ++layer) {
         if (stop.stop_requested())
@@ -242,6 +250,8 @@ Result<QuantizedModel> quantizeModel(const Checkpoint &source, const QuantizeOpt
                          elapsed / double(layer + 1) * double(layers - layer - 1)});
     }
     finishReport(report, out.tensors);
+    if (device)
+        report.device = device->summary(options.method);
     quantized.metadata["quantization"] =
         options.method + " " + std::to_string(options.bits) + "-bit";
     out.checkpoint = std::make_shared<const Checkpoint>(std::move(quantized));
@@ -286,6 +296,7 @@ nlohmann::json QuantizeReport::toJson() const {
             {"linears", linearsJson},
             {"layer_notes", layerNotes},
             {"warnings", warnings},
+            {"device", device},
             {"seconds", seconds}};
 }
 

@@ -12,6 +12,9 @@
 // decoder layers finished, reported after every layer. Cancellation: the stop token is checked
 // between linears and inside long method loops; a stopped run returns ErrorCode::Cancelled and
 // writes nothing. Runs on the caller's thread; options.threads threads inside.
+//
+// Device: with options.device = cuda:N the GPU is opened first (an error before any work or
+// output when the build has no CUDA or there is no such device); see engine/quant/quant_device.h.
 #pragma once
 
 #include "core/progress.h"
@@ -54,6 +57,9 @@ struct QuantizeReport {
     std::vector<LinearReport> linears;
     nlohmann::json layerNotes = nlohmann::json::array(); // prepareLayer notes, one per layer
     std::vector<std::string> warnings;
+    // Where each stage ran: "cpu", or with QuantizeOptions::device a QuantDevice::summary such as
+    // "gptq: hessian+cholesky+sweep on cuda:0; forward on cpu".
+    std::string device = "cpu";
     double seconds = 0;
     std::filesystem::path outDir; // empty for quantizeModel
 

@@ -30,6 +30,7 @@
 // Quantizers are used from one thread; a Quantizer may keep state across calls within one run.
 #pragma once
 
+#include "backend/device.h"
 #include "core/result.h"
 #include "model/weights.h"
 #include "quant/calibration.h"
@@ -49,6 +50,8 @@
 #include <vector>
 
 namespace lowbit {
+
+class QuantDevice;
 
 // The seven linear layers of a LLaMA decoder layer, in the order the pipeline visits them.
 enum class LinearKind : uint8_t { Q, K, V, O, Gate, Up, Down };
@@ -91,6 +94,9 @@ struct QuantizeOptions {
     bool trueSequential = true;
     int threads = 0; // 0: every hardware thread (forward pass and BLAS)
     nlohmann::json methodOptions = nlohmann::json::object(); // method-specific keys
+    // cuda:N: calibration Hessians, Cholesky factors and GPTQ's grid sweep on that GPU
+    // (engine/quant/quant_device.h); the report's `device` says which stages ran where.
+    DeviceSpec device;
 };
 
 // What calibration a method needs. Nothing: the calibration text is never read.
@@ -138,6 +144,7 @@ struct LinearJob {
     const LinearStats *stats = nullptr; // its input's statistics; null without calibration
     nlohmann::json *notes = nullptr;    // per-linear facts for quantization_config.json
     std::stop_token stop;
+    QuantDevice *device = nullptr; // the job's GPU (QuantizeOptions::device); null: the CPU
 };
 
 class Quantizer {

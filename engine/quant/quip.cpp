@@ -3,6 +3,7 @@
 #include "quant/group_quantizers.h"
 #include "quant/minmax_grid.h"
 #include "quant/obs_sweep.h"
+#include "quant/quant_device.h"
 #include "quant/random_butterfly.h"
 
 #include <algorithm>
@@ -202,9 +203,12 @@ Result<QuantizedTensor> quantizeQuip(std::string name, std::span<const float> we
     // One grid per row (or tensor), fixed before the sweep: the LDL form (one Cholesky, no
     // inverse; obs_sweep.h) gives the same rounding. Groups found mid-sweep need GPTQ's form.
     const bool ldl = t.groupSize == cols;
-    auto prepared = prepareHessian(h, cols, {options.damp, false, options.threads, ldl});
+    auto prepared =
+        prepareHessian(h, cols, {options.damp, false, options.threads, ldl, options.device});
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
+    if (options.device)
+        options.device->ranOnCpu("sweep");
     zeroDeadColumns(w, rows, cols, *prepared);
     QuipSweep sweep(rows, cols, t.groupSize, options.bits, options.qfn);
     if (options.qfn == 'b' && t.groupSize == cols)
@@ -271,9 +275,11 @@ public:
         if (!job.stats || !job.stats->hasHessian())
             return makeError(ErrorCode::InvalidArgument,
                              job.name + ": quip needs a calibration Hessian");
+        auto options = m_options;
+        options.device = job.device;
         return quantizeQuip(job.name, job.weight, job.rows, job.cols, job.stats->hessian,
-                            quipSeeds(m_options.seed, job.layer, int(job.kind)), m_options,
-                            job.stop, job.notes);
+                            quipSeeds(options.seed, job.layer, int(job.kind)), options, job.stop,
+                            job.notes);
     }
     Result<std::vector<float>> dequantize(const QuantizedTensor &tensor) const override {
         return dequantizeQuip(tensor, m_options.threads);

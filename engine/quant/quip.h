@@ -44,6 +44,9 @@ struct QuipOptions {
     int64_t blockSize = 128;
     uint64_t seed = 0; // base seed; each linear derives its own U and V seeds
     int threads = 0;
+    // The job's GPU: the Cholesky factor of H^-1 is computed there; this method's own sweep stays
+    // on the CPU (recorded as such). Null: the CPU.
+    QuantDevice *device = nullptr;
 };
 
 // The 31-bit seeds of U and V for one linear, from the base seed and the tensor's place.

@@ -6,6 +6,7 @@
 #include "quant/linalg.h"
 #include "quant/minmax_grid.h"
 #include "quant/obs_sweep.h"
+#include "quant/quant_device.h"
 
 #include <cblas.h>
 
@@ -310,9 +311,12 @@ Result<QuantizedTensor> quantizeSlimLlm(std::string name, std::span<const float>
                          name + ": slim-llm needs the input Hessian and sampled input rows");
     LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "slim-llm", rows, cols,
                                                           options.bits, options.groupSize, false));
-    auto prepared = prepareHessian(stats.hessian, cols, {options.damp, false, options.threads});
+    auto prepared = prepareHessian(stats.hessian, cols,
+                                   {options.damp, false, options.threads, false, options.device});
     if (!prepared)
         return makeError(prepared.error().code, name + ": " + prepared.error().message);
+    if (options.device)
+        options.device->ranOnCpu("sweep");
     std::vector<float> w(weight.begin(), weight.end());
     zeroDeadColumns(w, rows, cols, *prepared);
     const Allocation alloc =
@@ -357,7 +361,9 @@ public:
     Result<QuantizedTensor> quantize(const LinearJob &job) override {
         if (!job.stats)
             return makeError(ErrorCode::InvalidArgument, job.name + ": slim-llm needs calibration");
-        return quantizeSlimLlm(job.name, job.weight, job.rows, job.cols, *job.stats, m_options,
+        auto options = m_options;
+        options.device = job.device;
+        return quantizeSlimLlm(job.name, job.weight, job.rows, job.cols, *job.stats, options,
                                job.stop, job.notes);
     }
 

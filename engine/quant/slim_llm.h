@@ -57,6 +57,9 @@ struct SlimLlmOptions {
     double norm = 2.4; // SQC error exponent
     double damp = 0.01;
     int threads = 0;
+    // The job's GPU: the Cholesky factor of H^-1 is computed there; this method's own sweep stays
+    // on the CPU (recorded as such). Null: the CPU.
+    QuantDevice *device = nullptr;
 };
 
 // Quantizes rows x cols weights (row-major) given their input statistics: the Hessian and the
