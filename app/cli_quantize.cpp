@@ -61,6 +61,7 @@ Result<QuantizeOptions> parseOptions(const Args &args, const Checkpoint &checkpo
     }
     if (args.has("act-order"))
         o.methodOptions["act_order"] = true;
+    LOWBIT_TRY(o.device, parseDevice(args.value("device").value_or("cpu")));
     return o;
 }
 
@@ -70,7 +71,7 @@ int runQuantize(const std::vector<std::string> &argv) {
     auto args = Args::parse(argv,
                             {"model", "tokenizer", "threads", "method", "bits", "group", "calib",
                              "calib-samples", "calib-len", "seed", "layers", "out", "hessian",
-                             "method-options"},
+                             "method-options", "device"},
                             {"sym", "act-order", "no-true-sequential", "json"});
     if (!args)
         return fail(args.error());
@@ -108,6 +109,8 @@ int runQuantize(const std::vector<std::string> &argv) {
     if (withErr > 0)
         std::printf(", mean relative output error %.4g", meanOutErr / double(withErr));
     std::printf(", %.1f s -> %s\n", report->seconds, out->c_str());
+    if (report->device != "cpu")
+        std::printf("device: %s\n", report->device.c_str());
     return 0;
 }
 

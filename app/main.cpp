@@ -36,7 +36,8 @@ const std::map<std::string, Command> &commands() {
         {"quantize", {runQuantize, "quantize MODEL --method rtn|gptq|nf4|... --bits B --out DIR [--group G] [--sym]\n"
                                    "      [--calib FILE] [--calib-samples N] [--calib-len L] [--seed S] [--layers SPEC]\n"
                                    "      [--act-order] [--method-options JSON] [--no-true-sequential] [--hessian f32|f64]\n"
-                                   "      [--tokenizer FILE] [--threads N] [--json]   ->  a checkpoint directory any command loads"}},
+                                   "      [--tokenizer FILE] [--threads N] [--device cpu|cuda[:N]] [--json]\n"
+                                   "      ->  a checkpoint directory any command loads (cuda: Hessians, Cholesky, GPTQ sweep on the GPU)"}},
         {"finetune", {runFinetune, "finetune MODEL --method qlora|irqlora|dbllm --data FILE --out DIR [--steps N --batch B\n"
                                    "      --micro-batch M --lr LR --schedule constant|cosine --warmup N --rank R --alpha A\n"
                                    "      --seq-len N --source-len N --target-len N --save-every N --seed S] [--resume]\n"
