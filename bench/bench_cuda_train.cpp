@@ -48,7 +48,8 @@ Result<Args> parseArgs(int argc, char **argv) {
     for (int i = 1; i < argc; ++i) {
         const std::string k = argv[i];
         if (i + 1 >= argc)
-            return makeError(ErrorCode::InvalidArgument, "bench_cuda_train: " + k + " needs a value");
+            return makeError(ErrorCode::InvalidArgument,
+                             "bench_cuda_train: " + k + " needs a value");
         const std::string v = argv[++i];
         try {
             if (k == "--device") {
@@ -69,7 +70,8 @@ Result<Args> parseArgs(int argc, char **argv) {
             } else if (k == "--out") {
                 a.out = v;
             } else {
-                return makeError(ErrorCode::InvalidArgument, "bench_cuda_train: unknown option " + k);
+                return makeError(ErrorCode::InvalidArgument,
+                                 "bench_cuda_train: unknown option " + k);
             }
         } catch (const std::exception &) {
             return makeError(ErrorCode::InvalidArgument, "bench_cuda_train: bad value for " + k);
@@ -134,7 +136,8 @@ Result<RandomModel> randomModel(int64_t layers) {
         if (shared.empty())
             shared = Tensor::fromBytes("placeholder", DType::BF16, {rows, cols},
                                        std::vector<std::byte>(size_t(rows * cols) * 2));
-        LOWBIT_TRY(QuantizedTensor t, QuantizedTensor::create(name, "nf4", rows, cols, 4, 64, true));
+        LOWBIT_TRY(QuantizedTensor t,
+                   QuantizedTensor::create(name, "nf4", rows, cols, 4, 64, true));
         t.codebook.assign(kNf4Levels.begin(), kNf4Levels.end());
         fillRandom(t.packed.data(), t.packed.size(), seed++);
         std::mt19937 rng(uint32_t(seed++));
@@ -149,9 +152,10 @@ Result<RandomModel> randomModel(int64_t layers) {
     for (int64_t l = 0; l < layers; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
         LayerWeights w;
-        w.attnNorm = Tensor::fromFloats(p + "input_layernorm.weight", {h}, ones.data(), DType::BF16);
-        w.ffnNorm =
-            Tensor::fromFloats(p + "post_attention_layernorm.weight", {h}, ones.data(), DType::BF16);
+        w.attnNorm =
+            Tensor::fromFloats(p + "input_layernorm.weight", {h}, ones.data(), DType::BF16);
+        w.ffnNorm = Tensor::fromFloats(p + "post_attention_layernorm.weight", {h}, ones.data(),
+                                       DType::BF16);
         LOWBIT_TRY(w.wq, linear(p + "self_attn.q_proj.weight", q, h));
         LOWBIT_TRY(w.wk, linear(p + "self_attn.k_proj.weight", kv, h));
         LOWBIT_TRY(w.wv, linear(p + "self_attn.v_proj.weight", kv, h));
@@ -229,7 +233,8 @@ Status runBench(const Args &a, std::vector<std::string> &rows) {
     start = Clock::now();
     LOWBIT_TRY(auto trainee, train::CudaTrainModel::create(model.checkpoint, lora, options));
     const double setupSeconds = secondsSince(start);
-    const std::vector<train::TrainExample> batch = randomBatch(a, model.checkpoint.config.vocabSize);
+    const std::vector<train::TrainExample> batch =
+        randomBatch(a, model.checkpoint.config.vocabSize);
     const auto params = trainee->parameters();
     int64_t trainable = 0;
     for (const train::Parameter<float> *p : params)
@@ -267,8 +272,9 @@ Status runBench(const Args &a, std::vector<std::string> &rows) {
     std::snprintf(text, sizeof text, "%.1f s generate, %.1f s create (upload)", generateSeconds,
                   setupSeconds);
     row("setup", text);
-    std::snprintf(text, sizeof text, "%.3f s (device fwd+bwd + transfers %.3f s, host AdamW %.3f s)",
-                  stepSeconds, deviceSeconds / double(a.steps), hostSeconds / double(a.steps));
+    std::snprintf(text, sizeof text,
+                  "%.3f s (device fwd+bwd + transfers %.3f s, host AdamW %.3f s)", stepSeconds,
+                  deviceSeconds / double(a.steps), hostSeconds / double(a.steps));
     row("step (mean of " + std::to_string(a.steps) + " after 1 warm-up)", text);
     std::snprintf(text, sizeof text, "%.0f", tokens / stepSeconds);
     row("training tokens/s", text);
@@ -276,7 +282,8 @@ Status runBench(const Args &a, std::vector<std::string> &rows) {
     row("last step's mean loss", text);
     row("peak device memory used (cudaMemGetInfo, sampled 1 ms)",
         gib(sampledPeak) + " (" + gib(before) + " before the model: CUDA context)" +
-            (sampledPeak <= (uint64_t(24) << 30) ? " <= 24 GiB target" : " OVER the 24 GiB target"));
+            (sampledPeak <= (uint64_t(24) << 30) ? " <= 24 GiB target"
+                                                 : " OVER the 24 GiB target"));
     row("model's allocation peak", gib(trainee->allocatedPeakBytes()));
     row("model's estimate", gib(m.total()) + " (weights " + gib(m.weightBytes) + ", adapters " +
                                 gib(m.adapterBytes) + ", checkpoints " + gib(m.checkpointBytes) +

@@ -51,8 +51,7 @@ struct TrainPlan {
 // memory. attentionScratchFloats: attentionBackwardWorkspaceFloats for maxBatchTokens rows (the
 // public estimate, which cannot ask the device code, allows 2 floats per row and head).
 Result<TrainPlan> planCudaTraining(const Checkpoint &checkpoint, const LoraOptions &lora,
-                                   const CudaTrainOptions &options,
-                                   int64_t attentionScratchFloats);
+                                   const CudaTrainOptions &options, int64_t attentionScratchFloats);
 
 // Bytes one packed tensor takes on the device (codes + 4 padding bytes, scales, zeros, codebook,
 // per-group bit offsets and widths), as uploadPacked allocates them.

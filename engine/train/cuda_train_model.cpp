@@ -148,7 +148,8 @@ Result<TrainPlan> planCudaTraining(const Checkpoint &checkpoint, const LoraOptio
     const ModelWeights &w = checkpoint.weights;
     // Fp32: every dense matrix widened to float32; Tensor16: kept as stored.
     plan.tableType = fp32 ? DType::F32 : w.tokenEmbedding.dtype;
-    const bool tied = w.output.data == w.tokenEmbedding.data && w.output.dtype == w.tokenEmbedding.dtype;
+    const bool tied =
+        w.output.data == w.tokenEmbedding.data && w.output.dtype == w.tokenEmbedding.dtype;
     CudaTrainMemory &m = plan.memory;
     const uint64_t table = uint64_t(c.vocabSize * c.hiddenSize);
     m.weightBytes = table * dtypeBytes(plan.tableType) +
@@ -175,8 +176,8 @@ Result<TrainPlan> planCudaTraining(const Checkpoint &checkpoint, const LoraOptio
                                        : uint64_t(lp.rows * lp.cols) * dtypeBytes(lp.denseType);
             m.weightBytes += lp.deviceBytes;
             if (lp.rank > 0)
-                plan.adapterFloats += int64_t(lp.rank) * (lp.rows + lp.cols) +
-                                      (lora.elasticConnection ? 2 : 0);
+                plan.adapterFloats +=
+                    int64_t(lp.rank) * (lp.rows + lp.cols) + (lora.elasticConnection ? 2 : 0);
             plan.maxRank = std::max<int64_t>(plan.maxRank, lp.rank);
             rankSum += lp.rank;
             if (lp.packed)
@@ -212,14 +213,14 @@ Result<CudaTrainMemory> estimateCudaTrainMemory(const Checkpoint &checkpoint,
                                                 const LoraOptions &lora,
                                                 const CudaTrainOptions &options) {
     const int64_t scratch = 2 * options.maxBatchTokens * checkpoint.config.numHeads;
-    LOWBIT_TRY(detail::TrainPlan plan, detail::planCudaTraining(checkpoint, lora, options, scratch));
+    LOWBIT_TRY(detail::TrainPlan plan,
+               detail::planCudaTraining(checkpoint, lora, options, scratch));
     return plan.memory;
 }
 
 #if !LOWBIT_HAVE_CUDA
-Result<std::unique_ptr<CudaTrainModel>> CudaTrainModel::create(const Checkpoint &,
-                                                               const LoraOptions &,
-                                                               const CudaTrainOptions &options) {
+Result<std::unique_ptr<CudaTrainModel>>
+CudaTrainModel::create(const Checkpoint &, const LoraOptions &, const CudaTrainOptions &options) {
     std::string why;
     cudaDeviceCount(&why);
     return makeError(ErrorCode::Unsupported,

@@ -54,9 +54,9 @@ namespace lowbit::train {
 struct CudaTrainOptions {
     int device = 0; // CUDA ordinal (DeviceSpec::index)
     GemmPrecision precision = GemmPrecision::Tensor16;
-    // Packed frozen bases keyed by checkpoint tensor name ("model.layers.0.self_attn.q_proj.weight"),
-    // e.g. the NF4 tensors of quantizeModel; linears not in the map use the checkpoint's dense
-    // weight. Read during create() only.
+    // Packed frozen bases keyed by checkpoint tensor name
+    // ("model.layers.0.self_attn.q_proj.weight"), e.g. the NF4 tensors of quantizeModel; linears
+    // not in the map use the checkpoint's dense weight. Read during create() only.
     const std::map<std::string, QuantizedTensor> *packed = nullptr;
     int64_t maxBatchTokens = 8192; // rows of one accumulate()/evaluate() (16 × 512)
     int64_t headChunkRows = 256;   // scored rows whose logits exist at once

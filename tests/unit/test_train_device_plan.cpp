@@ -92,8 +92,8 @@ void TestTrainDevicePlan::badBatch() {
     QVERIFY(fails({{{1, 2, 3}, {2, 3, 11}}}, "target 11 out of range"));
     QVERIFY(fails({{}, {{1, -1}, {2, 3}}}, "training example 1: token -1 out of range"));
     QVERIFY(fails({{std::vector<int32_t>(9, 1), std::vector<int32_t>(9, 1)}}, "context of 8"));
-    QVERIFY(detail::checkTrainBatch(ck.config, std::vector<TrainExample>{{{1}, {kIgnoreTarget}}})
-                .ok());
+    QVERIFY(
+        detail::checkTrainBatch(ck.config, std::vector<TrainExample>{{{1}, {kIgnoreTarget}}}).ok());
 }
 
 // Every figure of the plan from the fixture's shapes: hidden 64, q 64, kv 32, ffn 176, 2 layers,
@@ -122,8 +122,8 @@ void TestTrainDevicePlan::memoryPlan() {
     QVERIFY2(plan.ok(), plan.ok() ? "" : plan.error().message.c_str());
     const int64_t h = 64, kv = 32, f = 176, v = 512, n = 100;
     QCOMPARE(plan->linears.size(), size_t(14));
-    QCOMPARE(plan->linears[0].rank, 8);             // layer 0 q_proj
-    QCOMPARE(plan->linears[1].rank, 0);             // k_proj
+    QCOMPARE(plan->linears[0].rank, 8); // layer 0 q_proj
+    QCOMPARE(plan->linears[1].rank, 0); // k_proj
     QCOMPARE(plan->linears[13].packed, &packed.begin()->second);
     QCOMPARE(plan->adapterFloats, 2 * (8 * (h + h) + 2 + 8 * (f + h) + 2));
     QCOMPARE(plan->maxLinearValues, h * f);

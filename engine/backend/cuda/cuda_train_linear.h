@@ -4,9 +4,9 @@
 // backend/cuda/cuda_train_model.cpp.
 #pragma once
 
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
-#include "backend/cuda/cuda_backend.h"
 
 #include <cstdint>
 
@@ -38,9 +38,9 @@ struct RowMajorGemm {
 struct LinearScratch {
     RowMajorGemm gemm;
     GemmPrecision precision = GemmPrecision::Fp32;
-    void *half = nullptr;      // 16-bit copy of a GEMM input: rows × max(in, out) values
-    void *dequant = nullptr;   // one dequantized packed weight (F32 under Fp32, else BF16)
-    float *dHidden = nullptr;  // rows × max rank
+    void *half = nullptr;     // 16-bit copy of a GEMM input: rows × max(in, out) values
+    void *dequant = nullptr;  // one dequantized packed weight (F32 under Fp32, else BF16)
+    float *dHidden = nullptr; // rows × max rank
 };
 
 struct DeviceLinear {

@@ -106,7 +106,8 @@ Status CudaTrainModelImpl::uploadPacked(const QuantizedTensor &q, cuda::PackedVi
     for (int64_t g = 0; g < groups; ++g) {
         offsets[size_t(g)] = uint32_t(bit);
         widths[size_t(g)] = uint8_t(q.groupWidth(g));
-        bit += uint64_t(q.groupWidth(g)) * uint64_t(std::min(q.groupSize, q.cols - g * q.groupSize));
+        bit +=
+            uint64_t(q.groupWidth(g)) * uint64_t(std::min(q.groupSize, q.cols - g * q.groupSize));
     }
     std::vector<float> scales = q.scales, zeros = q.zeros;
     if (q.method == "icq") {
@@ -172,10 +173,9 @@ Status CudaTrainModelImpl::buildLayer(const Checkpoint &checkpoint, const LoraOp
         // TrainableModel's seed per linear (trainable_model.cpp buildLayer): the same adapters.
         const uint64_t seed =
             lora.seed ^ (uint64_t(index * kProjectionCount + p + 1) * 0xd1b54a32d192ed03ull);
-        LOWBIT_TRY(auto linear,
-                   LoraLinear<float>::create(std::make_unique<ShapeOnlyBase>(plan.rows, plan.cols),
-                                             prefix, plan.rank, lora.alpha,
-                                             lora.elasticConnection, seed));
+        LOWBIT_TRY(auto linear, LoraLinear<float>::create(
+                                    std::make_unique<ShapeOnlyBase>(plan.rows, plan.cols), prefix,
+                                    plan.rank, lora.alpha, lora.elasticConnection, seed));
         d.scale = float(lora.alpha / double(plan.rank)); // LoraLinear's m_scale, rounded alike
         d.elastic = lora.elasticConnection;
         m_hostLinears.push_back(std::move(linear));
@@ -224,12 +224,13 @@ Status CudaTrainModelImpl::allocateWork() {
         LOWBIT_TRY(input, floats(n * h, "activation checkpoint"));
     }
     Activations &a = m_act;
+    // clang-format off
     const std::pair<float **, int64_t> sized[] = {
-        {&a.normed1, h}, {&a.invRms1, 1},  {&a.q, q},       {&a.k, kv},      {&a.v, kv},
-        {&a.attn, q},    {&a.lse, c.numHeads}, {&a.mid, h}, {&a.normed2, h}, {&a.invRms2, 1},
-        {&a.gate, f},    {&a.up, f},       {&a.act, f},     {&a.dAct, f},    {&a.dGate, f},
-        {&a.dUp, f},     {&a.dNormed, h},  {&a.dAttn, q},   {&a.dq, q},      {&a.dk, kv},
-        {&a.dv, kv},     {&a.dx, h}};
+        {&a.normed1, h}, {&a.invRms1, 1}, {&a.q, q}, {&a.k, kv}, {&a.v, kv}, {&a.attn, q},
+        {&a.lse, c.numHeads}, {&a.mid, h}, {&a.normed2, h}, {&a.invRms2, 1}, {&a.gate, f},
+        {&a.up, f}, {&a.act, f}, {&a.dAct, f}, {&a.dGate, f}, {&a.dUp, f}, {&a.dNormed, h},
+        {&a.dAttn, q}, {&a.dq, q}, {&a.dk, kv}, {&a.dv, kv}, {&a.dx, h}};
+    // clang-format on
     for (const auto &[buffer, width] : sized) {
         LOWBIT_TRY(*buffer, floats(n * width, "layer activations"));
     }
@@ -250,8 +251,8 @@ Status CudaTrainModelImpl::allocateWork() {
     if (!fp32) {
         LOWBIT_TRY(m_scratch.half, allocate(size_t(n * widest) * 2, "16-bit GEMM input"));
     }
-    LOWBIT_TRY(m_scratch.dequant, allocate(size_t(m_plan.maxLinearValues) * (fp32 ? 4 : 2),
-                                           "dequantized weight"));
+    LOWBIT_TRY(m_scratch.dequant,
+               allocate(size_t(m_plan.maxLinearValues) * (fp32 ? 4 : 2), "dequantized weight"));
     LOWBIT_TRY(void *ids, allocate(size_t(n) * 4, "token ids"));
     LOWBIT_TRY(void *targets, allocate(size_t(n) * 4, "targets"));
     LOWBIT_TRY(void *rows, allocate(size_t(n) * 8, "scored rows"));
@@ -280,10 +281,9 @@ Status CudaTrainModelImpl::init(const Checkpoint &checkpoint, const LoraOptions 
     m_config = checkpoint.config;
     const ModelConfig &c = m_config;
     const cuda::train::AttentionDims dims{c.numHeads, c.numKvHeads, c.headDim, 0.0f};
-    LOWBIT_TRY(m_plan,
-               detail::planCudaTraining(checkpoint, lora, options,
-                                        cuda::train::attentionBackwardWorkspaceFloats(
-                                            options.maxBatchTokens, dims)));
+    LOWBIT_TRY(m_plan, detail::planCudaTraining(checkpoint, lora, options,
+                                                cuda::train::attentionBackwardWorkspaceFloats(
+                                                    options.maxBatchTokens, dims)));
     // Every byte is allocated below; 256 MiB for cuBLAS's workspace and allocator rounding, and
     // 5% of the free memory kept (checkFits's margin).
     size_t freeBytes = 0, totalBytes = 0;
@@ -291,14 +291,13 @@ Status CudaTrainModelImpl::init(const Checkpoint &checkpoint, const LoraOptions 
     const CudaTrainMemory &m = m_plan.memory;
     const uint64_t need = m.total() + (uint64_t(256) << 20);
     if (need > freeBytes - freeBytes / 20)
-        return makeError(ErrorCode::OutOfMemory,
-                         m_deviceName + ": training needs " + formatBytes(need) + " (weights " +
-                             formatBytes(m.weightBytes) + ", adapters " +
-                             formatBytes(m.adapterBytes) + ", activation checkpoints " +
-                             formatBytes(m.checkpointBytes) + ", one layer " +
-                             formatBytes(m.layerBytes) + ", logit chunk " +
-                             formatBytes(m.headBytes) + ", cuBLAS 256.0 MiB) but only " +
-                             formatBytes(freeBytes) + " is free");
+        return makeError(
+            ErrorCode::OutOfMemory,
+            m_deviceName + ": training needs " + formatBytes(need) + " (weights " +
+                formatBytes(m.weightBytes) + ", adapters " + formatBytes(m.adapterBytes) +
+                ", activation checkpoints " + formatBytes(m.checkpointBytes) + ", one layer " +
+                formatBytes(m.layerBytes) + ", logit chunk " + formatBytes(m.headBytes) +
+                ", cuBLAS 256.0 MiB) but only " + formatBytes(freeBytes) + " is free");
     m_invFreq = c.ropeInverseFrequencies();
     const ModelWeights &w = checkpoint.weights;
     m_embeddingType = m_plan.tableType;

@@ -25,9 +25,8 @@ Status CudaTrainModelImpl::syncParameters() {
     for (size_t i = 0; i < m_params.size(); ++i) {
         const Parameter<float> &p = *m_params[i];
         const size_t offset = size_t(m_offsets[i]);
-        const size_t count = size_t(i + 1 < m_params.size() ? m_offsets[i + 1]
-                                                            : int64_t(m_mirror.size())) -
-                             offset;
+        const size_t count =
+            size_t(i + 1 < m_params.size() ? m_offsets[i + 1] : int64_t(m_mirror.size())) - offset;
         if (p.value.size() != count || p.grad.size() != count)
             return makeError(ErrorCode::InvalidArgument,
                              p.name + ": parameter resized after create()");
@@ -37,9 +36,9 @@ Status CudaTrainModelImpl::syncParameters() {
         std::memcpy(mirror, p.value.data(), count * 4);
         // The mirror is the source: it stays unchanged until the next call, and pageable
         // copies are staged before cudaMemcpyAsync returns anyway.
-        LOWBIT_CUDA_CHECK(cudaMemcpyAsync(m_values + offset, mirror, count * 4,
-                                          cudaMemcpyHostToDevice, m_stream),
-                          ("upload of " + p.name).c_str());
+        LOWBIT_CUDA_CHECK(
+            cudaMemcpyAsync(m_values + offset, mirror, count * 4, cudaMemcpyHostToDevice, m_stream),
+            ("upload of " + p.name).c_str());
     }
     m_uploaded = true;
     return {};
@@ -56,9 +55,9 @@ Status CudaTrainModelImpl::uploadBatch(const detail::FlatBatch &b) {
         {m_targets, {b.scoredTargets.data(), size_t(scored) * 4}}};
     for (const auto &[to, from] : copies)
         if (from.second)
-            LOWBIT_CUDA_CHECK(cudaMemcpyAsync(to, from.first, from.second, cudaMemcpyHostToDevice,
-                                              m_stream),
-                              "upload of the batch");
+            LOWBIT_CUDA_CHECK(
+                cudaMemcpyAsync(to, from.first, from.second, cudaMemcpyHostToDevice, m_stream),
+                "upload of the batch");
     return {};
 }
 
@@ -73,8 +72,8 @@ Status CudaTrainModelImpl::layerForward(size_t l, const float *xIn, float *xOut,
     auto linear = [&](int p, const float *x, float *y) {
         return layer.linears[size_t(p)].forward(m_scratch, x, n, y, a.hidden[size_t(p)]);
     };
-    LOWBIT_CHECK(
-        cuda::train::rmsnormForward(xIn, n, h, layer.attnNorm, eps, a.normed1, a.invRms1, m_stream));
+    LOWBIT_CHECK(cuda::train::rmsnormForward(xIn, n, h, layer.attnNorm, eps, a.normed1, a.invRms1,
+                                             m_stream));
     LOWBIT_CHECK(linear(kQ, a.normed1, a.q));
     LOWBIT_CHECK(linear(kK, a.normed1, a.k));
     LOWBIT_CHECK(linear(kV, a.normed1, a.v));
@@ -84,8 +83,8 @@ Status CudaTrainModelImpl::layerForward(size_t l, const float *xIn, float *xOut,
                                                n, attentionDims(c), a.attn, a.lse, m_stream));
     LOWBIT_CHECK(linear(kO, a.attn, a.mid));
     LOWBIT_CHECK(cuda::addValues(a.mid, xIn, n * h, m_stream)); // mid = x + o_proj(attention)
-    LOWBIT_CHECK(
-        cuda::train::rmsnormForward(a.mid, n, h, layer.ffnNorm, eps, a.normed2, a.invRms2, m_stream));
+    LOWBIT_CHECK(cuda::train::rmsnormForward(a.mid, n, h, layer.ffnNorm, eps, a.normed2, a.invRms2,
+                                             m_stream));
     LOWBIT_CHECK(linear(kGate, a.normed2, a.gate));
     LOWBIT_CHECK(linear(kUp, a.normed2, a.up));
     LOWBIT_CHECK(cuda::swigluValues(a.gate, a.up, n * f, a.act, m_stream));
@@ -102,12 +101,12 @@ Status CudaTrainModelImpl::layerBackward(size_t l, const float *xIn, int64_t n) 
     const int64_t h = c.hiddenSize, hd = c.headDim, qDim = c.numHeads * hd,
                   kvDim = c.numKvHeads * hd, f = c.intermediateSize;
     auto linear = [&](int p, const float *x, const float *dy, float *dx, bool add) {
-        return layer.linears[size_t(p)].backward(m_scratch, x, a.hidden[size_t(p)], dy, n, dx,
-                                                 add);
+        return layer.linears[size_t(p)].backward(m_scratch, x, a.hidden[size_t(p)], dy, n, dx, add);
     };
     // MLP block: xOut = mid + down(silu(gate(n2)) · up(n2)), n2 = rmsnorm(mid)
     LOWBIT_CHECK(linear(kDown, a.act, a.dx, a.dAct, false));
-    LOWBIT_CHECK(cuda::train::swigluBackward(a.gate, a.up, a.dAct, n * f, a.dGate, a.dUp, m_stream));
+    LOWBIT_CHECK(
+        cuda::train::swigluBackward(a.gate, a.up, a.dAct, n * f, a.dGate, a.dUp, m_stream));
     LOWBIT_CHECK(linear(kGate, a.normed2, a.dGate, a.dNormed, false));
     LOWBIT_CHECK(linear(kUp, a.normed2, a.dUp, a.dNormed, true));
     // dx becomes dL/dmid: the residual passes it through, the norm adds its share
@@ -115,10 +114,9 @@ Status CudaTrainModelImpl::layerBackward(size_t l, const float *xIn, int64_t n) 
                                               a.dx, m_stream));
     // Attention block: mid = xIn + o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(xIn)
     LOWBIT_CHECK(linear(kO, a.attn, a.dx, a.dAttn, false));
-    LOWBIT_CHECK(cuda::train::attentionBackward(a.q, a.k, a.v, a.attn, a.lse, a.dAttn,
-                                                m_starts.as<int64_t>(), m_sequences, n,
-                                                attentionDims(c), a.dq, a.dk, a.dv,
-                                                a.attentionScratch, m_stream));
+    LOWBIT_CHECK(cuda::train::attentionBackward(
+        a.q, a.k, a.v, a.attn, a.lse, a.dAttn, m_starts.as<int64_t>(), m_sequences, n,
+        attentionDims(c), a.dq, a.dk, a.dv, a.attentionScratch, m_stream));
     LOWBIT_CHECK(cuda::train::ropeBackward(a.dq, n, qDim, c.numHeads, hd, m_cosSin, m_stream));
     LOWBIT_CHECK(cuda::train::ropeBackward(a.dk, n, kvDim, c.numKvHeads, hd, m_cosSin, m_stream));
     LOWBIT_CHECK(linear(kQ, a.normed1, a.dq, a.dNormed, false));
@@ -181,12 +179,11 @@ Status CudaTrainModelImpl::head(const detail::FlatBatch &b, const float *last,
         if (!backward)
             continue;
         LOWBIT_CHECK(headGemm(true, m, hb.logits, hb.dNormed));
-        LOWBIT_CUDA_CHECK(cudaMemsetAsync(hb.dSelected, 0, size_t(m * h) * 4, m_stream),
-                          "memset");
+        LOWBIT_CUDA_CHECK(cudaMemsetAsync(hb.dSelected, 0, size_t(m * h) * 4, m_stream), "memset");
         LOWBIT_CHECK(cuda::train::rmsnormBackward(hb.selected, m, h, m_finalNorm, hb.invRms,
                                                   hb.dNormed, hb.dSelected, m_stream));
-        LOWBIT_CHECK(cuda::train::scatterAddRows(m_act.dx, h, m_rowIndex + c0, m, hb.dSelected,
-                                                 m_stream));
+        LOWBIT_CHECK(
+            cuda::train::scatterAddRows(m_act.dx, h, m_rowIndex + c0, m, hb.dSelected, m_stream));
     }
     return {};
 }
