@@ -6,14 +6,15 @@
 //   - decode tokens/s in bf16 and with 4-bit g128 packed linear layers, the bytes each token reads
 //     (weights + KV cache) per second beside measured device-to-device copy bandwidth (target >= 60
 //     %);
-//   - GPTQ of one decoder layer: Hessians, chol(H^-1) and the column sweep on the GPU (the CPU
-//     sweep beside it unless --no-sweep).
+//   - GPTQ of one decoder layer through the quantizer of `quantize --device cuda:N`: Hessians,
+//     chol(H^-1) and the column sweep on the GPU (the CPU path beside it unless --no-sweep).
 // Usage: bench_cuda [--device cuda:0] [--layers 2] [--ctx 2048] [--decode 32] [--no-sweep] [--out
 // table.md]
-#include "backend/cuda/cuda_gptq.h"
 #include "bench_support.h"
-#include "quant/gptq.h"
+#include "quant/calibration.h"
+#include "quant/quant_device.h"
 #include "quant/quantized_tensor.h"
+#include "quant/quantizer.h"
 #include "runtime/cuda_model.h"
 
 #include <cublas_v2.h>
@@ -243,68 +244,79 @@ Result<RunResult> prefillAndDecode(const Args &args, std::shared_ptr<const Check
     return r;
 }
 
-// GPTQ of layer 0, 4-bit g128: four calibration Hessians (attention, o_proj, MLP and down_proj
-// inputs) and chol(H^-1) on the GPU; H prepared (damped, factored) by the CPU path; the sweep of
-// all seven weights on the GPU and, unless --no-sweep, on the CPU for comparison.
+// GPTQ of layer 0, 4-bit g128, through the quantizer a user gets with `quantize --device cuda:N`
+// (QuantDevice, StatsHook, makeQuantizer("gptq"), one LinearJob per linear): the four calibration
+// Hessians of --ctx random input rows, handed to the hook in batches of 2048 rows as the
+// calibration forward does and summed on the GPU; then the seven linears, chol(H^-1) (q/k/v and
+// gate/up share one) and the sweep on the GPU. The calibration forward itself (CPU) is left out.
+// Unless --no-sweep, the same quantizer without a device (LAPACK, CPU sweep) on the same Hessians.
 Status gptqLayer(const Args &args, const Checkpoint &c, std::vector<std::string> &rows) {
-    LOWBIT_TRY(auto backend, makeCudaBackend({args.device, GemmPrecision::Fp32}));
+    LOWBIT_TRY(auto device, QuantDevice::open({DeviceSpec::Kind::Cuda, args.device}));
     const ModelConfig &m = c.config;
-    const int64_t n = args.ctx;
-    GptqOptions options;
-    options.bits = 4;
-    options.groupSize = 128;
-    options.threads = int(std::thread::hardware_concurrency());
-    std::map<int64_t, PreparedHessian> prepared; // by input width (q/k/v, gate/up share theirs)
-    double hessianSeconds = 0, choleskySeconds = 0, prepareSeconds = 0;
-    for (int64_t cols :
-         std::set<int64_t>{m.hiddenSize, m.numHeads * m.headDim, m.intermediateSize}) {
-        std::vector<float> x(size_t(n * cols));
-        std::mt19937 rng(static_cast<uint32_t>(cols));
+    const LayerWeights &layer = c.weights.layers[0];
+    const int threads = int(std::thread::hardware_concurrency());
+    const std::map<LinearInput, int64_t> widths = {{LinearInput::Attention, m.hiddenSize},
+                                                   {LinearInput::AttentionOutput,
+                                                    m.numHeads * m.headDim},
+                                                   {LinearInput::Mlp, m.hiddenSize},
+                                                   {LinearInput::MlpDown, m.intermediateSize}};
+    std::set<LinearInput> inputs;
+    for (const auto &[input, cols] : widths)
+        inputs.insert(input);
+    StatsHook hook(inputs, {true, false, false}, HessianPrecision::BlockedFloat32, threads, 0,
+                   device.get());
+    const int64_t batch = std::min<int64_t>(args.ctx, 2048);
+    double hessianSeconds = 0;
+    for (const auto &[input, cols] : widths) {
+        std::vector<float> x(size_t(batch * cols));
+        std::mt19937 rng(static_cast<uint32_t>(cols) + uint32_t(input));
         std::normal_distribution<float> normal;
         for (float &v : x)
             v = normal(rng);
-        auto start = Clock::now();
-        LOWBIT_TRY(auto h, cudaHessian(*backend, x, n, cols));
-        hessianSeconds += secondsSince(start);
-        std::vector<float> damped(h.begin(), h.end());
-        for (int64_t i = 0; i < cols; ++i)
-            damped[size_t(i * cols + i)] += 0.01f;
-        start = Clock::now();
-        LOWBIT_CHECK(cudaCholeskyInverseUpper(*backend, damped, cols));
-        choleskySeconds += secondsSince(start);
-        start = Clock::now();
-        LOWBIT_TRY(prepared[cols],
-                   prepareHessian(h, cols, {options.damp, false, options.threads, false}));
-        prepareSeconds += secondsSince(start);
-    }
-    // hidden == heads * headDim for LLaMA-3-8B: one Hessian stands for the attention and o_proj
-    // inputs.
-    rows.push_back(format("| GPTQ layer: Hessians of %.0f tokens on GPU (cuBLAS SYRK) | %.3f s | |",
-                          double(n), hessianSeconds));
-    rows.push_back(
-        format("| GPTQ layer: chol(H^-1) on GPU (cuSOLVER) | %.3f s | CPU prepare: %.3f s |",
-               choleskySeconds, prepareSeconds));
-    auto sweepAll = [&](bool gpu) -> Result<double> {
         const auto start = Clock::now();
-        for (const Tensor *t : linears(c.weights.layers[0])) {
-            const std::vector<float> w = tensorToFloats(*t);
-            const PreparedHessian &p = prepared[t->cols()];
-            if (gpu) {
-                LOWBIT_TRY(auto q,
-                           cudaGptqSweep(*backend, t->name, w, t->rows(), t->cols(), p, options));
-            } else {
-                LOWBIT_TRY(auto q, quantizeGptq(t->name, w, t->rows(), t->cols(), p, options));
-            }
+        for (int64_t r0 = 0; r0 < args.ctx; r0 += batch)
+            hook.onLinearInput(0, input, x.data(), std::min(batch, args.ctx - r0), cols);
+        LOWBIT_CHECK(hook.status());
+        hessianSeconds += secondsSince(start);
+    }
+    auto start = Clock::now();
+    const LayerStatistics stats = hook.finish(); // downloads the four sums
+    LOWBIT_CHECK(hook.status());
+    hessianSeconds += secondsSince(start);
+    rows.push_back(format("| GPTQ layer: 4 calibration Hessians of %.0f tokens on GPU (StatsHook, "
+                          "cuBLAS SYRK) | %.3f s | |",
+                          double(args.ctx), hessianSeconds));
+    std::vector<std::vector<float>> weights;
+    for (LinearKind kind : kAllLinearKinds)
+        weights.push_back(tensorToFloats(linearWeight(layer, kind)));
+    QuantizeOptions options;
+    options.method = "gptq";
+    options.bits = 4;
+    options.groupSize = 128;
+    options.threads = threads;
+    auto quantizeAll = [&](QuantDevice *on) -> Result<double> {
+        LOWBIT_TRY(auto quantizer, makeQuantizer(options));
+        const auto begin = Clock::now();
+        for (size_t k = 0; k < kAllLinearKinds.size(); ++k) {
+            const LinearKind kind = kAllLinearKinds[k];
+            const Tensor &t = linearWeight(layer, kind);
+            nlohmann::json notes;
+            const LinearJob job{0,      kind,  t.name, t.rows(), t.cols(), weights[k],
+                                &stats.at(linearInputOf(kind)), &notes, {}, on};
+            LOWBIT_TRY(QuantizedTensor q, quantizer->quantize(job));
         }
-        return secondsSince(start);
+        return secondsSince(begin);
     };
-    LOWBIT_TRY(double gpuSweep, sweepAll(true));
-    rows.push_back(
-        format("| GPTQ layer: sweep of 7 weights on GPU, 4-bit g128 | %.2f s | |", gpuSweep));
+    LOWBIT_TRY(double gpuSeconds, quantizeAll(device.get()));
+    rows.push_back(format("| GPTQ layer: 7 linears on GPU (cuSOLVER chol(H^-1) + sweep), 4-bit "
+                          "g128 | %.2f s | ",
+                          gpuSeconds) +
+                   device->summary("gptq") + " |");
     if (args.sweep) {
-        LOWBIT_TRY(double cpuSweep, sweepAll(false));
-        rows.push_back(format("| GPTQ layer: the same sweep on the CPU, %.0f threads | %.2f s | |",
-                              double(options.threads), cpuSweep));
+        LOWBIT_TRY(double cpuSeconds, quantizeAll(nullptr));
+        rows.push_back(format("| GPTQ layer: the same 7 linears on the CPU (LAPACK + sweep), %.0f "
+                              "threads | %.2f s | |",
+                              double(threads), cpuSeconds));
     }
     return {};
 }

@@ -4,6 +4,8 @@
 #   2. the cuda-labelled suites: test_cuda_backend (every op vs the CPU backend, NaN-poisoned
 #      outputs, normalized MSE) and test_cuda_model (fixture logits, device NLL, stories260K greedy
 #      on the GPU; device from LOWBIT_TEST_DEVICE);
+#      test_cuda_quantize_stories260k: GPTQ with --device cuda vs the CPU path (Hessians, codes,
+#      layer loss, PPL) on the fixture and stories260K, and the device facts of other methods;
 #   3. bench_cuda on a random LLaMA-3-8B-shaped model (2 layers): prefill vs cuBLAS, decode bf16 and
 #      4-bit vs copy bandwidth, GPTQ of one layer.
 #   4. bench_cuda_train: one QLoRA step on the 8B shape, all 32 layers NF4: peak memory, tokens/s.
@@ -69,7 +71,7 @@ run 120 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBI
   || { log "configure failed"; exit 1; }
 grep -q "define LOWBIT_HAVE_CUDA 1" "$BUILD/generated/core/build_info.h" \
   || { log "the build has no CUDA backend (nvcc or CUDA toolkit not found)"; exit 1; }
-run 420 cmake --build "$BUILD" -j "$JOBS" --target test_cuda_backend test_cuda_model test_device bench_cuda \
+run 420 cmake --build "$BUILD" -j "$JOBS" --target test_cuda_backend test_cuda_model test_cuda_quantize_stories260k test_device bench_cuda \
   test_cuda_train_model bench_cuda_train \
   || { log "build failed"; exit 1; }
 log "build done in $(( $(date +%s) - START ))s"

@@ -17,7 +17,8 @@
 // layer's activations and backward scratch, one dequantized weight at a time, and one chunk of
 // logits (headChunkRows × vocab: never rows × vocab for the whole batch). Everything is allocated
 // by create(), after estimateCudaTrainMemory() was checked against the free memory (OutOfMemory
-// naming needed vs free), so a step allocates nothing.
+// naming needed vs free), so a step allocates nothing but the sequence-start table when a batch
+// has more examples than any before, and the IEC kernels' stream-ordered partial sums.
 //
 // Precision: activations, LoRA and every reduction are float32. The base-weight and head GEMMs
 // follow `precision`: Fp32 (exact float32 products: for checking against the CPU) or Tensor16
@@ -64,8 +65,8 @@ struct CudaTrainOptions {
     LinearBaseFactory<float> makeBase;
 };
 
-// Device bytes create() allocates (cuBLAS and the CUDA context come on top; checkFits keeps a
-// 5% margin plus a fixed allowance for them).
+// Device bytes create() allocates. cuBLAS and the CUDA context come on top: create() asks for
+// total() + 256 MiB to be within 95% of the free memory.
 struct CudaTrainMemory {
     uint64_t weightBytes = 0;     // embedding, head, norms, frozen linear bases (packed or dense)
     uint64_t adapterBytes = 0;    // LoRA values + grads
