@@ -53,6 +53,24 @@ struct TrainPlan {
 Result<TrainPlan> planCudaTraining(const Checkpoint &checkpoint, const LoraOptions &lora,
                                    const CudaTrainOptions &options, int64_t attentionScratchFloats);
 
+// A row-major GEMM as the column-major BLAS call that computes it (cuBLAS is column-major):
+// row-major C (m×n) = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, and a row-major X with
+// leading dimension ld is the column-major Xᵀ with the same ld. So the call takes B first, with
+// the same transpose flags and leading dimensions, and swaps m and n:
+//   gemm_colmajor(transB, transA, n, m, k, alpha, B, ldb, A, lda, beta, C, ldc).
+struct ColumnMajorGemm {
+    bool transFirst = false, transSecond = false;
+    int64_t m = 0, n = 0, k = 0;
+    const void *first = nullptr; // B of the row-major product
+    int64_t ldFirst = 0;
+    const void *second = nullptr; // A of the row-major product
+    int64_t ldSecond = 0;
+};
+inline ColumnMajorGemm columnMajorOf(bool transA, bool transB, int64_t m, int64_t n, int64_t k,
+                                     const void *a, int64_t lda, const void *b, int64_t ldb) {
+    return {transB, transA, n, m, k, b, ldb, a, lda};
+}
+
 // Bytes one packed tensor takes on the device (codes + 4 padding bytes, scales, zeros, codebook,
 // per-group bit offsets and widths), as uploadPacked allocates them.
 uint64_t packedDeviceBytes(const QuantizedTensor &q);

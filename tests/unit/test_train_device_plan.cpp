@@ -10,9 +10,11 @@
 #include "quant/quantized_tensor.h"
 #include "train/cuda_train_detail.h"
 #include "train/cuda_train_model.h"
+#include "train/train_ops.h"
 
 #include <QtTest>
 #include <cmath>
+#include <random>
 
 using namespace lowbit;
 using namespace lowbit::train;
@@ -27,6 +29,22 @@ Checkpoint tinyConfigOnly() {
     return ck;
 }
 
+// Reference BLAS semantics of a column-major GEMM: C(i, j) = C[i + j·ldc], op(X)(i, p) = X[i +
+// p·ld] or, transposed, X[p + i·ld].
+void columnMajorGemm(const detail::ColumnMajorGemm &g, double alpha, double beta, double *c,
+                     int64_t ldc) {
+    const auto *a = static_cast<const double *>(g.first);
+    const auto *b = static_cast<const double *>(g.second);
+    for (int64_t i = 0; i < g.m; ++i)
+        for (int64_t j = 0; j < g.n; ++j) {
+            double sum = 0;
+            for (int64_t p = 0; p < g.k; ++p)
+                sum += (g.transFirst ? a[p + i * g.ldFirst] : a[i + p * g.ldFirst]) *
+                       (g.transSecond ? b[j + p * g.ldSecond] : b[p + j * g.ldSecond]);
+            c[i + j * ldc] = alpha * sum + beta * c[i + j * ldc];
+        }
+}
+
 bool contains(const std::string &text, const char *needle) {
     return text.find(needle) != std::string::npos;
 }
@@ -37,6 +55,7 @@ class TestTrainDevicePlan : public QObject {
     Q_OBJECT
 private slots:
     void factoryWithoutDevice();
+    void rowMajorGemmAsColumnMajor();
     void flattenedBatch();
     void badBatch();
     void memoryPlan();
@@ -58,6 +77,36 @@ void TestTrainDevicePlan::factoryWithoutDevice() {
     QVERIFY2(contains(made.error().message, "device training on cuda:3: "),
              made.error().message.c_str());
     QVERIFY2(contains(made.error().message, why.c_str()), made.error().message.c_str());
+}
+
+// The argument mapping the device GEMMs use (cuda_train_linear.cpp), run through a naive
+// column-major GEMM, against OpenBLAS's row-major cblas_dgemm (ops::gemm), for every transpose
+// pair on rectangular shapes with padded leading dimensions and beta = 1.
+void TestTrainDevicePlan::rowMajorGemmAsColumnMajor() {
+    std::mt19937_64 rng(3);
+    std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+    const int64_t m = 5, n = 7, k = 3;
+    for (bool transA : {false, true})
+        for (bool transB : {false, true}) {
+            const int64_t lda = (transA ? m : k) + 2, ldb = (transB ? k : n) + 1, ldc = n + 3;
+            std::vector<double> a(size_t((transA ? k : m) * lda)),
+                b(size_t((transB ? n : k) * ldb));
+            std::vector<double> expected(size_t(m * ldc));
+            for (auto *v : {&a, &b, &expected})
+                for (double &x : *v)
+                    x = uniform(rng);
+            std::vector<double> got = expected;
+            ops::gemm<double>(transA, transB, m, n, k, 0.5, a.data(), lda, b.data(), ldb, 1.0,
+                              expected.data(), ldc);
+            columnMajorGemm(
+                detail::columnMajorOf(transA, transB, m, n, k, a.data(), lda, b.data(), ldb), 0.5,
+                1.0, got.data(), ldc);
+            for (size_t i = 0; i < got.size(); ++i)
+                QVERIFY2(
+                    std::abs(got[i] - expected[i]) < 1e-12,
+                    qPrintable(
+                        QString("transA %1 transB %2 element %3").arg(transA).arg(transB).arg(i)));
+        }
 }
 
 void TestTrainDevicePlan::flattenedBatch() {

@@ -1,6 +1,7 @@
 #include "backend/cuda/cuda_train_linear.h"
 
 #include "backend/cuda/train_kernels.h"
+#include "train/cuda_train_detail.h"
 
 #include <climits>
 
@@ -20,15 +21,20 @@ cublasOperation_t op(bool transpose) {
 
 } // namespace
 
-// The operand swap and flags of the header's mapping: (opB, opA, n, m, k, B, ldb, A, lda).
+// The operand swap of the header's mapping (train/cuda_train_detail.h columnMajorOf, tested on
+// the CPU by test_train_device_plan).
 Status RowMajorGemm::f32(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha,
                          const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                          float *c, int64_t ldc) const {
     if (m == 0 || n == 0)
         return {};
     LOWBIT_CHECK(checkDims(m, n, k));
-    LOWBIT_CUDA_CHECK(cublasSgemm(blas, op(transB), op(transA), int(n), int(m), int(k), &alpha, b,
-                                  int(ldb), a, int(lda), &beta, c, int(ldc)),
+    const lowbit::train::detail::ColumnMajorGemm g =
+        lowbit::train::detail::columnMajorOf(transA, transB, m, n, k, a, lda, b, ldb);
+    LOWBIT_CUDA_CHECK(cublasSgemm(blas, op(g.transFirst), op(g.transSecond), int(g.m), int(g.n),
+                                  int(g.k), &alpha, static_cast<const float *>(g.first),
+                                  int(g.ldFirst), static_cast<const float *>(g.second),
+                                  int(g.ldSecond), &beta, c, int(ldc)),
                       "cublasSgemm (training)");
     return {};
 }
@@ -40,8 +46,11 @@ Status RowMajorGemm::half(bool transA, bool transB, int64_t m, int64_t n, int64_
         return {};
     LOWBIT_CHECK(checkDims(m, n, k));
     const cudaDataType t = type == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
-    LOWBIT_CUDA_CHECK(cublasGemmEx(blas, op(transB), op(transA), int(n), int(m), int(k), &alpha, b,
-                                   t, int(ldb), a, t, int(lda), &beta, c, CUDA_R_32F, int(ldc),
+    const lowbit::train::detail::ColumnMajorGemm g =
+        lowbit::train::detail::columnMajorOf(transA, transB, m, n, k, a, lda, b, ldb);
+    LOWBIT_CUDA_CHECK(cublasGemmEx(blas, op(g.transFirst), op(g.transSecond), int(g.m), int(g.n),
+                                   int(g.k), &alpha, g.first, t, int(g.ldFirst), g.second, t,
+                                   int(g.ldSecond), &beta, c, CUDA_R_32F, int(ldc),
                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                       "cublasGemmEx (training)");
     return {};
