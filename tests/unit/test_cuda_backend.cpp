@@ -402,7 +402,9 @@ void TestCudaBackend::gptqLinearAlgebra() {
             err += std::pow((*h)[size_t(i * cols + j)] - want, 2);
             ref += want * want;
         }
-    QVERIFY2(err / ref < 1e-12, qPrintable(QString("Hessian nmse %1").arg(err / ref)));
+    // float32 sums of up to 4096 products (one SYRK per row block): a relative error of about
+    // sqrt(4096) * 2^-24 ~ 4e-6, an nmse near 1e-11; 1e-9 allows that, an O(1) defect does not.
+    QVERIFY2(err / ref < 1e-9, qPrintable(QString("Hessian nmse %1").arg(err / ref)));
     std::vector<float> hf(h->begin(), h->end()), hCpu = hf;
     QVERIFY(cudaCholeskyInverseUpper(*cuda, hf, cols).ok());
     QVERIFY(choleskyInverseUpper(hCpu, cols).ok());

@@ -30,13 +30,9 @@ void reverseBoth(std::vector<float> &a, int64_t n) {
     std::reverse(a.begin(), a.end());
 }
 
-} // namespace
-
-namespace {
-
 class DeviceHessianSum final : public CudaHessianSum {
 public:
-    DeviceHessianSum(int64_t cols) : m_cols(cols) {}
+    explicit DeviceHessianSum(int64_t cols) : m_cols(cols) {}
 
     Status init() {
         LOWBIT_CUDA_CHECK(cublasCreate(&m_handles.blas), "cublasCreate");
