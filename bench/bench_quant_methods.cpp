@@ -308,7 +308,8 @@ int runLayer(int argc, char **argv) {
                       layer.weight(kind),
                       nullptr,
                       nullptr,
-                      {}};
+                      {},
+                      nullptr};
         if (!(*awq)->quantize(job))
             return 1;
     }

@@ -349,7 +349,8 @@ void TestQuantAwq::layerBeatsRtn() {
                           layer.weight(kind),
                           nullptr,
                           nullptr,
-                          {}};
+                          {},
+                          nullptr};
             auto t = (*quantizer)->quantize(job);
             QVERIFY2(t.ok(), t.ok() ? "" : t.error().message.c_str());
             for (uint8_t c : t->codes())
