@@ -32,7 +32,9 @@ constexpr double kHessianTolerance = 1e-4;
 // (cuBLAS vs OpenBLAS) and FMA contraction, a ~1e-7 relative difference in the value rounded; a
 // code differs only where w/scale sits that close to a rounding boundary (~1e-6 of the weights),
 // plus the few codes such a flip moves later in its row. 1% is far above that and far below what
-// a wrong group, column order, or update gives (most codes).
+// a wrong group, column order, or update gives (most codes). Measured on the CPU as a proxy, with
+// two float paths of the same size of difference (Hessian BlockedFloat32 vs Float64, ~1e-7 apart;
+// GPTQ's LDL vs inverse form): 0 of stories260K's 226,560 codes differ, losses within 3e-7.
 constexpr double kCodeAgreement = 0.99;
 // gptq.py's loss sum (w - q)^2 / [H^-1]_jj^2 / 2 of a layer: <= 1% of codes differ, each by one
 // grid step, changing a few terms of thousands; 3% bounds that with room for the float32
