@@ -72,7 +72,7 @@ run 120 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBI
 grep -q "define LOWBIT_HAVE_CUDA 1" "$BUILD/generated/core/build_info.h" \
   || { log "the build has no CUDA backend (nvcc or CUDA toolkit not found)"; exit 1; }
 run 420 cmake --build "$BUILD" -j "$JOBS" --target test_cuda_backend test_cuda_model test_cuda_quantize_stories260k test_device bench_cuda \
-  test_cuda_train_model bench_cuda_train \
+  test_cuda_train_model test_cuda_train_ops bench_cuda_train \
   || { log "build failed"; exit 1; }
 log "build done in $(( $(date +%s) - START ))s"
 [ "$BUILD_ONLY" -eq 1 ] && { log "--build-only: stopping here"; exit 0; }
