@@ -1,6 +1,8 @@
 // Training attention on the device: causal grouped-query attention over a flattened batch that
-// keeps the row log-sum-exp, and its backward (Dao 2023, FlashAttention-2, Alg. 2, in the
-// CUDA-core form of attention.cu: one lane per key or per query of a 32-wide shared tile).
+// keeps the row log-sum-exp, and its backward with P recomputed from it (FlashAttention, Dao et al.
+// 2022; FlashAttention-2, Dao 2023), in the CUDA-core form of attention.cu: one lane per key or per
+// query of a 32-wide shared tile. Unlike FlashAttention-2's backward, which adds dQ with atomics
+// from a key-major loop, dQ has its own query-major pass, so no value is ever summed by two blocks.
 //
 // Forward and dQ: a block is kWarps warps over kPairs (query row, head) pairs of one kv head
 // (blockIdx.y), pair p of kv head g being row p / group, head g·group + p % group, so the heads of
