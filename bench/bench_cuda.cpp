@@ -204,10 +204,10 @@ Result<RunResult> prefillAndDecode(const Args &args, std::shared_ptr<const Check
                                    bool prefill) {
     CudaModelOptions o;
     o.backend = {args.device, GemmPrecision::Tensor16};
-    o.capacityTokens = args.ctx + args.decode + 4;
     o.maxBatchTokens = args.ctx;
     o.quantized = quantized;
     LOWBIT_TRY(auto model, CudaModel::create(checkpoint, o));
+    LOWBIT_TRY(auto cache, model->allocateCache(1, args.ctx + args.decode + 4));
     const ModelConfig &m = checkpoint->config;
     std::vector<int32_t> prompt(size_t(args.ctx));
     std::mt19937 rng(3);
@@ -217,8 +217,8 @@ Result<RunResult> prefillAndDecode(const Args &args, std::shared_ptr<const Check
     SequenceInput in{0, prompt, LogitsWanted::Last};
     Status status;
     auto runPrefill = [&]() -> Status {
-        model->clear(0);
-        auto logits = model->forward({&in, 1});
+        cache->clear(0);
+        auto logits = model->forward(*cache, {&in, 1});
         return logits.ok() ? Status{} : Status(logits.error());
     };
     seconds(runPrefill, 1, status);
@@ -227,13 +227,13 @@ Result<RunResult> prefillAndDecode(const Args &args, std::shared_ptr<const Check
     LOWBIT_CHECK(status);
     int32_t token = prompt.back();
     auto step = [&]() -> Status {
-        auto top = model->next(0, {&token, 1}, 1);
+        auto top = model->next(*cache, 0, {&token, 1}, 1);
         if (top.ok())
             token = top->ids[0];
         return top.ok() ? Status{} : Status(top.error());
     };
     seconds(step, 2, status);
-    const int64_t firstDecode = model->length(0);
+    const int64_t firstDecode = cache->length(0);
     r.decodeSeconds = seconds(step, int(args.decode), status);
     LOWBIT_CHECK(status);
     const double kvDim = double(m.numKvHeads * m.headDim);

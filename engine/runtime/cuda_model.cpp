@@ -4,14 +4,22 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 namespace lowbit {
 
 struct CudaModel::Buffers {
-    float *x, *normed, *q, *k, *v, *attn, *gate, *up, *cosSin, *logits, *keys, *values;
+    float *x, *normed, *q, *k, *v, *attn, *gate, *up, *cosSin, *logits;
 };
 
-CudaModel::~CudaModel() = default; // the backend frees every buffer
+CudaModel::~CudaModel() {
+    if (m_buffers) // the caches may keep the backend alive: give the activations back now
+        for (float *p : {m_buffers->x, m_buffers->normed, m_buffers->q, m_buffers->k, m_buffers->v,
+                         m_buffers->attn, m_buffers->gate, m_buffers->up, m_buffers->cosSin,
+                         m_buffers->logits})
+            if (p)
+                m_backend->release(p);
+}
 
 namespace {
 
@@ -37,43 +45,40 @@ Result<std::unique_ptr<CudaModel>> CudaModel::create(std::shared_ptr<const Check
     const std::string source = checkpoint->path.string();
     LOWBIT_CHECK(checkpoint->config.validate(source));
     LOWBIT_CHECK(checkpoint->weights.validate(checkpoint->config, source));
-    if (options.slotCount < 1 || options.capacityTokens < 1 || options.maxBatchTokens < 1)
+    if (options.maxBatchTokens < 1 || options.threads < 0)
         return makeError(ErrorCode::InvalidArgument,
-                         "CudaModel::create: slots, capacity and batch must be positive");
+                         "CudaModel::create: the batch must be positive, threads >= 0");
     std::unique_ptr<CudaModel> m(new CudaModel());
     m->m_checkpoint = std::move(checkpoint);
     m->m_options = options;
-    LOWBIT_TRY(m->m_backend, makeCudaBackend(options.backend));
+    m->m_threads = options.threads > 0 ? options.threads
+                                       : std::max(1, int(std::thread::hardware_concurrency()));
+    LOWBIT_TRY(std::unique_ptr<CudaBackend> backend, makeCudaBackend(options.backend));
+    m->m_backend = std::move(backend);
     const ModelConfig &c = m->config();
     m->m_logitRows = std::min<int64_t>(options.maxBatchTokens, 256);
+    m->m_weightBits = weightBits(*m->m_checkpoint, options);
+    // No cache yet: allocateCache() checks its own.
     m->m_estimate =
-        estimateDeviceMemory(c, weightBits(*m->m_checkpoint, options), options.slotCount,
-                             options.capacityTokens, options.maxBatchTokens, m->m_logitRows);
+        estimateDeviceMemory(c, m->m_weightBits, 0, 0, options.maxBatchTokens, m->m_logitRows);
     LOWBIT_TRY(uint64_t freeBytes, m->m_backend->freeBytes());
-    LOWBIT_CHECK(checkFits(m->m_estimate, freeBytes,
-                           "cuda:" + std::to_string(options.backend.device) + " (" +
-                               m->m_backend->deviceInfo().name + ")"));
+    LOWBIT_CHECK(checkFits(m->m_estimate, freeBytes, m->deviceDescription()));
 
     const int64_t n = options.maxBatchTokens, qDim = c.numHeads * c.headDim,
                   kvDim = c.numKvHeads * c.headDim;
-    const size_t cache = size_t(c.numLayers) * size_t(options.slotCount) *
-                         size_t(options.capacityTokens) * size_t(kvDim);
     CudaBackend &be = *m->m_backend;
-    auto buffers = std::make_unique<Buffers>();
-    LOWBIT_TRY(buffers->x, be.allocate(size_t(n * c.hiddenSize), "hidden states"));
-    LOWBIT_TRY(buffers->normed,
-               be.allocate(size_t(n * std::max(c.hiddenSize, qDim)), "normed states"));
-    LOWBIT_TRY(buffers->q, be.allocate(size_t(n * qDim), "queries"));
-    LOWBIT_TRY(buffers->k, be.allocate(size_t(n * kvDim), "keys"));
-    LOWBIT_TRY(buffers->v, be.allocate(size_t(n * kvDim), "values"));
-    LOWBIT_TRY(buffers->attn, be.allocate(size_t(n * qDim), "attention output"));
-    LOWBIT_TRY(buffers->gate, be.allocate(size_t(n * c.intermediateSize), "MLP gate"));
-    LOWBIT_TRY(buffers->up, be.allocate(size_t(n * c.intermediateSize), "MLP up"));
-    LOWBIT_TRY(buffers->cosSin, be.allocate(size_t(n * c.headDim), "RoPE table"));
-    LOWBIT_TRY(buffers->logits, be.allocate(size_t(m->m_logitRows * c.vocabSize), "logits"));
-    LOWBIT_TRY(buffers->keys, be.allocate(cache, "KV cache keys"));
-    LOWBIT_TRY(buffers->values, be.allocate(cache, "KV cache values"));
-    m->m_buffers = std::move(buffers);
+    m->m_buffers = std::make_unique<Buffers>(Buffers{});
+    Buffers &b = *m->m_buffers;
+    LOWBIT_TRY(b.x, be.allocate(size_t(n * c.hiddenSize), "hidden states"));
+    LOWBIT_TRY(b.normed, be.allocate(size_t(n * std::max(c.hiddenSize, qDim)), "normed states"));
+    LOWBIT_TRY(b.q, be.allocate(size_t(n * qDim), "queries"));
+    LOWBIT_TRY(b.k, be.allocate(size_t(n * kvDim), "keys"));
+    LOWBIT_TRY(b.v, be.allocate(size_t(n * kvDim), "values"));
+    LOWBIT_TRY(b.attn, be.allocate(size_t(n * qDim), "attention output"));
+    LOWBIT_TRY(b.gate, be.allocate(size_t(n * c.intermediateSize), "MLP gate"));
+    LOWBIT_TRY(b.up, be.allocate(size_t(n * c.intermediateSize), "MLP up"));
+    LOWBIT_TRY(b.cosSin, be.allocate(size_t(n * c.headDim), "RoPE table"));
+    LOWBIT_TRY(b.logits, be.allocate(size_t(m->m_logitRows * c.vocabSize), "logits"));
     // Every weight now, so that running out of memory is an error of create(), not of a forward.
     const ModelWeights &w = m->m_checkpoint->weights;
     for (const Tensor *t : {&w.tokenEmbedding, &w.finalNorm, &w.output})
@@ -84,9 +89,48 @@ Result<std::unique_ptr<CudaModel>> CudaModel::create(std::shared_ptr<const Check
             if (!options.quantized || !options.quantized->count(t->name))
                 LOWBIT_CHECK(be.prepareWeight(*t));
     m->m_invFreq = c.ropeInverseFrequencies();
-    m->m_lengths.assign(size_t(options.slotCount), 0);
     LOWBIT_CHECK(be.synchronize());
     return m;
+}
+
+DeviceSpec CudaModel::device() const {
+    return {DeviceSpec::Kind::Cuda, m_options.backend.device};
+}
+
+std::string CudaModel::deviceDescription() const {
+    return device().toString() + " (" + m_backend->deviceInfo().name + ", " +
+           (m_backend->precision() == GemmPrecision::Fp32 ? "float32" : "16-bit tensor-core") +
+           " GEMMs)";
+}
+
+Result<std::unique_ptr<SequenceCache>> CudaModel::allocateCache(int slots, int64_t capacityTokens) {
+    if (slots < 0 || capacityTokens < 0)
+        return makeError(ErrorCode::InvalidArgument,
+                         "cuda cache: " + std::to_string(slots) + " slots of " +
+                             std::to_string(capacityTokens) + " tokens");
+    const ModelConfig &c = config();
+    // The weights are resident already; the scratch allowance (cuBLAS, attention partials, a
+    // dequantized weight) may still be taken lazily by the first forward, so it stays reserved.
+    MemoryEstimate need = estimateDeviceMemory(c, m_weightBits, slots, capacityTokens, 0, 0);
+    need.weightBytes = 0;
+    LOWBIT_TRY(uint64_t freeBytes, m_backend->freeBytes());
+    LOWBIT_CHECK(checkFits(need, freeBytes, deviceDescription()));
+    LOWBIT_TRY(auto cache, CudaKvCache::create(m_backend, c.numLayers, slots, capacityTokens,
+                                               c.numKvHeads * c.headDim));
+    return std::unique_ptr<SequenceCache>(std::move(cache));
+}
+
+Result<CudaKvCache *> CudaModel::ownCache(SequenceCache &cache) const {
+    auto *own = dynamic_cast<CudaKvCache *>(&cache);
+    if (!own || own->backend() != m_backend.get())
+        return makeError(ErrorCode::InvalidArgument,
+                         "forward: the cache was not allocated by this model (" +
+                             deviceDescription() + ")");
+    const ModelConfig &c = config();
+    if (own->layers() != c.numLayers || own->kvDim() != c.numKvHeads * c.headDim)
+        return makeError(ErrorCode::InvalidArgument, "forward: the cache does not fit the model");
+    LOWBIT_CHECK(own->takeError());
+    return own;
 }
 
 void CudaModel::linear(const Tensor &weight, const float *x, int64_t rows, float *y) {
@@ -99,7 +143,7 @@ void CudaModel::linear(const Tensor &weight, const float *x, int64_t rows, float
     m_backend->matmul(x, rows, weight, y);
 }
 
-Status CudaModel::layer(int64_t index, std::span<const SequenceInput> inputs,
+Status CudaModel::layer(int64_t index, CudaKvCache &cache, std::span<const SequenceInput> inputs,
                         const std::vector<int64_t> &firstRow, int64_t n) {
     const ModelConfig &c = config();
     const LayerWeights &lw = m_checkpoint->weights.layers[size_t(index)];
@@ -115,13 +159,10 @@ Status CudaModel::layer(int64_t index, std::span<const SequenceInput> inputs,
     be.rope(b.q, n, qDim, c.numHeads, hd, b.cosSin);
     be.rope(b.k, n, kvDim, c.numKvHeads, hd, b.cosSin);
     std::vector<AttentionSequence> sequences(inputs.size());
-    const size_t slotFloats = size_t(m_options.capacityTokens) * size_t(kvDim);
     for (size_t i = 0; i < inputs.size(); ++i) {
         const SequenceInput &in = inputs[i];
-        const int64_t len = int64_t(in.tokens.size()), start = m_lengths[size_t(in.slot)];
-        const size_t slotOffset =
-            (size_t(index) * size_t(m_options.slotCount) + size_t(in.slot)) * slotFloats;
-        float *keys = b.keys + slotOffset, *values = b.values + slotOffset;
+        const int64_t len = int64_t(in.tokens.size()), start = cache.length(in.slot);
+        float *keys = cache.keys(index, in.slot), *values = cache.values(index, in.slot);
         LOWBIT_CHECK(be.copy(keys + start * kvDim, b.k + firstRow[i] * kvDim, size_t(len * kvDim)));
         LOWBIT_CHECK(
             be.copy(values + start * kvDim, b.v + firstRow[i] * kvDim, size_t(len * kvDim)));
@@ -141,30 +182,49 @@ Status CudaModel::layer(int64_t index, std::span<const SequenceInput> inputs,
     return {};
 }
 
-Status CudaModel::run(std::span<const SequenceInput> inputs, std::vector<int64_t> &firstRow) {
+// The checks of Model's checkInputs, before any device work, so that a refused batch leaves the
+// cache as it was.
+Status CudaModel::checkInputs(const CudaKvCache &cache,
+                              std::span<const SequenceInput> inputs) const {
     const ModelConfig &c = config();
-    std::vector<bool> used(size_t(m_options.slotCount), false);
+    std::vector<bool> used(size_t(cache.slotCount()), false);
+    for (const SequenceInput &in : inputs) {
+        if (in.slot < 0 || in.slot >= cache.slotCount())
+            return makeError(ErrorCode::InvalidArgument,
+                             "forward: slot " + std::to_string(in.slot) +
+                                 " out of range (cache has " + std::to_string(cache.slotCount()) +
+                                 ")");
+        if (used[size_t(in.slot)])
+            return makeError(ErrorCode::InvalidArgument, "forward: slot " +
+                                                             std::to_string(in.slot) +
+                                                             " used twice in one batch");
+        used[size_t(in.slot)] = true;
+        const int64_t end = cache.length(in.slot) + int64_t(in.tokens.size());
+        if (end > cache.capacity())
+            return makeError(ErrorCode::InvalidArgument,
+                             "forward: slot " + std::to_string(in.slot) + " would hold " +
+                                 std::to_string(end) + " tokens, cache capacity is " +
+                                 std::to_string(cache.capacity()));
+        for (int32_t id : in.tokens)
+            if (id < 0 || id >= c.vocabSize)
+                return makeError(ErrorCode::InvalidArgument,
+                                 "forward: token id " + std::to_string(id) +
+                                     " out of range (vocab " + std::to_string(c.vocabSize) + ")");
+    }
+    return {};
+}
+
+Status CudaModel::run(CudaKvCache &cache, std::span<const SequenceInput> inputs,
+                      std::vector<int64_t> &firstRow) {
+    const ModelConfig &c = config();
     std::vector<int32_t> ids;
     std::vector<float> cosSin;
     const int64_t half = c.headDim / 2;
+    firstRow.clear();
     for (const SequenceInput &in : inputs) {
-        if (in.slot < 0 || in.slot >= m_options.slotCount || used[size_t(in.slot)])
-            return makeError(ErrorCode::InvalidArgument,
-                             "CudaModel: slot " + std::to_string(in.slot) +
-                                 " out of range or used twice in one batch");
-        used[size_t(in.slot)] = true;
-        const int64_t start = m_lengths[size_t(in.slot)];
-        if (start + int64_t(in.tokens.size()) > m_options.capacityTokens)
-            return makeError(ErrorCode::InvalidArgument,
-                             "CudaModel: slot " + std::to_string(in.slot) +
-                                 " would exceed the cache capacity " +
-                                 std::to_string(m_options.capacityTokens));
+        const int64_t start = cache.length(in.slot);
         firstRow.push_back(int64_t(ids.size()));
         for (size_t t = 0; t < in.tokens.size(); ++t) {
-            if (in.tokens[t] < 0 || in.tokens[t] >= c.vocabSize)
-                return makeError(ErrorCode::InvalidArgument,
-                                 "CudaModel: token id " + std::to_string(in.tokens[t]) +
-                                     " out of range (vocab " + std::to_string(c.vocabSize) + ")");
             ids.push_back(in.tokens[t]);
             const size_t row = cosSin.size();
             cosSin.resize(row + size_t(c.headDim));
@@ -178,17 +238,17 @@ Status CudaModel::run(std::span<const SequenceInput> inputs, std::vector<int64_t
     const int64_t n = int64_t(ids.size());
     if (n > m_options.maxBatchTokens)
         return makeError(ErrorCode::InvalidArgument, "CudaModel: " + std::to_string(n) +
-                                                         " tokens in one batch, maximum " +
+                                                         " tokens in one pass, maximum " +
                                                          std::to_string(m_options.maxBatchTokens));
     if (n == 0)
         return {};
     LOWBIT_CHECK(m_backend->upload(m_buffers->cosSin, cosSin.data(), cosSin.size()));
     m_backend->embed(m_checkpoint->weights.tokenEmbedding, ids, m_buffers->x);
     for (int64_t l = 0; l < c.numLayers; ++l)
-        LOWBIT_CHECK(layer(l, inputs, firstRow, n));
+        LOWBIT_CHECK(layer(l, cache, inputs, firstRow, n));
     LOWBIT_CHECK(m_backend->synchronize());
     for (const SequenceInput &in : inputs)
-        m_lengths[size_t(in.slot)] += int64_t(in.tokens.size());
+        cache.setLength(in.slot, cache.length(in.slot) + int64_t(in.tokens.size()));
     return {};
 }
 
@@ -200,12 +260,9 @@ void CudaModel::head(int64_t from, int64_t rows) {
     m_backend->matmul(normed, rows, m_checkpoint->weights.output, m_buffers->logits);
 }
 
-Result<Logits> CudaModel::forward(std::span<const SequenceInput> inputs) {
-    std::vector<int64_t> firstRow;
-    LOWBIT_CHECK(run(inputs, firstRow));
+Status CudaModel::collectLogits(std::span<const SequenceInput> inputs,
+                                const std::vector<int64_t> &firstRow, Logits &logits) {
     const int64_t vocab = config().vocabSize;
-    Logits logits;
-    logits.vocab = vocab;
     for (size_t i = 0; i < inputs.size(); ++i) {
         const int64_t len = int64_t(inputs[i].tokens.size());
         if (len == 0 || inputs[i].logits == LogitsWanted::None)
@@ -214,7 +271,7 @@ Result<Logits> CudaModel::forward(std::span<const SequenceInput> inputs) {
                            ? len - 1
                            : std::clamp<int64_t>(inputs[i].logitsFrom, 0, len);
         // Wanted rows of one input are contiguous: the head runs on them in place, a chunk at a
-        // time.
+        // time (head() overwrites `normed`, free once the pass is over).
         while (from < len) {
             const int64_t rows = std::min(m_logitRows, len - from);
             head(firstRow[i] + from, rows);
@@ -225,13 +282,67 @@ Result<Logits> CudaModel::forward(std::span<const SequenceInput> inputs) {
             from += rows;
         }
     }
+    return {};
+}
+
+namespace {
+
+// Splits a forward into passes of at most `maxTokens` tokens in input order: an input longer
+// than what a pass has left continues at the start of the next pass (so one slot appears at
+// most once per pass), and asks for exactly the logit rows of the original input that fall in
+// its piece. Concatenating the passes' logits gives the rows in the original order.
+std::vector<std::vector<SequenceInput>> splitPasses(std::span<const SequenceInput> inputs,
+                                                    int64_t maxTokens) {
+    std::vector<std::vector<SequenceInput>> passes(1);
+    int64_t used = 0;
+    for (const SequenceInput &in : inputs) {
+        const int64_t len = int64_t(in.tokens.size());
+        const int64_t wantFrom = in.logits == LogitsWanted::None ? len
+                                 : in.logits == LogitsWanted::Last
+                                     ? len - 1
+                                     : std::clamp<int64_t>(in.logitsFrom, 0, len);
+        for (int64_t begin = 0; begin < len;) {
+            if (used == maxTokens) {
+                passes.emplace_back();
+                used = 0;
+            }
+            const int64_t end = std::min(len, begin + (maxTokens - used));
+            SequenceInput piece{in.slot, in.tokens.subspan(size_t(begin), size_t(end - begin)),
+                                LogitsWanted::None};
+            if (wantFrom < end) {
+                piece.logits = LogitsWanted::All;
+                piece.logitsFrom = std::max<int64_t>(0, wantFrom - begin);
+            }
+            passes.back().push_back(piece);
+            used += end - begin;
+            begin = end;
+        }
+    }
+    return passes;
+}
+
+} // namespace
+
+Result<Logits> CudaModel::forward(SequenceCache &anyCache, std::span<const SequenceInput> inputs) {
+    LOWBIT_TRY(CudaKvCache * cache, ownCache(anyCache));
+    LOWBIT_CHECK(checkInputs(*cache, inputs));
+    Logits logits;
+    logits.vocab = config().vocabSize;
+    std::vector<int64_t> firstRow;
+    for (const auto &pass : splitPasses(inputs, m_options.maxBatchTokens)) {
+        LOWBIT_CHECK(run(*cache, pass, firstRow));
+        LOWBIT_CHECK(collectLogits(pass, firstRow, logits));
+    }
     return logits;
 }
 
-Result<std::vector<double>> CudaModel::logProbs(int slot, std::span<const int32_t> tokens) {
+Result<std::vector<double>> CudaModel::logProbs(SequenceCache &anyCache, int slot,
+                                                std::span<const int32_t> tokens) {
+    LOWBIT_TRY(CudaKvCache * cache, ownCache(anyCache));
     SequenceInput in{slot, tokens, LogitsWanted::None};
+    LOWBIT_CHECK(checkInputs(*cache, {&in, 1}));
     std::vector<int64_t> firstRow;
-    LOWBIT_CHECK(run({&in, 1}, firstRow));
+    LOWBIT_CHECK(run(*cache, {&in, 1}, firstRow));
     const int64_t predicted = std::max<int64_t>(0, int64_t(tokens.size()) - 1);
     std::vector<double> out(static_cast<size_t>(predicted));
     for (int64_t t = 0; t < predicted; t += m_logitRows) {
@@ -244,15 +355,20 @@ Result<std::vector<double>> CudaModel::logProbs(int slot, std::span<const int32_
     return out;
 }
 
-Result<CudaModel::TopK> CudaModel::next(int slot, std::span<const int32_t> tokens, int k) {
+Result<CudaModel::TopK> CudaModel::next(SequenceCache &anyCache, int slot,
+                                        std::span<const int32_t> tokens, int k) {
     if (tokens.empty())
         return makeError(ErrorCode::InvalidArgument, "CudaModel::next: no tokens");
+    if (k < 1 || k > config().vocabSize)
+        return makeError(ErrorCode::InvalidArgument,
+                         "CudaModel::next: k must be in 1.." + std::to_string(config().vocabSize));
+    LOWBIT_TRY(CudaKvCache * cache, ownCache(anyCache));
     SequenceInput in{slot, tokens, LogitsWanted::None};
+    LOWBIT_CHECK(checkInputs(*cache, {&in, 1}));
     std::vector<int64_t> firstRow;
-    LOWBIT_CHECK(run({&in, 1}, firstRow));
+    LOWBIT_CHECK(run(*cache, {&in, 1}, firstRow));
     head(int64_t(tokens.size()) - 1, 1);
-    TopK top{std::vector<int32_t>(size_t(std::max(k, 0))),
-             std::vector<float>(size_t(std::max(k, 0)))};
+    TopK top{std::vector<int32_t>(size_t(k)), std::vector<float>(size_t(k))};
     LOWBIT_CHECK(m_backend->topK(m_buffers->logits, 1, config().vocabSize, k, top.ids, top.logits));
     return top;
 }

@@ -20,7 +20,7 @@ size_t findStop(const std::string &text, const std::vector<std::string> &stops) 
 
 } // namespace
 
-Result<GenerateResult> generate(Model &model, std::span<const int32_t> prompt,
+Result<GenerateResult> generate(LanguageModel &model, std::span<const int32_t> prompt,
                                 const GenerateOptions &options, std::stop_token stop,
                                 const TokenCallback &onToken) {
     if (prompt.empty())
@@ -36,7 +36,7 @@ Result<GenerateResult> generate(Model &model, std::span<const int32_t> prompt,
             eos.push_back(id);
 
     const int64_t capacity = int64_t(prompt.size()) + options.maxTokens;
-    KvCache cache = model.makeCache(1, capacity);
+    LOWBIT_TRY(auto cache, model.allocateCache(1, capacity));
     Sampler sampler(options.sampling);
     GenerateResult result;
     result.stopReason = "max_tokens";
@@ -46,7 +46,7 @@ Result<GenerateResult> generate(Model &model, std::span<const int32_t> prompt,
     for (int step = 0; step < options.maxTokens; ++step) {
         if (stop.stop_requested())
             return makeError(ErrorCode::Cancelled, "generate: cancelled");
-        LOWBIT_TRY(Logits logits, model.forward(cache, {&input, 1}));
+        LOWBIT_TRY(Logits logits, model.forward(*cache, {&input, 1}));
         const int32_t next = sampler.sample({logits.row(0), size_t(logits.vocab)});
         if (options.stopAtEos && std::find(eos.begin(), eos.end(), next) != eos.end()) {
             result.stopReason = "eos";

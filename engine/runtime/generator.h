@@ -1,10 +1,10 @@
-// Text generation over a Model: greedy or sampled (temperature, top-k, top-p, seeded), stop at
+// Text generation over a LanguageModel (cpu or cuda): greedy or sampled (temperature, top-k, top-p, seeded), stop at
 // an end-of-generation id, a stop string or maxTokens.
 #pragma once
 
 #include "core/progress.h"
 #include "core/result.h"
-#include "runtime/model.h"
+#include "runtime/language_model.h"
 
 #include <functional>
 #include <stop_token>
@@ -37,7 +37,7 @@ struct GenerateResult {
 // Called with each new token id and the text decoded so far; return false to stop.
 using TokenCallback = std::function<bool(int32_t id, const std::string &textSoFar)>;
 
-Result<GenerateResult> generate(Model &model, std::span<const int32_t> prompt,
+Result<GenerateResult> generate(LanguageModel &model, std::span<const int32_t> prompt,
                                 const GenerateOptions &options, std::stop_token stop = {},
                                 const TokenCallback &onToken = {});
 

@@ -41,9 +41,21 @@ Result<std::unique_ptr<Model>> Model::create(std::shared_ptr<const Checkpoint> c
 
 int Model::threads() const { return m_impl->backend->threads(); }
 
+std::string Model::deviceDescription() const {
+    return "cpu (" + std::to_string(threads()) + " threads)";
+}
+
 KvCache Model::makeCache(int slots, int64_t capacityTokens) const {
     const ModelConfig &c = config();
     return KvCache(c.numLayers, slots, capacityTokens, c.numKvHeads * c.headDim);
+}
+
+Result<std::unique_ptr<SequenceCache>> Model::allocateCache(int slots, int64_t capacityTokens) {
+    if (slots < 0 || capacityTokens < 0)
+        return makeError(ErrorCode::InvalidArgument,
+                         "cpu cache: " + std::to_string(slots) + " slots of " +
+                             std::to_string(capacityTokens) + " tokens");
+    return std::unique_ptr<SequenceCache>(std::make_unique<KvCache>(makeCache(slots, capacityTokens)));
 }
 
 namespace {
@@ -199,8 +211,22 @@ void Model::advance(KvCache &cache, std::span<const SequenceInput> inputs) {
         cache.setLength(in.slot, cache.length(in.slot) + int64_t(in.tokens.size()));
 }
 
+Result<Logits> Model::forward(SequenceCache &cache, std::span<const SequenceInput> inputs) {
+    auto *own = dynamic_cast<KvCache *>(&cache);
+    if (!own)
+        return makeError(ErrorCode::InvalidArgument,
+                         "forward: the cache was not allocated by this (cpu) model");
+    return forward(*own, inputs);
+}
+
 Result<Logits> Model::forward(KvCache &cache, std::span<const SequenceInput> inputs) {
     const ModelConfig &c = config();
+    if (cache.layers() != c.numLayers || cache.kvDim() != c.numKvHeads * c.headDim)
+        return makeError(ErrorCode::InvalidArgument,
+                         "forward: the cache (" + std::to_string(cache.layers()) + " layers, K/V width " +
+                             std::to_string(cache.kvDim()) + ") does not fit the model (" +
+                             std::to_string(c.numLayers) + " layers, K/V width " +
+                             std::to_string(c.numKvHeads * c.headDim) + ")");
     LOWBIT_CHECK(checkInputs(c, cache, inputs));
     const ModelWeights &w = m_checkpoint->weights;
     Impl &s = *m_impl;

@@ -1,4 +1,6 @@
-// Model: a loaded checkpoint bound to a compute backend, ready to run the LLaMA forward pass.
+// Model: a loaded checkpoint bound to the CPU backend, ready to run the LLaMA forward pass; the
+// CPU implementation of LanguageModel (runtime/language_model.h), whose host KvCache it also
+// exposes by value for the calibration code.
 //
 // Usage:
 //   LOWBIT_TRY(auto model, Model::create(checkpoint, {.threads = 8}));
@@ -13,6 +15,7 @@
 #include "core/result.h"
 #include "model/checkpoint.h"
 #include "runtime/kv_cache.h"
+#include "runtime/language_model.h"
 #include "runtime/linear_hook.h"
 
 #include <memory>
@@ -27,42 +30,29 @@ struct RuntimeOptions {
     int threads = 0; // 0: every hardware thread
 };
 
-enum class LogitsWanted { None, Last, All };
-
-// A run of tokens appended to one cache slot, starting at the slot's current length.
-struct SequenceInput {
-    int slot = 0;
-    std::span<const int32_t> tokens;
-    LogitsWanted logits = LogitsWanted::Last;
-    int64_t logitsFrom = 0; // with All: logits only for tokens [logitsFrom, tokens.size())
-};
-
-// Logit rows in the order the inputs asked for them: for each input none, its last token's, or
-// those of tokens [logitsFrom, tokens.size()).
-struct Logits {
-    int64_t rows = 0;
-    int64_t vocab = 0;
-    std::vector<float> values; // rows * vocab
-    const float *row(int64_t r) const { return values.data() + r * vocab; }
-};
-
-class Model {
+class Model final : public LanguageModel {
 public:
     static Result<std::unique_ptr<Model>> create(std::shared_ptr<const Checkpoint> checkpoint,
                                                  const RuntimeOptions &options = {});
-    ~Model();
+    ~Model() override;
 
-    const Checkpoint &checkpoint() const { return *m_checkpoint; }
-    const ModelConfig &config() const { return m_checkpoint->config; }
-    const Tokenizer *tokenizer() const { return m_checkpoint->tokenizer.get(); }
-    int threads() const;
+    const Checkpoint &checkpoint() const override { return *m_checkpoint; }
+    DeviceSpec device() const override { return {}; }
+    std::string deviceDescription() const override;
+    int threads() const override;
 
     KvCache makeCache(int slots, int64_t capacityTokens) const;
+    // makeCache() behind the interface; negative sizes are InvalidArgument.
+    Result<std::unique_ptr<SequenceCache>> allocateCache(int slots,
+                                                         int64_t capacityTokens) override;
 
     // Runs every input's tokens after what its slot holds, appends their K/V to the cache, and
     // returns the wanted logits. Errors: a token id out of range, a slot out of range, a slot
-    // that would overflow the cache capacity, two inputs on the same slot.
+    // that would overflow the cache capacity, two inputs on the same slot, a cache of another
+    // shape (layers, K/V width) than this model's.
     Result<Logits> forward(KvCache &cache, std::span<const SequenceInput> inputs);
+    // The same through the interface: the cache must be a KvCache (else InvalidArgument).
+    Result<Logits> forward(SequenceCache &cache, std::span<const SequenceInput> inputs) override;
 
     // Every later forward() reports linear-layer inputs to `hook` (non-owning; nullptr: none).
     void setLinearHook(LinearHook *hook) { m_hook = hook; }

@@ -82,17 +82,18 @@ void TestCudaModel::fixture() {
     QVERIFY(checkpoint);
     CudaModelOptions options;
     options.backend = {testDevice(), GemmPrecision(precision)};
-    options.slotCount = 2;
-    options.capacityTokens = 256;
     options.maxBatchTokens = 256;
     auto created = CudaModel::create(checkpoint, options);
     QVERIFY2(created.ok(), created.ok() ? "" : created.error().message.c_str());
     CudaModel &model = **created;
+    auto allocated = model.allocateCache(2, 256);
+    QVERIFY2(allocated.ok(), allocated.ok() ? "" : allocated.error().message.c_str());
+    SequenceCache &cache = **allocated;
     for (size_t s = 0; s < ref["sequences"].size(); ++s) {
         const std::vector<int32_t> ids = ref["sequences"][s].get<std::vector<int32_t>>();
-        model.clear(0);
+        cache.clear(0);
         SequenceInput input{0, ids, LogitsWanted::All};
-        auto logits = model.forward({&input, 1});
+        auto logits = model.forward(cache, {&input, 1});
         QVERIFY2(logits.ok(), logits.ok() ? "" : logits.error().message.c_str());
         QCOMPARE(logits->rows, int64_t(ids.size()));
         for (size_t t = 0; t < ids.size(); ++t) {
@@ -114,8 +115,8 @@ void TestCudaModel::fixture() {
                      qPrintable(QString("seq %1 pos %2: relative error %3").arg(s).arg(t).arg(e)));
         }
         // The mean NLL, reduced on the device from a fresh slot.
-        model.clear(1);
-        auto logProbs = model.logProbs(1, ids);
+        cache.clear(1);
+        auto logProbs = model.logProbs(cache, 1, ids);
         QVERIFY2(logProbs.ok(), logProbs.ok() ? "" : logProbs.error().message.c_str());
         if (ids.size() > 1) {
             double nll = 0;
@@ -135,18 +136,18 @@ void TestCudaModel::fixture() {
     // 4-token piece takes the exact GEMV path, 10 rows the GEMM: Tensor16 rounds only the latter).
     const float batchTol = precision == int(GemmPrecision::Fp32) ? 1e-3f : 5e-2f;
     const std::vector<int32_t> a = {5, 77, 300, 12, 9, 411, 2, 2, 100, 7}, b = {42, 1, 511, 250};
-    model.clear(0);
+    cache.clear(0);
     SequenceInput alone{0, a, LogitsWanted::All};
-    auto single = model.forward({&alone, 1});
+    auto single = model.forward(cache, {&alone, 1});
     QVERIFY(single.ok());
-    model.clear(0);
-    model.clear(1);
+    cache.clear(0);
+    cache.clear(1);
     std::vector<SequenceInput> both = {{1, b, LogitsWanted::All},
                                        {0, {a.data(), 6}, LogitsWanted::All}};
-    auto batched = model.forward(both);
+    auto batched = model.forward(cache, both);
     QVERIFY(batched.ok());
     SequenceInput rest{0, {a.data() + 6, 4}, LogitsWanted::All};
-    auto tail = model.forward({&rest, 1});
+    auto tail = model.forward(cache, {&rest, 1});
     QVERIFY(tail.ok());
     for (int64_t t = 0; t < 10; ++t) {
         const float *got = t < 6 ? batched->row(4 + t) : tail->row(t - 6);
@@ -170,26 +171,28 @@ void TestCudaModel::stories260kGreedy() {
     QVERIFY(checkpoint);
     CudaModelOptions options;
     options.backend = {testDevice(), GemmPrecision::Fp32};
-    options.capacityTokens = int64_t(expected.size()) + 1;
     options.maxBatchTokens = 8;
     auto created = CudaModel::create(checkpoint, options);
     QVERIFY2(created.ok(), created.ok() ? "" : created.error().message.c_str());
     CudaModel &model = **created;
+    auto allocated = model.allocateCache(1, int64_t(expected.size()) + 1);
+    QVERIFY2(allocated.ok(), allocated.ok() ? "" : allocated.error().message.c_str());
+    SequenceCache &cache = **allocated;
 
     const std::vector<int32_t> prefix = {1, expected[0], expected[1]};
     SequenceInput input{0, prefix, LogitsWanted::All};
-    auto logits = model.forward({&input, 1});
+    auto logits = model.forward(cache, {&input, 1});
     QVERIFY(logits.ok());
     for (int64_t t = 0; t < 3; ++t) {
         const double e = relativeRowError(logits->row(t), ref["first_logits"][size_t(t)]);
         QVERIFY2(e <= 1e-4, qPrintable(QString("row %1: relative error %2").arg(t).arg(e)));
     }
 
-    model.clear(0);
+    cache.clear(0);
     std::vector<int32_t> generated;
     int32_t token = 1; // BOS
     while (generated.size() < expected.size()) {
-        auto top = model.next(0, {&token, 1}, 1);
+        auto top = model.next(cache, 0, {&token, 1}, 1);
         QVERIFY2(top.ok(), top.ok() ? "" : top.error().message.c_str());
         token = top->ids[0];
         generated.push_back(token);

@@ -1,0 +1,262 @@
+// The LanguageModel interface and its factory on the CPU: openLanguageModel("cpu") runs the very
+// Model forward (bit-identical logits to Model::forward over a KvCache, and within 1e-4 of the
+// float64 reference of the shared fixture), the SequenceCache calls behave as KvCache's, a cache
+// the model did not allocate is refused, and a GPU this build or machine lacks is a clear error
+// (the reason cudaDeviceCount gives) rather than a crash.
+#include "shared_data.h"
+
+#include "model/checkpoint.h"
+#include "runtime/language_model.h"
+#include "runtime/model.h"
+
+#include <nlohmann/json.hpp>
+
+#include <QtTest>
+#include <cmath>
+#include <cstring>
+
+using namespace lowbit;
+
+namespace {
+
+std::shared_ptr<const Checkpoint> loadFixture(const std::filesystem::path &dir) {
+    auto checkpoint = loadCheckpoint(dir);
+    if (!checkpoint.ok())
+        qWarning("%s", checkpoint.error().message.c_str());
+    return checkpoint.ok() ? std::make_shared<const Checkpoint>(std::move(*checkpoint)) : nullptr;
+}
+
+// max |a - b| over max |b|: float32 GEMMs of different row counts may round differently.
+double relativeError(const Logits &a, const Logits &b) {
+    if (a.values.size() != b.values.size() || a.values.empty())
+        return INFINITY;
+    double maxRef = 0, maxDiff = 0;
+    for (size_t i = 0; i < a.values.size(); ++i) {
+        maxRef = std::max(maxRef, double(std::abs(b.values[i])));
+        maxDiff = std::max(maxDiff, double(std::abs(a.values[i] - b.values[i])));
+    }
+    return maxDiff / std::max(maxRef, 1e-30);
+}
+
+bool sameBits(const Logits &a, const Logits &b) {
+    return a.rows == b.rows && a.vocab == b.vocab && a.values.size() == b.values.size() &&
+           std::memcmp(a.values.data(), b.values.data(), a.values.size() * sizeof(float)) == 0;
+}
+
+// A cache no model allocated.
+class ForeignCache final : public SequenceCache {
+public:
+    int slotCount() const override { return 1; }
+    int64_t capacity() const override { return 64; }
+    int64_t length(int) const override { return 0; }
+    void clear(int) override {}
+    void clearAll() override {}
+    void truncate(int, int64_t) override {}
+    void copyPrefix(int, int, int64_t) override {}
+};
+
+} // namespace
+
+class TestLanguageModel : public QObject {
+    Q_OBJECT
+private slots:
+    void initTestCase();
+    void cpuForwardIsModelForward();
+    void cacheCallsThroughTheInterface();
+    void foreignCacheIsAnError();
+    void badSizesAreErrors();
+    void unavailableGpuIsAClearError();
+    void devicesAndSummary();
+
+private:
+    std::filesystem::path m_dir;
+    std::shared_ptr<const Checkpoint> m_checkpoint;
+    nlohmann::json m_ref;
+};
+
+void TestLanguageModel::initTestCase() {
+    LOWBIT_REQUIRE_SHARED_FILE(dir, "fixtures/tiny-llama3-a");
+    m_dir = dir;
+    m_checkpoint = loadFixture(dir);
+    QVERIFY(m_checkpoint);
+    m_ref = nlohmann::json::parse(test::readFile(dir / "reference_logits.json"));
+}
+
+// Every fixture sequence, once alone and once batched in two slots (the second sequence fed in
+// two pieces with logits from an offset): the interface's logits are Model::forward's, bit for
+// bit, and both match the float64 reference.
+void TestLanguageModel::cpuForwardIsModelForward() {
+    auto direct = Model::create(m_checkpoint, {2});
+    QVERIFY(direct.ok());
+    auto opened = openLanguageModel(m_checkpoint, DeviceSpec{}, {.threads = 2});
+    QVERIFY2(opened.ok(), opened.ok() ? "" : opened.error().message.c_str());
+    LanguageModel &model = **opened;
+    QCOMPARE(model.device().toString(), std::string("cpu"));
+    QVERIFY(dynamic_cast<Model *>(&model) != nullptr);
+    QCOMPARE(model.threads(), 2);
+    QVERIFY(model.deviceDescription().rfind("cpu", 0) == 0);
+
+    for (size_t s = 0; s < m_ref["sequences"].size(); ++s) {
+        const auto ids = m_ref["sequences"][s].get<std::vector<int32_t>>();
+        KvCache kv = (*direct)->makeCache(1, int64_t(ids.size()));
+        const SequenceInput input{0, ids, LogitsWanted::All};
+        auto expected = (*direct)->forward(kv, {&input, 1});
+        QVERIFY(expected.ok());
+        auto cache = model.allocateCache(1, int64_t(ids.size()));
+        QVERIFY(cache.ok());
+        auto got = model.forward(**cache, {&input, 1});
+        QVERIFY2(got.ok(), got.ok() ? "" : got.error().message.c_str());
+        QVERIFY2(sameBits(*expected, *got), qPrintable(QString("sequence %1").arg(s)));
+        QCOMPARE((*cache)->length(0), int64_t(ids.size()));
+        for (size_t t = 0; t < ids.size(); ++t) {       // the independent reference, as
+            const auto &refRow = m_ref["logits"][s][t]; // test_reference_logits checks it
+            double maxRef = 0, maxDiff = 0;
+            for (size_t j = 0; j < refRow.size(); ++j) {
+                maxRef = std::max(maxRef, std::abs(refRow[j].get<double>()));
+                maxDiff =
+                    std::max(maxDiff, std::abs(got->row(int64_t(t))[j] - refRow[j].get<double>()));
+            }
+            QVERIFY(maxDiff <= 1e-4 * std::max(maxRef, 1e-30));
+        }
+    }
+
+    const auto a = m_ref["sequences"][2].get<std::vector<int32_t>>();
+    const auto b = m_ref["sequences"][1].get<std::vector<int32_t>>();
+    QVERIFY(b.size() >= 3);
+    const size_t split = b.size() / 2;
+    const std::vector<SequenceInput> first = {{1, {b.data(), split}, LogitsWanted::Last},
+                                              {0, a, LogitsWanted::All, 2}};
+    const SequenceInput rest{1, {b.data() + split, b.size() - split}, LogitsWanted::All, 1};
+    const int64_t capacity = int64_t(std::max(a.size(), b.size()));
+    KvCache kv = (*direct)->makeCache(2, capacity);
+    auto cache = model.allocateCache(2, capacity);
+    QVERIFY(cache.ok());
+    for (std::span<const SequenceInput> step :
+         {std::span<const SequenceInput>(first), std::span<const SequenceInput>(&rest, 1)}) {
+        auto expected = (*direct)->forward(kv, step);
+        auto got = model.forward(**cache, step);
+        QVERIFY(expected.ok() && got.ok());
+        QVERIFY(got->rows > 0);
+        QVERIFY(sameBits(*expected, *got));
+    }
+}
+
+// clear / truncate / copyPrefix through SequenceCache: a slot continued from a copied prefix
+// gives the logits of the sequence run whole.
+void TestLanguageModel::cacheCallsThroughTheInterface() {
+    auto opened = openLanguageModel(m_checkpoint, DeviceSpec{}, {.threads = 1});
+    QVERIFY(opened.ok());
+    LanguageModel &model = **opened;
+    const auto ids = m_ref["sequences"][2].get<std::vector<int32_t>>();
+    QVERIFY(ids.size() >= 4);
+    auto made = model.allocateCache(3, int64_t(ids.size()) + 2);
+    QVERIFY(made.ok());
+    SequenceCache &cache = **made;
+    QCOMPARE(cache.slotCount(), 3);
+    QCOMPARE(cache.capacity(), int64_t(ids.size()) + 2);
+
+    const SequenceInput whole{0, ids, LogitsWanted::Last};
+    auto reference = model.forward(cache, {&whole, 1});
+    QVERIFY(reference.ok());
+    // Slot 1: a copy of slot 0's first 3 tokens, then the rest.
+    cache.copyPrefix(0, 1, 3);
+    QCOMPARE(cache.length(1), int64_t(3));
+    const SequenceInput tail{1, {ids.data() + 3, ids.size() - 3}, LogitsWanted::Last};
+    auto continued = model.forward(cache, {&tail, 1});
+    QVERIFY(continued.ok());
+    QVERIFY(relativeError(*continued, *reference) <= 1e-5);
+    // Slot 0 cut back to 3 tokens and continued the same way.
+    cache.truncate(0, 3);
+    QCOMPARE(cache.length(0), int64_t(3));
+    const SequenceInput tail0{0, {ids.data() + 3, ids.size() - 3}, LogitsWanted::Last};
+    auto again = model.forward(cache, {&tail0, 1});
+    QVERIFY(again.ok());
+    QVERIFY(sameBits(*continued, *again));
+    cache.clear(1);
+    QCOMPARE(cache.length(1), int64_t(0));
+    cache.clearAll();
+    QCOMPARE(cache.length(0), int64_t(0));
+}
+
+void TestLanguageModel::foreignCacheIsAnError() {
+    auto opened = openLanguageModel(m_checkpoint, DeviceSpec{}, {.threads = 1});
+    QVERIFY(opened.ok());
+    const std::vector<int32_t> ids = {1, 2, 3};
+    const SequenceInput input{0, ids, LogitsWanted::Last};
+    ForeignCache foreign;
+    auto refused = (*opened)->forward(foreign, {&input, 1});
+    QVERIFY(!refused.ok());
+    QCOMPARE(refused.error().code, ErrorCode::InvalidArgument);
+    QVERIFY(refused.error().message.find("not allocated by this") != std::string::npos);
+    // A host cache of another model's shape (the other fixture, or one layer).
+    LOWBIT_REQUIRE_SHARED_FILE(otherDir, "fixtures/tiny-llama3-b");
+    auto other = openLanguageModel(loadFixture(otherDir), DeviceSpec{}, {.threads = 1});
+    QVERIFY(other.ok());
+    const ModelConfig &a = (*opened)->config(), &b = (*other)->config();
+    QVERIFY(a.numLayers != b.numLayers || a.numKvHeads * a.headDim != b.numKvHeads * b.headDim);
+    auto otherCache = (*other)->allocateCache(1, 8);
+    QVERIFY(otherCache.ok());
+    auto mismatch = (*opened)->forward(**otherCache, {&input, 1});
+    QVERIFY(!mismatch.ok());
+    QCOMPARE(mismatch.error().code, ErrorCode::InvalidArgument);
+    QVERIFY(mismatch.error().message.find("does not fit the model") != std::string::npos);
+    KvCache oneLayer(1, 1, 8, a.numKvHeads * a.headDim);
+    QVERIFY(a.numLayers != 1);
+    QVERIFY(!(*opened)->forward(static_cast<SequenceCache &>(oneLayer), {&input, 1}).ok());
+}
+
+void TestLanguageModel::badSizesAreErrors() {
+    auto opened = openLanguageModel(m_checkpoint, DeviceSpec{}, {.threads = 1});
+    QVERIFY(opened.ok());
+    QCOMPARE((*opened)->allocateCache(-1, 8).error().code, ErrorCode::InvalidArgument);
+    QCOMPARE((*opened)->allocateCache(1, -8).error().code, ErrorCode::InvalidArgument);
+    auto cache = (*opened)->allocateCache(1, 2);
+    QVERIFY(cache.ok());
+    const std::vector<int32_t> three = {1, 2, 3};
+    const SequenceInput over{0, three, LogitsWanted::Last};
+    auto overflow = (*opened)->forward(**cache, {&over, 1});
+    QVERIFY(!overflow.ok());
+    QVERIFY(overflow.error().message.find("capacity") != std::string::npos);
+    QCOMPARE(openLanguageModel(nullptr, DeviceSpec{}).error().code, ErrorCode::InvalidArgument);
+}
+
+// Without CUDA or a GPU (this machine), cuda:0 is refused with cudaDeviceCount's reason; with
+// GPUs, an index past them is refused naming how many there are. Neither loads anything.
+void TestLanguageModel::unavailableGpuIsAClearError() {
+    std::string why;
+    const int count = cudaDeviceCount(&why);
+    const DeviceSpec gpu{DeviceSpec::Kind::Cuda, count == 0 ? 0 : count};
+    auto refused = openLanguageModel(m_checkpoint, gpu);
+    QVERIFY(!refused.ok());
+    const std::string &message = refused.error().message;
+    QVERIFY2(message.rfind(gpu.toString() + ": ", 0) == 0, message.c_str());
+    if (count == 0) {
+        QCOMPARE(refused.error().code, ErrorCode::Unsupported);
+        QVERIFY(!why.empty());
+        QVERIFY2(message.find(why) != std::string::npos, message.c_str());
+    } else {
+        QCOMPARE(refused.error().code, ErrorCode::InvalidArgument);
+        QVERIFY2(message.find("no such device") != std::string::npos, message.c_str());
+    }
+    for (const char *bad : {"gpu", "cuda:", "cuda:x", "CUDA:0", "cuda:-1", "cuda:1000", " cpu"})
+        QVERIFY2(!parseDevice(bad).ok(), bad);
+}
+
+void TestLanguageModel::devicesAndSummary() {
+    const std::vector<DeviceSpec> devices = availableDevices();
+    QVERIFY(!devices.empty());
+    QVERIFY(!devices.front().isCuda());
+    QCOMPARE(int(devices.size()) - 1, cudaDeviceCount());
+    const std::string summary = computeBackendsSummary();
+    QVERIFY2(summary.rfind("cpu", 0) == 0, summary.c_str());
+    std::string why;
+    if (!cudaBuilt())
+        QCOMPARE(summary, std::string("cpu (built without CUDA)"));
+    else if (cudaDeviceCount(&why) == 0)
+        QCOMPARE(summary, "cpu; cuda built, no device: " + why);
+    else
+        QVERIFY2(summary.rfind("cpu, cuda (", 0) == 0, summary.c_str());
+}
+
+QTEST_APPLESS_MAIN(TestLanguageModel)
+#include "test_language_model.moc"
