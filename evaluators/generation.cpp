@@ -10,7 +10,7 @@
 
 namespace lowbit {
 
-Result<EncodedPrompt> encodePrompt(const Model &model, const GenerationRequest &request, bool addBos) {
+Result<EncodedPrompt> encodePrompt(const LanguageModel &model, const GenerationRequest &request, bool addBos) {
     const Tokenizer *tokenizer = model.tokenizer();
     if (!tokenizer)
         return makeError(ErrorCode::InvalidArgument, "generation: the model has no tokenizer");
@@ -36,7 +36,7 @@ Result<EncodedPrompt> encodePrompt(const Model &model, const GenerationRequest &
     return out;
 }
 
-GenerationEngine::GenerationEngine(Model &model, const GenerationOptions &options)
+GenerationEngine::GenerationEngine(LanguageModel &model, const GenerationOptions &options)
     : m_model(model), m_options(options) {
     m_options.batchSize = std::max(1, m_options.batchSize);
     if (m_options.maxLength <= 0)
@@ -87,7 +87,7 @@ Result<std::vector<GenerationOutput>> GenerationEngine::run(std::span<const Gene
         eos.push_back(id);
 
     const int slots = int(std::min<size_t>(size_t(m_options.batchSize), std::max<size_t>(1, requests.size())));
-    KvCache cache = m_model.makeCache(slots, capacity);
+    LOWBIT_TRY(auto cache, m_model.allocateCache(slots, capacity));
     std::vector<std::optional<Active>> active(static_cast<size_t>(slots));
     size_t next = 0, finished = 0;
     const auto start = std::chrono::steady_clock::now();
@@ -102,7 +102,7 @@ Result<std::vector<GenerationOutput>> GenerationEngine::run(std::span<const Gene
                 SamplingOptions sampling = gen.sampling;
                 sampling.seed = gen.sampling.seed + requests[next].seed;
                 a = Active{next, prompts[next], std::make_unique<Sampler>(sampling), false};
-                cache.clear(s);
+                cache->clear(s);
                 ++next;
             }
             if (!a)
@@ -116,7 +116,7 @@ Result<std::vector<GenerationOutput>> GenerationEngine::run(std::span<const Gene
             }
             inputSlot.push_back(s);
         }
-        LOWBIT_TRY(Logits logits, m_model.forward(cache, inputs));
+        LOWBIT_TRY(Logits logits, m_model.forward(*cache, inputs));
         for (size_t k = 0; k < inputs.size(); ++k) {
             const int s = inputSlot[k];
             Active &a = *active[size_t(s)];
@@ -136,7 +136,7 @@ Result<std::vector<GenerationOutput>> GenerationEngine::run(std::span<const Gene
                     reason = "stop_string";
                 } else if (int64_t(out.tokens.size()) >= gen.maxTokens) {
                     reason = "max_tokens";
-                } else if (cache.length(s) + 1 > cache.capacity()) {
+                } else if (cache->length(s) + 1 > cache->capacity()) {
                     reason = "context_full";
                 }
             }

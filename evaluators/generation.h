@@ -8,13 +8,13 @@
 // (engine/tokenizer/chat_template.h: Llama 3 / 3.1 / 3.2 instruct) with the generation prompt, and
 // encoded with special tokens parsed; with chat off it is encoded as plain text (BOS per addBos).
 //
-// Thread affinity: one engine per Model and thread.
+// Thread affinity: one engine per model and thread.
 #pragma once
 
 #include "core/progress.h"
 #include "core/result.h"
 #include "runtime/generator.h"
-#include "runtime/model.h"
+#include "runtime/language_model.h"
 
 #include <stop_token>
 #include <string>
@@ -52,11 +52,11 @@ struct EncodedPrompt {
     std::string text;
     std::vector<int32_t> ids;
 };
-Result<EncodedPrompt> encodePrompt(const Model &model, const GenerationRequest &request, bool addBos);
+Result<EncodedPrompt> encodePrompt(const LanguageModel &model, const GenerationRequest &request, bool addBos);
 
 class GenerationEngine {
 public:
-    GenerationEngine(Model &model, const GenerationOptions &options);
+    GenerationEngine(LanguageModel &model, const GenerationOptions &options);
 
     Result<std::vector<GenerationOutput>> run(std::span<const GenerationRequest> requests,
                                               std::stop_token stop = {}, ProgressSink *progress = nullptr);
@@ -64,7 +64,7 @@ public:
     int64_t promptTokens() const { return m_promptTokens; }
 
 private:
-    Model &m_model;
+    LanguageModel &m_model;
     GenerationOptions m_options;
     int64_t m_tokensGenerated = 0;
     int64_t m_promptTokens = 0;

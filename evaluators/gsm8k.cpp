@@ -98,7 +98,7 @@ public:
         return it != options.extra.end() && it->is_boolean() && it->get<bool>();
     }
 
-    nlohmann::json protocol(const Model &model, const TaskOptions &options) const override {
+    nlohmann::json protocol(const LanguageModel &model, const TaskOptions &options) const override {
         nlohmann::json p = commonProtocol("gsm8k", model, options, shotsOf(options));
         p["prompt"] = "k x 'Question: {q}\\nAnswer: {answer}\\n\\n' + 'Question: {q}\\nAnswer:'";
         p["fewshot"] = "random.Random(1234).sample(train, k) per document in order";
@@ -162,7 +162,7 @@ public:
         });
     }
 
-    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const Model &model,
+    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const LanguageModel &model,
                                  const TaskOptions &options) const override {
         TaskReport report;
         report.task = "gsm8k";

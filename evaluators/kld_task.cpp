@@ -31,7 +31,7 @@ public:
         return it != options.extra.end() && it->is_number_integer() ? std::max(1, it->get<int>()) : 32;
     }
 
-    nlohmann::json protocol(const Model &model, const TaskOptions &options) const override {
+    nlohmann::json protocol(const LanguageModel &model, const TaskOptions &options) const override {
         nlohmann::json p = commonProtocol(m_name, model, options, 0);
         p["corpus"] = m_corpus.name;
         p["add_bos"] = true;
@@ -46,7 +46,7 @@ public:
 
     Status run(TaskContext &context) override;
 
-    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const Model &model,
+    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const LanguageModel &model,
                                  const TaskOptions &options) const override;
 
 private:
@@ -114,16 +114,16 @@ Status KldTask::run(TaskContext &context) {
     const int32_t bos = tokenizer->bosId() >= 0 ? tokenizer->bosId() : context.model.config().bosId;
     if (mode == PerplexityProtocol::LlamaCpp && bos < 0)
         return makeError(ErrorCode::InvalidArgument, m_name + ": the llama.cpp protocol needs a BOS token");
-    KvCache cache = context.model.makeCache(1, ctx);
+    LOWBIT_TRY(auto cache, context.model.allocateCache(1, ctx));
     const auto indices = subsampleIndices(int64_t(corpus.chunks.size()), context.options.limit, context.options.seed);
     auto docId = [](int64_t i) { return "chunk:" + std::to_string(i); };
     return forEachChunk(context, "kld", indices, docId, 1, [&](std::span<const int64_t> chunk) -> Status {
         std::vector<int32_t> tokens = corpus.chunks[size_t(chunk[0])];
         if (mode == PerplexityProtocol::LlamaCpp)
             tokens[0] = bos;
-        cache.clear(0);
+        cache->clear(0);
         const SequenceInput input{0, tokens, LogitsWanted::All, firstScored};
-        LOWBIT_TRY(Logits logits, context.model.forward(cache, {&input, 1}));
+        LOWBIT_TRY(Logits logits, context.model.forward(*cache, {&input, 1}));
         const std::span<const int32_t> targets(tokens.data() + firstScored + 1, size_t(positions));
         SampleRecord s;
         s.docId = docId(chunk[0]);
@@ -144,7 +144,7 @@ Status KldTask::run(TaskContext &context) {
     });
 }
 
-Result<TaskReport> KldTask::aggregate(std::span<const SampleRecord> samples, const Model &model,
+Result<TaskReport> KldTask::aggregate(std::span<const SampleRecord> samples, const LanguageModel &model,
                                       const TaskOptions &options) const {
     TaskReport report;
     report.task = m_name;

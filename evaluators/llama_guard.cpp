@@ -83,11 +83,13 @@ GuardVerdict parseGuardOutput(std::string_view text) {
     return v;
 }
 
-Result<std::unique_ptr<LlamaGuard>> LlamaGuard::load(const std::filesystem::path &path, int threads) {
+Result<std::unique_ptr<LlamaGuard>> LlamaGuard::load(const std::filesystem::path &path,
+                                                     const DeviceSpec &device, int threads) {
     LOWBIT_TRY(Checkpoint checkpoint, loadCheckpoint(path));
     if (!checkpoint.tokenizer)
         return makeError(ErrorCode::InvalidArgument, path.string() + ": the guard model has no tokenizer");
-    LOWBIT_TRY(auto model, Model::create(std::make_shared<const Checkpoint>(std::move(checkpoint)), {threads}));
+    LOWBIT_TRY(auto model, openLanguageModel(std::make_shared<const Checkpoint>(std::move(checkpoint)),
+                                             device, {.threads = threads}));
     return std::make_unique<LlamaGuard>(std::move(model));
 }
 

@@ -8,7 +8,7 @@
 #pragma once
 
 #include "core/result.h"
-#include "runtime/model.h"
+#include "runtime/language_model.h"
 #include "tokenizer/chat_template.h"
 
 #include <filesystem>
@@ -32,16 +32,18 @@ GuardVerdict parseGuardOutput(std::string_view text);
 
 class LlamaGuard {
 public:
-    static Result<std::unique_ptr<LlamaGuard>> load(const std::filesystem::path &path, int threads);
-    explicit LlamaGuard(std::unique_ptr<Model> model) : m_model(std::move(model)) {}
+    // The guard model on `device` (the evaluated model's: an 8B guard wants the GPU too).
+    static Result<std::unique_ptr<LlamaGuard>> load(const std::filesystem::path &path,
+                                                    const DeviceSpec &device, int threads);
+    explicit LlamaGuard(std::unique_ptr<LanguageModel> model) : m_model(std::move(model)) {}
 
     // One verdict per (prompt, response) pair (response classification: the 'Agent' turn).
     Result<std::vector<GuardVerdict>> classify(std::span<const std::pair<std::string, std::string>> pairs,
                                                int batchSize, std::stop_token stop = {});
-    const Model &model() const { return *m_model; }
+    const LanguageModel &model() const { return *m_model; }
 
 private:
-    std::unique_ptr<Model> m_model;
+    std::unique_ptr<LanguageModel> m_model;
 };
 
 } // namespace lowbit

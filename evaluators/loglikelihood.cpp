@@ -62,7 +62,7 @@ struct LoglikelihoodEngine::Member {
     int64_t header = 0;         // leading input tokens that are the shared prefix
 };
 
-LoglikelihoodEngine::LoglikelihoodEngine(Model &model, const LoglikelihoodOptions &options)
+LoglikelihoodEngine::LoglikelihoodEngine(LanguageModel &model, const LoglikelihoodOptions &options)
     : m_model(model), m_options(options), m_pool(std::make_unique<ThreadPool>(model.threads())) {
     if (m_options.maxLength <= 0)
         m_options.maxLength = model.config().maxPositions;
@@ -97,19 +97,25 @@ int64_t commonPrefix(std::span<const int32_t> a, std::span<const int32_t> b) {
 
 } // namespace
 
-void LoglikelihoodEngine::ensureCache(int slots, int64_t capacity) {
-    if (m_cache.slotCount() >= slots && m_cache.capacity() >= capacity)
-        return;
-    m_cache = m_model.makeCache(std::max(slots, m_cache.slotCount()), std::max(capacity, m_cache.capacity()));
+Status LoglikelihoodEngine::ensureCache(int slots, int64_t capacity) {
+    if (m_cache && m_cache->slotCount() >= slots && m_cache->capacity() >= capacity)
+        return {};
+    if (m_cache) {
+        slots = std::max(slots, m_cache->slotCount());
+        capacity = std::max(capacity, m_cache->capacity());
+    }
+    m_cache.reset(); // a device cache gives its memory back before the larger one is allocated
     m_header.clear();
+    LOWBIT_TRY(m_cache, m_model.allocateCache(slots, capacity));
+    return {};
 }
 
 Status LoglikelihoodEngine::forward(std::span<const SequenceInput> inputs, Logits *logits) {
     for (const SequenceInput &in : inputs)
         m_tokensEvaluated += int64_t(in.tokens.size());
-    auto result = m_model.forward(m_cache, inputs);
+    auto result = m_model.forward(*m_cache, inputs);
     if (!result) {
-        m_cache.clearAll(); // what the slots hold is no longer known
+        m_cache->clearAll(); // what the slots hold is no longer known
         m_header.clear();
         return result.error();
     }
@@ -119,9 +125,9 @@ Status LoglikelihoodEngine::forward(std::span<const SequenceInput> inputs, Logit
 }
 
 Status LoglikelihoodEngine::ensureHeader(std::span<const int32_t> header) {
-    if (m_cache.length(0) == int64_t(header.size()) && std::equal(header.begin(), header.end(), m_header.begin(), m_header.end()))
+    if (m_cache->length(0) == int64_t(header.size()) && std::equal(header.begin(), header.end(), m_header.begin(), m_header.end()))
         return {};
-    m_cache.clear(0);
+    m_cache->clear(0);
     m_header.clear();
     const SequenceInput input{0, header, LogitsWanted::None};
     LOWBIT_CHECK(forward({&input, 1}, nullptr));
@@ -211,13 +217,13 @@ Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const 
                                      std::vector<LoglikelihoodResult> &results) {
     const GroupPlan plan = planGroup(members);
     const Member &first = members[0];
-    ensureCache(int(members.size()) + 1, plan.capacity);
+    LOWBIT_CHECK(ensureCache(int(members.size()) + 1, plan.capacity));
     const int home = 1;
     if (plan.header > 0) {
         LOWBIT_CHECK(ensureHeader({first.input.data(), size_t(plan.header)}));
-        m_cache.copyPrefix(0, home, plan.header);
+        m_cache->copyPrefix(0, home, plan.header);
     } else {
-        m_cache.clear(home);
+        m_cache->clear(home);
     }
     Logits prefixLogits;
     if (plan.prefix > plan.header) {
@@ -243,7 +249,7 @@ Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const 
         rows.members.emplace_back(begin, rows.logits.size());
         if (int64_t(m.input.size()) > plan.prefix) {
             if (j > 0)
-                m_cache.copyPrefix(home, home + int(j), plan.prefix);
+                m_cache->copyPrefix(home, home + int(j), plan.prefix);
             inputs.push_back({home + int(j), {m.input.data() + plan.prefix, m.input.size() - size_t(plan.prefix)},
                               LogitsWanted::All, std::max<int64_t>(0, m.scoreFrom - plan.prefix)});
         }

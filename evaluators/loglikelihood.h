@@ -19,12 +19,12 @@
 // requests alone (or of the shared prefix alone). A document's log-likelihoods are therefore
 // bit-identical whatever else is scored, in which order, subsample or resumed run.
 //
-// Thread affinity: one engine per Model and thread (Model::forward does not overlap).
+// Thread affinity: one engine per model and thread (forward() calls do not overlap).
 #pragma once
 
 #include "core/progress.h"
 #include "core/result.h"
-#include "runtime/model.h"
+#include "runtime/language_model.h"
 
 #include <memory>
 #include <stop_token>
@@ -68,7 +68,7 @@ Result<TokenizedRequest> encodeRequest(const Tokenizer &tokenizer, const Loglike
 
 class LoglikelihoodEngine {
 public:
-    LoglikelihoodEngine(Model &model, const LoglikelihoodOptions &options);
+    LoglikelihoodEngine(LanguageModel &model, const LoglikelihoodOptions &options);
     ~LoglikelihoodEngine();
 
     Result<std::vector<LoglikelihoodResult>> score(std::span<const LoglikelihoodRequest> requests,
@@ -104,11 +104,11 @@ private:
                     std::vector<LoglikelihoodResult> &results);
     Status ensureHeader(std::span<const int32_t> header);
     Status forward(std::span<const SequenceInput> inputs, Logits *logits);
-    void ensureCache(int slots, int64_t capacity);
+    Status ensureCache(int slots, int64_t capacity);
 
-    Model &m_model;
+    LanguageModel &m_model;
     LoglikelihoodOptions m_options;
-    KvCache m_cache;                // slot 0: the shared prefix; slots 1..: a group's members
+    std::unique_ptr<SequenceCache> m_cache; // slot 0: the shared prefix; 1..: a group's members
     std::vector<int32_t> m_header;  // what slot 0 holds (computed by itself)
     int64_t m_tokensEvaluated = 0;
     int64_t m_tokensRequested = 0;

@@ -168,7 +168,7 @@ public:
 
     static int shotsOf(const TaskOptions &options) { return options.shots < 0 ? 5 : options.shots; }
 
-    nlohmann::json protocol(const Model &model, const TaskOptions &options) const override {
+    nlohmann::json protocol(const LanguageModel &model, const TaskOptions &options) const override {
         nlohmann::json p = commonProtocol("mmlu", model, options, shotsOf(options));
         p["prompt"] = "description + first-k dev exemplars + '{q}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer:'";
         p["choices"] = {" A", " B", " C", " D"};
@@ -235,7 +235,7 @@ public:
         return {};
     }
 
-    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const Model &model,
+    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const LanguageModel &model,
                                  const TaskOptions &options) const override {
         TaskReport report;
         report.task = "mmlu";

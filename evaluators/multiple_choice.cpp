@@ -63,7 +63,7 @@ public:
 
     std::string name() const override { return m_name; }
 
-    nlohmann::json protocol(const Model &model, const TaskOptions &options) const override {
+    nlohmann::json protocol(const LanguageModel &model, const TaskOptions &options) const override {
         nlohmann::json p = commonProtocol(m_name, model, options, 0);
         p["prompt"] = mcInfo(m_name).prompt;
         p["scoring"] = mcInfo(m_name).hasNorm ? "acc: argmax ll; acc_norm: argmax ll/len(choice)" : "acc: argmax ll";
@@ -96,7 +96,7 @@ public:
         });
     }
 
-    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const Model &model,
+    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const LanguageModel &model,
                                  const TaskOptions &options) const override {
         TaskReport report;
         report.task = m_name;

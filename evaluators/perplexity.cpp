@@ -18,7 +18,7 @@ int64_t firstScoredPosition(const PerplexityOptions &options) {
 
 } // namespace
 
-Result<PerplexityReport> evaluatePerplexity(Model &model, std::span<const int32_t> tokens,
+Result<PerplexityReport> evaluatePerplexity(LanguageModel &model, std::span<const int32_t> tokens,
                                             const PerplexityOptions &options,
                                             ProgressSink &progress, std::stop_token stop) {
     const int64_t ctx = options.contextTokens;
@@ -46,7 +46,7 @@ Result<PerplexityReport> evaluatePerplexity(Model &model, std::span<const int32_
     const int64_t byMemory = std::max<int64_t>(1, (int64_t(256) << 20) / (scoredPerChunk * vocab * 4));
     const int64_t perBatch = std::min({byTokens, byMemory, chunks});
 
-    KvCache cache = model.makeCache(int(perBatch), ctx);
+    LOWBIT_TRY(auto cache, model.allocateCache(int(perBatch), ctx));
     ThreadPool pool(model.threads());
     std::vector<double> nll(static_cast<size_t>(chunks * scoredPerChunk));
     std::vector<std::vector<int32_t>> chunkTokens(static_cast<size_t>(perBatch));
@@ -61,10 +61,10 @@ Result<PerplexityReport> evaluatePerplexity(Model &model, std::span<const int32_
             chunk.assign(tokens.begin() + (c0 + b) * ctx, tokens.begin() + (c0 + b + 1) * ctx);
             if (options.protocol == PerplexityProtocol::LlamaCpp)
                 chunk[0] = bos;
-            cache.clear(int(b));
+            cache->clear(int(b));
             inputs.push_back({int(b), chunk, LogitsWanted::All, firstScored});
         }
-        LOWBIT_TRY(Logits logits, model.forward(cache, inputs));
+        LOWBIT_TRY(Logits logits, model.forward(*cache, inputs));
         // Row b*(ctx-firstScored) + t holds position firstScored+t of chunk b; the last row
         // of each chunk predicts past the chunk and is skipped.
         pool.parallelFor(count * scoredPerChunk, [&](int64_t i, int) {

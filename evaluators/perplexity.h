@@ -9,7 +9,7 @@
 
 #include "core/progress.h"
 #include "core/result.h"
-#include "runtime/model.h"
+#include "runtime/language_model.h"
 
 #include <stop_token>
 #include <vector>
@@ -35,7 +35,7 @@ struct PerplexityReport {
     double tokensPerSecond = 0;   // tokens processed (chunks * ctx) per second
 };
 
-Result<PerplexityReport> evaluatePerplexity(Model &model, std::span<const int32_t> tokens,
+Result<PerplexityReport> evaluatePerplexity(LanguageModel &model, std::span<const int32_t> tokens,
                                             const PerplexityOptions &options,
                                             ProgressSink &progress, std::stop_token stop = {});
 

@@ -26,7 +26,7 @@ Result<CorpusSpec> corpusSpec(const std::string &name, const std::filesystem::pa
     return makeError(ErrorCode::NotFound, "unknown perplexity corpus '" + name + "'");
 }
 
-int64_t perplexityContext(const Model &model, const TaskOptions &options) {
+int64_t perplexityContext(const LanguageModel &model, const TaskOptions &options) {
     const int64_t modelContext = model.config().maxPositions;
     if (options.contextTokens > 0)
         return options.contextTokens;
@@ -143,7 +143,7 @@ public:
 
     std::string name() const override { return m_spec.name; }
 
-    nlohmann::json protocol(const Model &model, const TaskOptions &options) const override {
+    nlohmann::json protocol(const LanguageModel &model, const TaskOptions &options) const override {
         nlohmann::json p = commonProtocol(name(), model, options, 0);
         p["add_bos"] = true; // the text is tokenized once, with BOS, as GPTQ's loaders do
         p["max_length"] = perplexityContext(model, options);
@@ -188,7 +188,7 @@ public:
         });
     }
 
-    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const Model &model,
+    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const LanguageModel &model,
                                  const TaskOptions &options) const override {
         TaskReport report;
         report.task = name();

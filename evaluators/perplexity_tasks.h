@@ -45,7 +45,7 @@ struct CorpusChunks {
 Result<CorpusChunks> loadCorpusChunks(const CorpusSpec &spec, const Tokenizer &tokenizer,
                                       int64_t contextTokens, const TaskOptions &options);
 
-int64_t perplexityContext(const Model &model, const TaskOptions &options);
+int64_t perplexityContext(const LanguageModel &model, const TaskOptions &options);
 Result<PerplexityProtocol> perplexityMode(const TaskOptions &options);
 
 std::unique_ptr<Task> makePerplexityTask(const CorpusSpec &spec);

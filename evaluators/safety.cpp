@@ -145,7 +145,7 @@ public:
         const auto it = options.extra.find("max_tokens");
         return it != options.extra.end() && it->is_number_integer() ? it->get<int>() : 256;
     }
-    static bool chatOf(const Model &model, const TaskOptions &options) {
+    static bool chatOf(const LanguageModel &model, const TaskOptions &options) {
         if (const auto it = options.extra.find("chat"); it != options.extra.end() && it->is_boolean())
             return it->get<bool>();
         const std::string &source = model.checkpoint().chatTemplate;
@@ -156,7 +156,7 @@ public:
         return s ? *s : "all";
     }
 
-    nlohmann::json protocol(const Model &model, const TaskOptions &options) const override {
+    nlohmann::json protocol(const LanguageModel &model, const TaskOptions &options) const override {
         nlohmann::json p = commonProtocol(m_name, model, options, 0);
         p["generation"] = {{"greedy", true}, {"max_tokens", maxTokensOf(options)}, {"chat", chatOf(model, options)}};
         p["matcher"] = m_name == "advbench"    ? "llm-attacks test_prefixes, substring"
@@ -187,7 +187,7 @@ public:
 
     Status run(TaskContext &context) override;
 
-    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const Model &model,
+    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const LanguageModel &model,
                                  const TaskOptions &options) const override {
         TaskReport report;
         report.task = m_name;
@@ -219,7 +219,7 @@ Status SafetyTask::run(TaskContext &context) {
     LOWBIT_TRY(auto prompts, load(context.options));
     std::unique_ptr<LlamaGuard> guard;
     if (const std::string *path = extraString(context.options, "guard")) {
-        LOWBIT_TRY(guard, LlamaGuard::load(*path, context.model.threads()));
+        LOWBIT_TRY(guard, LlamaGuard::load(*path, context.model.device(), context.model.threads()));
     }
     GenerationOptions options;
     options.batchSize = context.options.batchSize;

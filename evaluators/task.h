@@ -1,5 +1,5 @@
 // Task: one benchmark (a perplexity corpus, a multiple-choice set, MMLU, GSM8K, a safety set)
-// run over a Model. The contract between the evaluators and the pipeline / run store:
+// run over a LanguageModel (cpu or cuda). The contract between the evaluators and the pipeline / run store:
 //  - run() scores documents one by one and hands each finished SampleRecord to the SampleSink
 //    (the store commits them in batches); documents whose ids are in context.done are skipped,
 //    which is how an interrupted run resumes;
@@ -11,7 +11,7 @@
 
 #include "core/progress.h"
 #include "core/result.h"
-#include "runtime/model.h"
+#include "runtime/language_model.h"
 
 #include <nlohmann/json.hpp>
 
@@ -68,7 +68,7 @@ struct TaskReport {
 };
 
 struct TaskContext {
-    Model &model;
+    LanguageModel &model;
     const TaskOptions &options;
     ProgressSink &progress;
     std::stop_token stop;
@@ -80,9 +80,9 @@ class Task {
 public:
     virtual ~Task() = default;
     virtual std::string name() const = 0;
-    virtual nlohmann::json protocol(const Model &model, const TaskOptions &options) const = 0;
+    virtual nlohmann::json protocol(const LanguageModel &model, const TaskOptions &options) const = 0;
     virtual Status run(TaskContext &context) = 0;
-    virtual Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const Model &model,
+    virtual Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const LanguageModel &model,
                                          const TaskOptions &options) const = 0;
 };
 

@@ -63,13 +63,13 @@ bool addBosOption(const TaskOptions &options) {
     return it != options.extra.end() && it->is_boolean() && it->get<bool>();
 }
 
-int64_t maxLengthOption(const Model &model, const TaskOptions &options) {
+int64_t maxLengthOption(const LanguageModel &model, const TaskOptions &options) {
     if (options.contextTokens > 0)
         return std::min(options.contextTokens, model.config().maxPositions);
     return model.config().maxPositions;
 }
 
-LoglikelihoodOptions loglikelihoodOptions(const Model &model, const TaskOptions &options) {
+LoglikelihoodOptions loglikelihoodOptions(const LanguageModel &model, const TaskOptions &options) {
     LoglikelihoodOptions out;
     out.addBos = addBosOption(options);
     out.maxLength = maxLengthOption(model, options);
@@ -83,7 +83,7 @@ const std::string *extraString(const TaskOptions &options, const char *key) {
     return it->get_ptr<const std::string *>();
 }
 
-nlohmann::json commonProtocol(const std::string &task, const Model &model, const TaskOptions &options,
+nlohmann::json commonProtocol(const std::string &task, const LanguageModel &model, const TaskOptions &options,
                               int shots) {
     nlohmann::json p;
     p["task"] = task;

@@ -25,12 +25,12 @@ double bootstrapStderr(int64_t n, const std::function<double(std::span<const int
 
 // The protocol fields of every task: tokenizer, vocabulary, BOS policy, context length, limit,
 // seed, shots, and the evaluator version.
-nlohmann::json commonProtocol(const std::string &task, const Model &model, const TaskOptions &options,
+nlohmann::json commonProtocol(const std::string &task, const LanguageModel &model, const TaskOptions &options,
                               int shots);
 // options.extra["add_bos"] (default false: lm-eval's causal-LM default).
 bool addBosOption(const TaskOptions &options);
-int64_t maxLengthOption(const Model &model, const TaskOptions &options);
-LoglikelihoodOptions loglikelihoodOptions(const Model &model, const TaskOptions &options);
+int64_t maxLengthOption(const LanguageModel &model, const TaskOptions &options);
+LoglikelihoodOptions loglikelihoodOptions(const LanguageModel &model, const TaskOptions &options);
 const std::string *extraString(const TaskOptions &options, const char *key);
 
 // Runs `score` over the documents at `indices` not yet in context.done, `chunk` at a time,

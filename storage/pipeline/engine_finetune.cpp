@@ -168,14 +168,15 @@ QuantizationHooks withFinetuneMethods(QuantizationHooks hooks) {
         return inner ? inner(method) : Status();
     };
     wrapped.quantize = [inner = hooks.quantize](const Checkpoint &source, const MethodSpec &method,
-                                                int threads, const std::filesystem::path &outDir,
+                                                int threads, const DeviceSpec &device,
+                                                const std::filesystem::path &outDir,
                                                 ProgressSink &progress,
                                                 std::stop_token stop) -> Result<json> {
         if (!isFinetuneMethod(method.name)) {
             if (!inner)
                 return makeError(ErrorCode::Unsupported,
                                  "method '" + method.name + "' is not available yet");
-            return inner(source, method, threads, outDir, progress, stop);
+            return inner(source, method, threads, device, outDir, progress, stop);
         }
         LOWBIT_TRY(train::FinetuneOptions options, finetuneOptions(method, threads));
         options.outDir = outDir;

@@ -53,10 +53,11 @@ QuantizationHooks engineQuantizationHooks(const std::filesystem::path &dataDir) 
         return {};
     };
     hooks.quantize = [dataDir](const Checkpoint &source, const MethodSpec &method, int threads,
-                               const std::filesystem::path &outDir, ProgressSink &progress,
-                               std::stop_token stop) -> Result<json> {
+                               const DeviceSpec &device, const std::filesystem::path &outDir,
+                               ProgressSink &progress, std::stop_token stop) -> Result<json> {
         LOWBIT_TRY(QuantizeOptions options,
                    quantizeOptions(method, threads, source.config.maxPositions, dataDir));
+        options.device = device;
         LOWBIT_TRY(QuantizeReport report,
                    quantizeCheckpoint(source, options, outDir, progress, stop));
         return json{{"method", report.method},
@@ -66,6 +67,7 @@ QuantizationHooks engineQuantizationHooks(const std::filesystem::path &dataDir) 
                     {"quantized_weights", report.quantizedWeights},
                     {"calibration", report.calibration},
                     {"warnings", report.warnings},
+                    {"device", report.device},
                     {"seconds", report.seconds}};
     };
     hooks.load = [](const std::filesystem::path &dir, const LoadOptions &options) {

@@ -1,5 +1,6 @@
 #include "pipeline/job_spec.h"
 
+#include "backend/device.h"
 #include "core/json_file.h"
 #include "json_fields.h"
 
@@ -118,9 +119,11 @@ Status parseTop(JsonFields &reader, JobSpec &spec) {
     if (!tokenizer.empty())
         spec.tokenizer = absolutePath(tokenizer);
     LOWBIT_CHECK(reader.text("device", spec.device));
-    if (spec.device != "cpu" && !std::regex_match(spec.device, std::regex("cuda(:[0-9]{1,3})?")))
+    auto device = parseDevice(spec.device);
+    if (!device.ok())
         return fieldError("spec.device",
                           "must be \"cpu\" or \"cuda:N\", got \"" + spec.device + "\"");
+    spec.device = device->toString(); // canonical: "cuda" is "cuda:0", one queue per device
     int64_t threads = 0, seed = 0;
     LOWBIT_CHECK(reader.integer("threads", 0, 4096, threads));
     LOWBIT_CHECK(reader.integer("seed", 0, INT64_MAX, seed));
@@ -226,12 +229,6 @@ TaskOptions taskOptions(const JobSpec &spec, const TaskSpec &task) {
     options.seed = spec.seed;
     options.extra = task.options;
     return options;
-}
-
-std::optional<int> cudaDeviceIndex(const std::string &device) {
-    if (device.rfind("cuda", 0) != 0)
-        return std::nullopt;
-    return device.size() > 5 ? std::atoi(device.c_str() + 5) : 0;
 }
 
 } // namespace lowbit

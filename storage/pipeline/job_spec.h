@@ -10,7 +10,7 @@
 //               baseline
 //    "tasks": [{"name": "wikitext2", "limit": 0, "shots": -1, "context": 2048, "batch_size": 1,
 //               "options": {...}}, "arc_easy"],  a bare string is a task with default options
-//    "device": "cpu",                            "cpu" or "cuda:N"
+//    "device": "cpu",                            "cpu", "cuda" or "cuda:N" (stored as "cuda:N")
 //    "threads": 0,                               0: every hardware thread
 //    "seed": 0}
 //
@@ -89,8 +89,5 @@ std::string methodKey(const MethodSpec &method);
 std::string taskKey(const JobSpec &spec, const TaskSpec &task);
 
 TaskOptions taskOptions(const JobSpec &spec, const TaskSpec &task);
-
-// The device index of "cuda:N" (0 for "cuda"), or nullopt for "cpu".
-std::optional<int> cudaDeviceIndex(const std::string &device);
 
 } // namespace lowbit

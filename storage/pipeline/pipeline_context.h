@@ -4,6 +4,7 @@
 // tasks, and lets the pipeline build before every quantization method exists.
 #pragma once
 
+#include "backend/device.h"
 #include "core/progress.h"
 #include "core/result.h"
 #include "model/checkpoint.h"
@@ -32,9 +33,11 @@ struct QuantizationHooks {
     // Method-specific validation at submission (unknown method, bad options); may be null.
     std::function<Status(const MethodSpec &method)> validate;
     // Quantizes `source` into the directory `outDir` (created by the hook) as a checkpoint that
-    // `load` reads back. Returns facts for the run log (bits/weight, errors, warnings).
+    // `load` reads back, its calibration on `device` (the job's) where the method can use a GPU.
+    // Returns facts for the run log (bits/weight, errors, warnings).
     std::function<Result<nlohmann::json>(const Checkpoint &source, const MethodSpec &method,
-                                         int threads, const std::filesystem::path &outDir,
+                                         int threads, const DeviceSpec &device,
+                                         const std::filesystem::path &outDir,
                                          ProgressSink &progress, std::stop_token stop)>
         quantize;
     // Loads a directory written by `quantize` (default: loadCheckpoint).

@@ -1,8 +1,8 @@
 #include "pipeline/run_executor.h"
 
+#include "backend/device.h"
 #include "core/sha256.h"
-#include "quant/activation_quant.h"
-#include "runtime/model.h"
+#include "runtime/language_model.h"
 
 #include <chrono>
 #include <exception>
@@ -152,6 +152,25 @@ Result<std::string> checkpointIdentity(RunStore &store, const JobSpec &spec) {
     return sha256Hex(hash + "+tokenizer:" + tokenizerHash);
 }
 
+// Before anything is stored or computed: a "cuda:N" this build or machine cannot run on.
+Status checkDevice(const std::string &text) {
+    auto device = parseDevice(text);
+    if (!device.ok())
+        return makeError(ErrorCode::InvalidArgument, "spec.device: " + device.error().message);
+    if (!device->isCuda())
+        return {};
+    std::string why;
+    const int count = cudaDeviceCount(&why);
+    if (count == 0)
+        return makeError(ErrorCode::Unsupported,
+                         "spec.device: " + text + " is not available: " + why);
+    if (device->index >= count)
+        return makeError(ErrorCode::Unsupported, "spec.device: " + text +
+                                                     " is not available: no such device (" +
+                                                     std::to_string(count) + " present)");
+    return {};
+}
+
 Status checkInputs(const JobSpec &spec, const PipelineContext &context) {
     std::error_code ec;
     if (!std::filesystem::exists(spec.checkpoint, ec))
@@ -160,10 +179,7 @@ Status checkInputs(const JobSpec &spec, const PipelineContext &context) {
     if (!spec.tokenizer.empty() && !std::filesystem::exists(spec.tokenizer, ec))
         return makeError(ErrorCode::NotFound,
                          "spec.tokenizer: " + spec.tokenizer.string() + ": no such file");
-    if (spec.device != "cpu")
-        return makeError(ErrorCode::Unsupported,
-                         "spec.device: " + spec.device +
-                             " is not available (this build runs on the CPU only)");
+    LOWBIT_CHECK(checkDevice(spec.device));
     if (!spec.method.isNone()) {
         if (!context.quantization.quantize)
             return makeError(ErrorCode::Unsupported, "spec.method.name: quantization method '" +
@@ -198,10 +214,7 @@ public:
         LOWBIT_TRY(auto source, loadSource());
         LOWBIT_TRY(auto evaluated, quantizeOrReuse(std::move(source)));
         LOWBIT_CHECK(cancelled());
-        LOWBIT_TRY(auto model, Model::create(evaluated, RuntimeOptions{m_spec.threads}));
-        // A SmoothQuant checkpoint evaluates with its recorded per-token activation quantization.
-        LOWBIT_TRY(int activationBits, installActivationQuant(*model));
-        (void)activationBits;
+        LOWBIT_TRY(auto model, openModel(std::move(evaluated)));
         LOWBIT_TRY(auto tasks, m_store.runTasks(m_run.id));
         for (const RunTaskRecord &task : tasks) {
             if (task.state == TaskState::Done)
@@ -275,8 +288,9 @@ private:
         const std::filesystem::path dir =
             root / (m_run.checkpointHash.substr(0, 12) + "-" + m_spec.method.name + "-" +
                     sha256Hex(m_run.methodKey).substr(0, 12));
-        LOWBIT_TRY(json facts,
-                   hooks.quantize(*source, m_spec.method, m_spec.threads, dir, m_progress, m_stop));
+        LOWBIT_TRY(DeviceSpec device, parseDevice(m_spec.device));
+        LOWBIT_TRY(json facts, hooks.quantize(*source, m_spec.method, m_spec.threads, device, dir,
+                                              m_progress, m_stop));
         LOWBIT_TRY(std::string hash, m_store.contentHash(dir));
         ArtifactRecord artifact;
         artifact.runId = m_run.id;
@@ -295,6 +309,17 @@ private:
         return std::make_shared<const Checkpoint>(std::move(checkpoint));
     }
 
+    // The evaluated model on the spec's device (a SmoothQuant checkpoint with its recorded
+    // activation quantization); the run log says where it runs.
+    Result<std::unique_ptr<LanguageModel>> openModel(std::shared_ptr<const Checkpoint> checkpoint) {
+        LOWBIT_TRY(DeviceSpec device, parseDevice(m_spec.device));
+        LanguageModelOptions options;
+        options.threads = m_spec.threads;
+        LOWBIT_TRY(auto model, openLanguageModel(std::move(checkpoint), device, options));
+        LOWBIT_CHECK(m_store.log(m_run.id, "info", "evaluating on " + model->deviceDescription()));
+        return model;
+    }
+
     Result<std::optional<int64_t>> registerData(const std::string &name) {
         std::vector<std::filesystem::path> files;
         if (name.rfind("text:", 0) == 0)
@@ -307,7 +332,7 @@ private:
         return std::optional<int64_t>(id);
     }
 
-    Status runTask(Model &model, const RunTaskRecord &record) {
+    Status runTask(LanguageModel &model, const RunTaskRecord &record) {
         const auto start = Clock::now();
         const std::string &name = record.task;
         const auto fail = [&](const Error &error) {

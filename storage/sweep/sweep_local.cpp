@@ -56,8 +56,9 @@ Status quantizeTask(const SweepPlan &plan, const SweepTask &task, const Pipeline
     const std::filesystem::path dir =
         plan.artifactDir() /
         (identity.substr(0, 12) + "-" + job.method.name + "-" + sha256Hex(key).substr(0, 12));
+    LOWBIT_TRY(DeviceSpec device, parseDevice(job.device));
     LOWBIT_TRY(nlohmann::json facts,
-               hooks.quantize(source, job.method, job.threads, dir, progress, stop));
+               hooks.quantize(source, job.method, job.threads, device, dir, progress, stop));
     (void)facts;
     LOWBIT_TRY(std::string hash, store.contentHash(dir));
     ArtifactRecord artifact;

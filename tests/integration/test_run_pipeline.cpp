@@ -29,7 +29,7 @@ struct Fixture {
 class FailingTask final : public Task {
 public:
     std::string name() const override { return "failing"; }
-    json protocol(const Model &, const TaskOptions &) const override {
+    json protocol(const LanguageModel &, const TaskOptions &) const override {
         return {{"scoring", "none"}};
     }
     Status run(TaskContext &context) override {
@@ -43,7 +43,7 @@ public:
         }
         return {};
     }
-    Result<TaskReport> aggregate(std::span<const SampleRecord>, const Model &,
+    Result<TaskReport> aggregate(std::span<const SampleRecord>, const LanguageModel &,
                                  const TaskOptions &) const override {
         return TaskReport{};
     }
@@ -272,7 +272,8 @@ void TestRunPipeline::refusedBeforeARunExists() {
         {{{"method", {{"name", "gptq"}, {"bits", 4}}}},
          "'gptq' is not available yet",
          ErrorCode::Unsupported},
-        {{{"device", "cuda:0"}}, "spec.device: cuda:0 is not available", ErrorCode::Unsupported},
+        // cuda:99: unavailable here (no GPU) and on GPU hosts alike.
+        {{{"device", "cuda:99"}}, "spec.device: cuda:99 is not available", ErrorCode::Unsupported},
         {{{"tasks", {"nosuchtask"}}}, "spec.tasks[0].name: unknown task", ErrorCode::NotFound},
         {{{"tasks", {"text:" + (dir / "none.txt").string()}}},
          "none.txt: no such file",
@@ -323,7 +324,8 @@ void TestRunPipeline::quantizationSeamAndArtifactReuse() {
         return {};
     };
     context.quantization.quantize = [&](const Checkpoint &source, const MethodSpec &method, int,
-                                        const std::filesystem::path &out, ProgressSink &,
+                                        const DeviceSpec &, const std::filesystem::path &out,
+                                        ProgressSink &,
                                         std::stop_token) -> Result<json> {
         ++quantized;
         std::filesystem::create_directories(out);

@@ -26,7 +26,7 @@ public:
 
     std::string name() const override { return m_name; }
 
-    nlohmann::json protocol(const Model &model, const TaskOptions &options) const override {
+    nlohmann::json protocol(const LanguageModel &model, const TaskOptions &options) const override {
         return {{"scoring", "line-nll"},
                 {"bos", true},
                 {"context", contextOf(options)},
@@ -68,7 +68,7 @@ public:
         return {};
     }
 
-    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const Model &,
+    Result<TaskReport> aggregate(std::span<const SampleRecord> samples, const LanguageModel &,
                                  const TaskOptions &) const override {
         double nll = 0;
         int64_t tokens = 0;
@@ -90,13 +90,13 @@ private:
         return options.contextTokens > 0 ? options.contextTokens : 64;
     }
 
-    Status score(Model &model, const std::string &text, int64_t context, SampleRecord &sample) {
+    Status score(LanguageModel &model, const std::string &text, int64_t context, SampleRecord &sample) {
         std::vector<int32_t> ids = model.tokenizer()->encode(text, {.addBos = true});
         if (int64_t(ids.size()) > context)
             ids.resize(size_t(context));
-        KvCache cache = model.makeCache(1, int64_t(ids.size()));
+        LOWBIT_TRY(auto cache, model.allocateCache(1, int64_t(ids.size())));
         SequenceInput input{.slot = 0, .tokens = ids, .logits = LogitsWanted::All};
-        LOWBIT_TRY(Logits logits, model.forward(cache, {&input, 1}));
+        LOWBIT_TRY(Logits logits, model.forward(*cache, {&input, 1}));
         sample.nll = 0;
         for (size_t j = 0; j + 1 < ids.size(); ++j)
             sample.nll -= logProbability(logits.row(int64_t(j)), logits.vocab, ids[j + 1]);

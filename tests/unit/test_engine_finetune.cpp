@@ -5,6 +5,7 @@
 #include "shared_data.h"
 #include "temp_dir.h"
 
+#include "backend/device.h"
 #include "pipeline/engine_finetune.h"
 #include "pipeline/job_spec.h"
 #include "quant/quantizer.h"
@@ -36,6 +37,7 @@ private slots:
     void otherMethodsPassThrough();
     void qloraThroughTheHooks();
     void hfFixtureChatJsonl();
+    void deviceRefusedBeforeAnyWork();
 };
 
 void TestEngineFinetune::defaultsAreTheReferenceScripts() {
@@ -112,8 +114,9 @@ void TestEngineFinetune::otherMethodsPassThrough() {
         ++validated;
         return Status();
     };
-    inner.quantize = [&](const Checkpoint &, const MethodSpec &, int, const std::filesystem::path &,
-                         ProgressSink &, std::stop_token) -> Result<json> {
+    inner.quantize = [&](const Checkpoint &, const MethodSpec &, int, const DeviceSpec &,
+                         const std::filesystem::path &, ProgressSink &,
+                         std::stop_token) -> Result<json> {
         ++quantized;
         return json{{"inner", true}};
     };
@@ -121,11 +124,11 @@ void TestEngineFinetune::otherMethodsPassThrough() {
     auto rtn = method({{"name", "rtn"}, {"bits", 4}});
     QVERIFY(rtn.ok() && hooks.validate(*rtn).ok());
     NullProgress progress;
-    auto facts = hooks.quantize(Checkpoint{}, *rtn, 0, "/nonexistent", progress, {});
+    auto facts = hooks.quantize(Checkpoint{}, *rtn, 0, DeviceSpec{}, "/nonexistent", progress, {});
     QVERIFY(facts.ok() && (*facts)["inner"] == true);
     QCOMPARE(validated, 1);
     QCOMPARE(quantized, 1);
-    QVERIFY(!withFinetuneMethods({}).quantize(Checkpoint{}, *rtn, 0, "/x", progress, {}).ok());
+    QVERIFY(!withFinetuneMethods({}).quantize(Checkpoint{}, *rtn, 0, DeviceSpec{}, "/x", progress, {}).ok());
 }
 
 void TestEngineFinetune::qloraThroughTheHooks() {
@@ -148,7 +151,7 @@ void TestEngineFinetune::qloraThroughTheHooks() {
     QVERIFY(spec.ok());
     const QuantizationHooks hooks = withFinetuneMethods({});
     NullProgress progress;
-    auto facts = hooks.quantize(*fp, *spec, 1, dir / "artifact", progress, {});
+    auto facts = hooks.quantize(*fp, *spec, 1, DeviceSpec{}, dir / "artifact", progress, {});
     QVERIFY2(facts.ok(), facts.ok() ? "" : facts.error().message.c_str());
     QCOMPARE((*facts)["steps_done"].get<int64_t>(), int64_t(3));
     QCOMPARE((*facts)["method"].get<std::string>(), std::string("qlora"));
@@ -219,6 +222,40 @@ void TestEngineFinetune::hfFixtureChatJsonl() {
     QVERIFY2(merged.ok(), merged.ok() ? "" : merged.error().message.c_str());
     QCOMPARE(merged->weights.layers[1].wk.dtype, DType::F16);
     QCOMPARE(merged->config.numKvHeads, int64_t(1));
+}
+
+// --device cuda:N where there is no such GPU fails before the base is quantized and before OUT
+// exists, with cudaDeviceCount's reason; dbllm refuses a device everywhere (no device version of
+// its trainable base). On a machine with the GPU, test_cuda_finetune_stories260k covers the run.
+void TestEngineFinetune::deviceRefusedBeforeAnyWork() {
+    LOWBIT_REQUIRE_SHARED_FILE(fixture, "fixtures/tiny-llama3-b/config.json");
+    auto fp = loadCheckpoint(fixture.parent_path());
+    QVERIFY(fp.ok());
+    const auto source = std::make_shared<const Checkpoint>(std::move(*fp));
+    test::TempDir dir;
+    std::ofstream(dir / "text.txt") << "Once upon a time there was a tiny model.\n";
+    train::FinetuneOptions o;
+    o.dataPath = dir / "text.txt";
+    o.outDir = dir / "out";
+    o.blockSize = 32;
+    o.device = {DeviceSpec::Kind::Cuda, 7};
+    NullProgress progress;
+    std::string why;
+    if (cudaDeviceCount(&why) <= 7) {
+        auto report = train::runFinetune(source, o, progress);
+        QVERIFY(!report.ok());
+        QCOMPARE(report.error().code, ErrorCode::Unsupported);
+        QVERIFY2(report.error().message.find("--device cuda:7") != std::string::npos,
+                 report.error().message.c_str());
+        QVERIFY(!std::filesystem::exists(o.outDir));
+    }
+    o.method = train::FinetuneMethod::DbLlm;
+    auto dbllm = train::runFinetune(source, o, progress);
+    QVERIFY(!dbllm.ok());
+    QCOMPARE(dbllm.error().code, ErrorCode::Unsupported);
+    QVERIFY2(dbllm.error().message.find("CPU only") != std::string::npos,
+             dbllm.error().message.c_str());
+    QVERIFY(!std::filesystem::exists(o.outDir));
 }
 
 QTEST_APPLESS_MAIN(TestEngineFinetune)

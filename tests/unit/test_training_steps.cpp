@@ -99,14 +99,14 @@ public:
 class NoopTask final : public Task {
 public:
     std::string name() const override { return "noop"; }
-    json protocol(const Model &, const TaskOptions &) const override { return {{"none", 1}}; }
+    json protocol(const LanguageModel &, const TaskOptions &) const override { return {{"none", 1}}; }
     Status run(TaskContext &context) override {
         SampleRecord s;
         s.docId = "0";
         s.correct = 1;
         return context.samples.onSample(s);
     }
-    Result<TaskReport> aggregate(std::span<const SampleRecord>, const Model &,
+    Result<TaskReport> aggregate(std::span<const SampleRecord>, const LanguageModel &,
                                  const TaskOptions &) const override {
         return TaskReport{};
     }
@@ -343,7 +343,8 @@ void TestTrainingSteps::pipelineStoresTrainEvents() {
     };
     context.quantization.validate = [](const MethodSpec &) { return Status(); };
     context.quantization.quantize = [&](const Checkpoint &, const MethodSpec &, int,
-                                        const std::filesystem::path &out, ProgressSink &progress,
+                                        const DeviceSpec &, const std::filesystem::path &out,
+                                        ProgressSink &progress,
                                         std::stop_token) -> Result<json> {
         auto report = [&](const TrainingStepRecord &s, bool restored) {
             ProgressEvent e{"train", s.step, 150, restored ? 0.0 : s.tokensPerSecond, -1};
