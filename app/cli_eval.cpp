@@ -2,8 +2,6 @@
 #include "cli_commands.h"
 #include "cli_support.h"
 
-#include "quant/activation_quant.h"
-#include "runtime/model.h"
 #include "task.h"
 
 #include <nlohmann/json.hpp>
@@ -113,7 +111,7 @@ json metricsJson(const TaskReport &report) {
 
 int runEval(const std::vector<std::string> &argv) {
     auto args = Args::parse(argv,
-                            {"model", "tokenizer", "threads", "tasks", "limit", "shots", "batch", "ctx", "seed", "mode",
+                            {"model", "tokenizer", "threads", "device", "tasks", "limit", "shots", "batch", "ctx", "seed", "mode",
                              "guard", "kld-base", "kld-write", "max-tokens", "data", "samples", "options"},
                             {"json", "bos", "chat", "no-chat"});
     if (!args) return fail(args.error());
@@ -128,13 +126,14 @@ int runEval(const std::vector<std::string> &argv) {
         if (!task) return fail(task.error());
         tasks.push_back(std::move(*task));
     }
+    auto device = deviceArg(*args);
+    if (!device) return fail(device.error());
     auto checkpoint = loadModelArg(*args);
     if (!checkpoint) return fail(checkpoint.error());
-    auto threads = args->integer("threads", 0);
-    if (!threads) return fail(threads.error());
-    auto model = Model::create(*checkpoint, {int(*threads)});
+    auto model = openModelArg(*args, *checkpoint, *device); // W8A8: with its activation quantization
     if (!model) return fail(model.error());
-    if (auto act = installActivationQuant(**model); !act) return fail(act.error()); // W8A8
+    if (!args->has("json"))
+        std::fprintf(stderr, "evaluating on %s\n", (*model)->deviceDescription().c_str());
     std::ofstream samplesFile;
     if (auto path = args->value("samples")) {
         samplesFile.open(*path, std::ios::binary | std::ios::trunc);
@@ -164,7 +163,8 @@ int runEval(const std::vector<std::string> &argv) {
         }
     }
     if (asJson)
-        std::printf("%s\n", json({{"model", (*checkpoint)->path.string()}, {"results", results}}).dump().c_str());
+        std::printf("%s\n", json({{"model", (*checkpoint)->path.string()}, {"device", (*model)->device().toString()},
+                                  {"results", results}}).dump().c_str());
     return 0;
 }
 

@@ -1,11 +1,9 @@
-// lowbit info / tokenize / logits / generate / ppl.
+// lowbit info / tokenize / logits / generate / ppl (the last three on --device cpu|cuda:N).
 #include "cli_commands.h"
 #include "cli_support.h"
 
 #include "perplexity.h"
-#include "quant/activation_quant.h"
 #include "runtime/generator.h"
-#include "runtime/model.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer_loaders.h"
 
@@ -60,12 +58,6 @@ json configJson(const ModelConfig &c) {
             {"eos_token_ids", c.eosIds}};
 }
 
-Result<std::unique_ptr<Model>> makeModel(const Args &args, std::shared_ptr<const Checkpoint> checkpoint) {
-    LOWBIT_TRY(int64_t threads, args.integer("threads", 0));
-    LOWBIT_TRY(auto model, Model::create(std::move(checkpoint), RuntimeOptions{int(threads)}));
-    LOWBIT_CHECK(installActivationQuant(*model)); // a W8A8 (SmoothQuant) checkpoint's activation quantization
-    return model;
-}
 
 Result<std::vector<int32_t>> parseIdList(const std::string &text) {
     std::vector<int32_t> ids;
@@ -151,19 +143,22 @@ int runTokenize(const std::vector<std::string> &argv) {
 }
 
 int runLogits(const std::vector<std::string> &argv) {
-    auto args = Args::parse(argv, withCommon({"tokens"}), {"json"});
+    auto args = Args::parse(argv, withCommon({"tokens", "device"}), {"json"});
     if (!args) return fail(args.error());
     const auto tokenText = args->value("tokens");
     if (!tokenText) return fail("logits: --tokens 1,2,3 is required");
     auto ids = parseIdList(*tokenText);
     if (!ids) return fail(ids.error());
+    auto device = deviceArg(*args);
+    if (!device) return fail(device.error());
     auto checkpoint = loadModelArg(*args);
     if (!checkpoint) return fail(checkpoint.error());
-    auto model = makeModel(*args, *checkpoint);
+    auto model = openModelArg(*args, *checkpoint, *device);
     if (!model) return fail(model.error());
-    KvCache cache = (*model)->makeCache(1, int64_t(ids->size()));
+    auto cache = (*model)->allocateCache(1, int64_t(ids->size()));
+    if (!cache) return fail(cache.error());
     SequenceInput input{0, *ids, LogitsWanted::All};
-    auto logits = (*model)->forward(cache, {&input, 1});
+    auto logits = (*model)->forward(**cache, {&input, 1});
     if (!logits) return fail(logits.error());
     json rows = json::array();
     for (int64_t r = 0; r < logits->rows; ++r)
@@ -215,17 +210,19 @@ Result<GenerateOptions> generateOptions(const Args &args) {
 } // namespace
 
 int runGenerate(const std::vector<std::string> &argv) {
-    auto args = Args::parse(argv, withCommon({"prompt", "n", "temp", "top-k", "top-p", "seed", "stop", "system"}),
+    auto args = Args::parse(argv, withCommon({"prompt", "n", "temp", "top-k", "top-p", "seed", "stop", "system", "device"}),
                             {"json", "no-bos", "chat"}, {{"p", "prompt"}, {"t", "threads"}});
     if (!args) return fail(args.error());
     auto options = generateOptions(*args);
     if (!options) return fail(options.error());
+    auto device = deviceArg(*args);
+    if (!device) return fail(device.error());
     auto checkpoint = loadModelArg(*args);
     if (!checkpoint) return fail(checkpoint.error());
     if (!(*checkpoint)->tokenizer) return fail("generate: the model has no tokenizer (give --tokenizer FILE)");
     auto prompt = promptIds(*args, **checkpoint);
     if (!prompt) return fail(prompt.error());
-    auto model = makeModel(*args, *checkpoint);
+    auto model = openModelArg(*args, *checkpoint, *device);
     if (!model) return fail(model.error());
     const bool json = args->has("json");
     size_t printed = 0;
@@ -247,7 +244,7 @@ int runGenerate(const std::vector<std::string> &argv) {
 }
 
 int runPerplexity(const std::vector<std::string> &argv) {
-    auto args = Args::parse(argv, withCommon({"text", "ctx", "mode", "chunks", "batch"}), {"json"});
+    auto args = Args::parse(argv, withCommon({"text", "ctx", "mode", "chunks", "batch", "device"}), {"json"});
     if (!args) return fail(args.error());
     const auto textPath = args->value("text");
     if (!textPath) return fail("ppl: --text FILE is required");
@@ -266,11 +263,13 @@ int runPerplexity(const std::vector<std::string> &argv) {
     options.batchTokens = *batch;
     auto text = readTextFile(*textPath);
     if (!text) return fail(text.error());
+    auto device = deviceArg(*args);
+    if (!device) return fail(device.error());
     auto checkpoint = loadModelArg(*args);
     if (!checkpoint) return fail(checkpoint.error());
     const Tokenizer *tokenizer = (*checkpoint)->tokenizer.get();
     if (!tokenizer) return fail("ppl: the model has no tokenizer (give --tokenizer FILE)");
-    auto model = makeModel(*args, *checkpoint);
+    auto model = openModelArg(*args, *checkpoint, *device);
     if (!model) return fail(model.error());
     const std::vector<int32_t> tokens = tokenizer->encode(*text, {true, false});
     StderrProgress progress;
@@ -281,7 +280,8 @@ int runPerplexity(const std::vector<std::string> &argv) {
                       {"nll_stderr", report->nllStandardError}, {"tokens", report->predictedTokens},
                       {"chunks", report->chunks}, {"ctx", options.contextTokens}, {"mode", mode},
                       {"text_tokens", tokens.size()}, {"seconds", report->seconds},
-                      {"tokens_per_second", report->tokensPerSecond}, {"threads", (*model)->threads()}};
+                      {"tokens_per_second", report->tokensPerSecond}, {"threads", (*model)->threads()},
+                      {"device", (*model)->device().toString()}};
     if (args->has("json"))
         printJson(out);
     else

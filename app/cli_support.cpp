@@ -28,6 +28,34 @@ Result<std::shared_ptr<const Checkpoint>> loadModelArg(const Args &args) {
     return std::make_shared<const Checkpoint>(std::move(checkpoint));
 }
 
+Result<DeviceSpec> deviceArg(const Args &args) {
+    auto device = parseDevice(args.value("device").value_or("cpu"));
+    if (!device.ok())
+        return makeError(ErrorCode::InvalidArgument, "--device: " + device.error().message);
+    if (device->isCuda()) {
+        std::string why;
+        const int count = cudaDeviceCount(&why);
+        if (count == 0)
+            return makeError(ErrorCode::Unsupported, "--device " + device->toString() + ": " + why);
+        if (device->index >= count)
+            return makeError(ErrorCode::InvalidArgument,
+                             "--device " + device->toString() + ": no such device (" +
+                                 std::to_string(count) + " present)");
+    }
+    return device;
+}
+
+Result<std::unique_ptr<LanguageModel>> openModelArg(const Args &args,
+                                                    std::shared_ptr<const Checkpoint> checkpoint,
+                                                    const DeviceSpec &device) {
+    LOWBIT_TRY(int64_t threads, args.integer("threads", 0));
+    if (threads < 0 || threads > 4096)
+        return makeError(ErrorCode::InvalidArgument, "--threads: must be in 0..4096");
+    LanguageModelOptions options;
+    options.threads = int(threads);
+    return openLanguageModel(std::move(checkpoint), device, options);
+}
+
 Result<std::string> readTextFile(const std::string &path) {
     std::ifstream in(path, std::ios::binary);
     if (!in)

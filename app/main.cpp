@@ -2,6 +2,7 @@
 #include "cli_commands.h"
 
 #include "core/build_info.h"
+#include "runtime/language_model.h"
 
 #include <cstdio>
 #include <cstring>
@@ -27,12 +28,12 @@ const std::map<std::string, Command> &commands() {
                            "      format, config, parameter count, bytes by dtype, memory needed"}},
         {"tokenize", {runTokenize, "tokenize (--model MODEL | --tokenizer FILE) --text STR [--bos] [--special] [--json]\n"
                                    "      token ids of a text: {\"ids\":[...]}"}},
-        {"logits", {runLogits, "logits MODEL --tokens 1,2,3 [--threads N] [--json]\n"
+        {"logits", {runLogits, "logits MODEL --tokens 1,2,3 [--device cpu|cuda[:N]] [--threads N] [--json]\n"
                                "      logit rows for every position: {\"logits\":[[...],...]}"}},
         {"generate", {runGenerate, "generate MODEL -p STR -n N [--temp T --top-k K --top-p P --seed S]\n"
-                                   "      [--stop STR]... [--chat [--system STR]] [--no-bos] [--threads N] [--json]"}},
+                                   "      [--stop STR]... [--chat [--system STR]] [--no-bos] [--device cpu|cuda[:N]] [--threads N] [--json]"}},
         {"ppl", {runPerplexity, "ppl MODEL --text FILE --ctx N [--mode paper|llamacpp] [--chunks N]\n"
-                                "      [--batch TOKENS] [--threads N] [--json]   ->  {\"ppl\":x,\"nll\":y,\"tokens\":n}"}},
+                                "      [--batch TOKENS] [--device cpu|cuda[:N]] [--threads N] [--json]   ->  {\"ppl\":x,\"nll\":y,\"tokens\":n}"}},
         {"quantize", {runQuantize, "quantize MODEL --method rtn|gptq|nf4|... --bits B --out DIR [--group G] [--sym]\n"
                                    "      [--calib FILE] [--calib-samples N] [--calib-len L] [--seed S] [--layers SPEC]\n"
                                    "      [--act-order] [--method-options JSON] [--no-true-sequential] [--hessian f32|f64]\n"
@@ -48,13 +49,13 @@ const std::map<std::string, Command> &commands() {
         {"eval", {runEval, "eval MODEL --tasks a,b,c [--limit N --shots K --batch B --ctx N --seed S]\n"
                            "      [--mode paper|llamacpp] [--guard GUARD] [--kld-write FILE | --kld-base FILE]\n"
                            "      [--max-tokens N] [--bos] [--chat|--no-chat] [--data DIR] [--samples FILE.jsonl]\n"
-                           "      [--options JSON] [--threads N] [--json]   ->  metrics per task (lm-eval semantics)"}},
+                           "      [--options JSON] [--device cpu|cuda[:N]] [--threads N] [--json]   ->  metrics per task (lm-eval semantics)"}},
         {"tasks", {runTasks, "tasks [--data DIR] [--json]\n"
                              "      the evaluation tasks, their data files and whether they were found"}},
         {"run", {runRun, "run SPEC.json | run --model M --tasks a,b [--method none|rtn|gptq|... --bits B --group G\n"
                          "      --sym --layers S --calib FILE --calib-samples N --calib-len L --calib-seed S\n"
                          "      --method-options JSON] [--limit N --shots K --ctx N --batch B --task-options JSON]\n"
-                         "      [--tokenizer FILE --device cpu --threads N --seed S] [--db DB] [--data DIR] [--force]\n"
+                         "      [--tokenizer FILE --device cpu|cuda[:N] --threads N --seed S] [--db DB] [--data DIR] [--force]\n"
                          "      a stored, resumable run; metrics, then the run id as the last line of stdout"}},
         {"resume", {runResume, "resume RUN [--db DB] [--data DIR]\n"
                                "      continue an interrupted, failed or cancelled run after its last stored sample"}},
@@ -94,8 +95,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc >= 2 && !std::strcmp(argv[1], "--version")) {
-        std::printf("lowbit %s (%s)\nCUDA toolkit at build time: %s; compute backends: cpu\n",
-                    LOWBIT_VERSION, LOWBIT_GIT_COMMIT, LOWBIT_HAVE_CUDA_TOOLKIT ? "found" : "absent");
+        std::printf("lowbit %s (%s)\nCUDA toolkit at build time: %s; compute backends: %s\n",
+                    LOWBIT_VERSION, LOWBIT_GIT_COMMIT, LOWBIT_HAVE_CUDA_TOOLKIT ? "found" : "absent",
+                    lowbit::computeBackendsSummary().c_str());
         return 0;
     }
     if (argc >= 2 && argv[1][0] != '-') {
