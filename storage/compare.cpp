@@ -231,7 +231,7 @@ std::string formatComparison(const Comparison &c) {
     std::string out = "runs:\n";
     for (const RunRecord &run : c.runs)
         out += "  #" + std::to_string(run.id) + "  " + runStatusName(run.status) + "  " +
-               fileName(run.model) + "  " + methodLabel(run) + "\n";
+               fileName(run.model) + "  " + methodLabel(run) + "  on " + run.device + "\n";
     std::set<std::pair<std::string, int64_t>> flagged;
     for (const PairComparison &p : c.pairs)
         if (!p.protocolDifferences.empty())
@@ -251,7 +251,8 @@ json comparisonJson(const Comparison &c) {
         runs.push_back({{"id", run.id},
                         {"status", runStatusName(run.status)},
                         {"model", run.model},
-                        {"method", methodLabel(run)}});
+                        {"method", methodLabel(run)},
+                        {"device", run.device}});
     json metrics = json::array();
     for (const MetricComparison &m : c.metrics) {
         json values = json::array();

@@ -3,7 +3,8 @@
 // right->wrong / wrong->right and an exact McNemar test; for perplexity / NLL tasks a paired
 // bootstrap interval of the difference. Runs whose task protocols differ (tokenizer, BOS,
 // context, shots, prompt format, scoring mode: whatever the task puts in its protocol) are
-// flagged with the differences and not tested.
+// flagged with the differences and not tested. Each run is listed with the device it ran on (a
+// cpu and a cuda measurement of the same job agree to rounding, not bit for bit).
 #pragma once
 
 #include "core/result.h"
