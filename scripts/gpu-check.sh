@@ -2,8 +2,10 @@
 # One-shot check of the CUDA backend on a machine with an NVIDIA GPU (issue 7), under 6 minutes:
 #   1. configure + build Release (-j16) for this GPU's architecture only (LOWBIT_CUDA_ARCHS);
 #   2. the cuda-labelled suites: test_cuda_backend (every op vs the CPU backend, NaN-poisoned
-#      outputs, normalized MSE) and test_cuda_model (fixture logits, device NLL, stories260K greedy
-#      on the GPU; device from LOWBIT_TEST_DEVICE);
+#      outputs, normalized MSE), test_cuda_model (fixture logits, device NLL, stories260K greedy
+#      on the GPU) and test_cuda_eval_stories260k (the evaluation pipeline on --device cuda vs cpu:
+#      perplexity, multiple choice, decode); device from LOWBIT_TEST_DEVICE; then test_device and
+#      the device-choice suites (test_language_model, test_device_refusals) with a GPU present;
 #      test_cuda_quantize_stories260k: GPTQ with --device cuda vs the CPU path (Hessians, codes,
 #      layer loss, PPL) on the fixture and stories260K, and the device facts of other methods;
 #   3. bench_cuda on a random LLaMA-3-8B-shaped model (2 layers): prefill vs cuBLAS, decode bf16 and
@@ -71,15 +73,18 @@ run 120 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBI
   || { log "configure failed"; exit 1; }
 grep -q "define LOWBIT_HAVE_CUDA 1" "$BUILD/generated/core/build_info.h" \
   || { log "the build has no CUDA backend (nvcc or CUDA toolkit not found)"; exit 1; }
-run 420 cmake --build "$BUILD" -j "$JOBS" --target test_cuda_backend test_cuda_model test_cuda_quantize_stories260k test_device bench_cuda \
+run 420 cmake --build "$BUILD" -j "$JOBS" --target test_cuda_backend test_cuda_model test_cuda_quantize_stories260k test_cuda_eval_stories260k \
+  test_device test_language_model test_device_refusals bench_cuda \
   test_cuda_train_model test_cuda_train_ops bench_cuda_train \
   || { log "build failed"; exit 1; }
 log "build done in $(( $(date +%s) - START ))s"
 [ "$BUILD_ONLY" -eq 1 ] && { log "--build-only: stopping here"; exit 0; }
 
 export LOWBIT_TEST_DEVICE=$DEVICE
-run 150 ctest --test-dir "$BUILD" -L cuda --output-on-failure -j1 || FAILED+=("cuda tests")
+run 200 ctest --test-dir "$BUILD" -L cuda --output-on-failure -j1 || FAILED+=("cuda tests")
 run 30 "$BUILD/tests/test_device" || FAILED+=("test_device")
+run 60 "$BUILD/tests/test_language_model" || FAILED+=("test_language_model")
+run 60 "$BUILD/tests/test_device_refusals" || FAILED+=("test_device_refusals")
 run 180 "$BUILD/bench/bench_cuda" --device "$DEVICE" --layers 2 --ctx 2048 --decode 32 \
   --out "$OUT_DIR/bench_cuda.md" || FAILED+=("bench_cuda")
 # One QLoRA step, all 32 NF4 layers of the 8B shape, batch 16 x 512, r 64 (issue 8): ~1 min.
