@@ -2,6 +2,9 @@
 
 #include "workbench_settings.h"
 
+#include "runtime/language_model.h"
+
+#include <QComboBox>
 #include <QDialogButtonBox>
 #include <QFileDialog>
 #include <QFormLayout>
@@ -46,8 +49,15 @@ SettingsDialog::SettingsDialog(QWidget *parent) : QDialog(parent) {
     m_threads->setRange(0, 1024);
     m_threads->setSpecialValueText(tr("all (%1)").arg(QThread::idealThreadCount()));
     m_threads->setValue(engineThreads());
-    m_device = new QLineEdit(engineDevice(), this);
-    m_device->setToolTip(tr("cpu, or cuda:N"));
+    m_device = new QComboBox(this);
+    m_device->setEditable(true);
+    for (const DeviceSpec &device : availableDevices())
+        m_device->addItem(toQString(device.toString()));
+    m_device->setCurrentText(engineDevice());
+    std::string why; // cudaDeviceCount is cheap; device names would need a context per GPU
+    m_device->setToolTip(cudaDeviceCount(&why) > 0
+                             ? tr("cpu, or cuda:N")
+                             : tr("cpu, or cuda:N (no CUDA device here: %1)").arg(toQString(why)));
     auto *buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, this);
     connect(buttons, &QDialogButtonBox::accepted, this, &SettingsDialog::accept);
     connect(buttons, &QDialogButtonBox::rejected, this, &SettingsDialog::reject);
@@ -64,7 +74,7 @@ void SettingsDialog::accept() {
     settings.setValue(kDatabaseKey, m_database->text());
     settings.setValue(kDataDirKey, m_dataDir->text());
     settings.setValue(kThreadsKey, m_threads->value());
-    settings.setValue(kDeviceKey, m_device->text().trimmed());
+    settings.setValue(kDeviceKey, m_device->currentText().trimmed());
     QDialog::accept();
 }
 
