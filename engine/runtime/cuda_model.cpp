@@ -245,7 +245,10 @@ Status CudaModel::run(CudaKvCache &cache, std::span<const SequenceInput> inputs,
     LOWBIT_CHECK(m_backend->upload(m_buffers->cosSin, cosSin.data(), cosSin.size()));
     m_backend->embed(m_checkpoint->weights.tokenEmbedding, ids, m_buffers->x);
     for (int64_t l = 0; l < c.numLayers; ++l)
-        LOWBIT_CHECK(layer(l, cache, inputs, firstRow, n));
+        if (Status status = layer(l, cache, inputs, firstRow, n); !status.ok()) {
+            (void)m_backend->synchronize(); // drain, and forget a kept op error behind this one
+            return status;
+        }
     LOWBIT_CHECK(m_backend->synchronize());
     for (const SequenceInput &in : inputs)
         cache.setLength(in.slot, cache.length(in.slot) + int64_t(in.tokens.size()));
