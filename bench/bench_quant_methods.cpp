@@ -14,6 +14,11 @@
 //     (16 x 512): AWQ 4-bit g128 (capture + scale search + fold, then clip search + RTN per
 //     linear; the search on --search-tokens), QuIP 2-bit (the seven linears given their
 //     Hessians) and RTN 4-bit g128, in seconds.
+//
+//   bench_quant_methods nf4 [--threads N]
+//     the seven linears of one LLaMA-3-8B-shaped layer (random weights): NF4 (QLoRA) and ICQ
+//     (IR-QLoRA's entropy search over 201 shifts per 64-block) in seconds, with the mean block
+//     code entropy of each; x32 layers is a LLaMA-3-8B base.
 #include "bench_support.h"
 
 #include "model/checkpoint.h"
@@ -21,6 +26,8 @@
 #include "quant/activation_quant.h"
 #include "quant/awq.h"
 #include "quant/calibration.h"
+#include "quant/icq.h"
+#include "quant/nf4.h"
 #include "quant/quantize.h"
 #include "quant/quip.h"
 #include "quant/rtn.h"
@@ -366,13 +373,53 @@ int runLayer(int argc, char **argv) {
     return 0;
 }
 
+int runNf4(int argc, char **argv) {
+    int threads = 0;
+    for (int i = 2; i < argc; ++i) {
+        if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) {
+            threads = std::atoi(argv[++i]);
+        } else {
+            std::fprintf(stderr, "usage: bench_quant_methods nf4 [--threads N]\n");
+            return 2;
+        }
+    }
+    auto checkpoint = randomLayerModel();
+    const FloatLayer layer = FloatLayer::fromWeights(checkpoint->weights.layers[0]);
+    std::printf("bench_quant_methods: NF4 and ICQ of one LLaMA-3-8B-shaped layer (random "
+                "weights), threads %d (0 = all)\n\n| method | seconds | CPU-s | mean block code "
+                "entropy (bits) |\n|---|---|---|---|\n",
+                threads);
+    IcqOptions icq;
+    icq.threads = threads;
+    for (const bool calibrated : {false, true}) {
+        Timer timer;
+        double entropy = 0;
+        for (LinearKind kind : kAllLinearKinds) {
+            const std::vector<float> &w = layer.weight(kind);
+            const int64_t rows = layer.rows[size_t(kind)], cols = layer.cols[size_t(kind)];
+            auto t = calibrated ? quantizeIcq(linearKindName(kind), w.data(), rows, cols, icq)
+                                : quantizeNf4(linearKindName(kind), w.data(), rows, cols, {});
+            if (!t) {
+                std::fprintf(stderr, "%s\n", t.error().message.c_str());
+                return 1;
+            }
+            entropy += meanBlockCodeEntropyBits(*t) / double(kAllLinearKinds.size());
+        }
+        std::printf("| %s | %.2f | %.2f | %.4f |\n", calibrated ? "ICQ (IR-QLoRA)" : "NF4",
+                    timer.wall(), timer.cpu(), entropy);
+    }
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
     if (argc >= 2 && !std::strcmp(argv[1], "stories"))
         return runStories(argc, argv);
+    if (argc >= 2 && !std::strcmp(argv[1], "nf4"))
+        return runNf4(argc, argv);
     if (argc >= 2 && !std::strcmp(argv[1], "layer"))
         return runLayer(argc, argv);
-    std::fprintf(stderr, "usage: bench_quant_methods stories|layer [options]\n");
+    std::fprintf(stderr, "usage: bench_quant_methods stories|layer|nf4 [options]\n");
     return 2;
 }
