@@ -9,13 +9,14 @@
 // Tolerances. stories260K stores float32 weights, so even the default GemmPrecision::Tensor16
 // runs float32 GEMMs on it (cublasSgemm with TF32 off, and the exact float32 GEMV for <= 8 rows);
 // the two devices differ only in summation order (cuBLAS/attention tiles vs OpenBLAS/the CPU
-// loops), ~1e-6 relative per logit over 5 layers. Per-token log-likelihoods are sums of
-// log-softmax terms of size <= ~10 nats: 1e-4 absolute per sample (a few tokens) and 1e-5
-// relative on a perplexity leave 10-100x headroom. A multiple-choice answer may only flip where
-// the CPU's two best choices are within that tolerance. The bf16 fixture: Tensor16 rounds every
-// GEMM input of > 8 rows to bf16 (2^-9 relative), whose effect on a mean NLL of ~6 nats stays
-// under 2e-2 relative (test_cuda_model's 3e-2 absolute bound on the same fixture's NLL); Fp32
-// GEMMs bring it back to 1e-5.
+// loops), ~1e-6 relative per logit over 5 layers, i.e. <= ~1e-5 nats per token log-probability
+// (logits of magnitude <= ~10). A perplexity is exp(mean NLL): 1e-4 relative is 10x that per-token
+// bound; a chunk's summed NLL gets 5e-5 relative (its tokens' errors add, its NLL grows with
+// them); a choice's log-likelihood sums <= ~25 continuation tokens: 5e-4 absolute. A
+// multiple-choice answer may only flip where the CPU's two best choices are that close. The bf16
+// fixture: Tensor16 rounds every GEMM input of > 8 rows to bf16 (2^-9 relative), whose effect on a
+// mean NLL of ~6 nats stays under 2e-2 relative (test_cuda_model's 3e-2 absolute bound on the same
+// fixture's NLL); Fp32 GEMMs bring it back to 1e-5.
 #include "shared_data.h"
 #include "temp_dir.h"
 
@@ -129,7 +130,7 @@ void TestCudaEvalStories260k::pipelineCudaVsCpu() {
     for (const std::string task : {"tinystories", "wikitext2"}) {
         const double a = metricValue(store, cpu, task, "ppl"),
                      b = metricValue(store, gpu, task, "ppl");
-        QVERIFY2(std::isfinite(a) && std::abs(b - a) <= 1e-5 * a,
+        QVERIFY2(std::isfinite(a) && std::abs(b - a) <= 1e-4 * a,
                  qPrintable(QString("%1 ppl cpu %2 cuda %3")
                                 .arg(task.c_str())
                                 .arg(a, 0, 'g', 10)
@@ -140,7 +141,7 @@ void TestCudaEvalStories260k::pipelineCudaVsCpu() {
         for (const auto &[doc, s] : left) {
             QVERIFY(right.count(doc));
             QCOMPARE(right.at(doc).tokens, s.tokens);
-            QVERIFY2(std::abs(right.at(doc).nll - s.nll) <= 1e-5 * std::max(1.0, s.nll),
+            QVERIFY2(std::abs(right.at(doc).nll - s.nll) <= 5e-5 * std::max(1.0, s.nll),
                      qPrintable(QString("%1 %2").arg(task.c_str()).arg(doc.c_str())));
         }
     }
@@ -153,12 +154,12 @@ void TestCudaEvalStories260k::pipelineCudaVsCpu() {
         const SampleRecord &g = right.at(doc);
         QCOMPARE(g.choiceLogLikelihoods.size(), s.choiceLogLikelihoods.size());
         for (size_t c = 0; c < s.choiceLogLikelihoods.size(); ++c)
-            QVERIFY2(std::abs(g.choiceLogLikelihoods[c] - s.choiceLogLikelihoods[c]) <= 1e-4,
+            QVERIFY2(std::abs(g.choiceLogLikelihoods[c] - s.choiceLogLikelihoods[c]) <= 5e-4,
                      qPrintable(QString("%1 choice %2").arg(doc.c_str()).arg(c)));
         if (g.correct != s.correct) { // only where the CPU's top two are within the tolerance
             std::vector<double> sorted = s.choiceLogLikelihoods;
             std::sort(sorted.rbegin(), sorted.rend());
-            QVERIFY2(sorted.size() > 1 && sorted[0] - sorted[1] <= 2e-4, doc.c_str());
+            QVERIFY2(sorted.size() > 1 && sorted[0] - sorted[1] <= 1e-3, doc.c_str());
             ++flips;
         }
     }
