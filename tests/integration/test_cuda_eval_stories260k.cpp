@@ -114,7 +114,7 @@ void TestCudaEvalStories260k::pipelineCudaVsCpu() {
                   {"wikitext2", 8, -1, 256, 2, json::object()},
                   {"arc_easy", 40, 0, 0, 4, json::object()}};
     std::map<std::string, int64_t> runs;
-    for (const std::string device : {std::string("cpu"), testDevice().toString()}) {
+    for (const std::string &device : {std::string("cpu"), testDevice().toString()}) {
         spec.device = device;
         auto submission = submitJob(store, spec, context, /*force=*/true);
         QVERIFY2(submission.ok(), submission.ok() ? "" : submission.error().message.c_str());
