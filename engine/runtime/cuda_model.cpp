@@ -288,51 +288,13 @@ Status CudaModel::collectLogits(std::span<const SequenceInput> inputs,
     return {};
 }
 
-namespace {
-
-// Splits a forward into passes of at most `maxTokens` tokens in input order: an input longer
-// than what a pass has left continues at the start of the next pass (so one slot appears at
-// most once per pass), and asks for exactly the logit rows of the original input that fall in
-// its piece. Concatenating the passes' logits gives the rows in the original order.
-std::vector<std::vector<SequenceInput>> splitPasses(std::span<const SequenceInput> inputs,
-                                                    int64_t maxTokens) {
-    std::vector<std::vector<SequenceInput>> passes(1);
-    int64_t used = 0;
-    for (const SequenceInput &in : inputs) {
-        const int64_t len = int64_t(in.tokens.size());
-        const int64_t wantFrom = in.logits == LogitsWanted::None ? len
-                                 : in.logits == LogitsWanted::Last
-                                     ? len - 1
-                                     : std::clamp<int64_t>(in.logitsFrom, 0, len);
-        for (int64_t begin = 0; begin < len;) {
-            if (used == maxTokens) {
-                passes.emplace_back();
-                used = 0;
-            }
-            const int64_t end = std::min(len, begin + (maxTokens - used));
-            SequenceInput piece{in.slot, in.tokens.subspan(size_t(begin), size_t(end - begin)),
-                                LogitsWanted::None};
-            if (wantFrom < end) {
-                piece.logits = LogitsWanted::All;
-                piece.logitsFrom = std::max<int64_t>(0, wantFrom - begin);
-            }
-            passes.back().push_back(piece);
-            used += end - begin;
-            begin = end;
-        }
-    }
-    return passes;
-}
-
-} // namespace
-
 Result<Logits> CudaModel::forward(SequenceCache &anyCache, std::span<const SequenceInput> inputs) {
     LOWBIT_TRY(CudaKvCache * cache, ownCache(anyCache));
     LOWBIT_CHECK(checkInputs(*cache, inputs));
     Logits logits;
     logits.vocab = config().vocabSize;
     std::vector<int64_t> firstRow;
-    for (const auto &pass : splitPasses(inputs, m_options.maxBatchTokens)) {
+    for (const auto &pass : splitIntoPasses(inputs, m_options.maxBatchTokens)) {
         LOWBIT_CHECK(run(*cache, pass, firstRow));
         LOWBIT_CHECK(collectLogits(pass, firstRow, logits));
     }

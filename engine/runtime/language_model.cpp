@@ -5,6 +5,8 @@
 #include "runtime/cuda_model.h"
 #include "runtime/model.h"
 
+#include <algorithm>
+
 namespace lowbit {
 
 Result<std::unique_ptr<LanguageModel>>
@@ -40,6 +42,37 @@ openLanguageModel(std::shared_ptr<const Checkpoint> checkpoint, const DeviceSpec
     cuda.threads = options.threads;
     LOWBIT_TRY(auto model, CudaModel::create(std::move(checkpoint), cuda));
     return std::unique_ptr<LanguageModel>(std::move(model));
+}
+
+std::vector<std::vector<SequenceInput>> splitIntoPasses(std::span<const SequenceInput> inputs,
+                                                        int64_t maxTokens) {
+    maxTokens = std::max<int64_t>(1, maxTokens);
+    std::vector<std::vector<SequenceInput>> passes(1);
+    int64_t used = 0;
+    for (const SequenceInput &in : inputs) {
+        const int64_t len = int64_t(in.tokens.size());
+        const int64_t wantFrom = in.logits == LogitsWanted::None ? len
+                                 : in.logits == LogitsWanted::Last
+                                     ? len - 1
+                                     : std::clamp<int64_t>(in.logitsFrom, 0, len);
+        for (int64_t begin = 0; begin < len;) {
+            if (used == maxTokens) {
+                passes.emplace_back();
+                used = 0;
+            }
+            const int64_t end = std::min(len, begin + (maxTokens - used));
+            SequenceInput piece{in.slot, in.tokens.subspan(size_t(begin), size_t(end - begin)),
+                                LogitsWanted::None, 0};
+            if (wantFrom < end) {
+                piece.logits = LogitsWanted::All;
+                piece.logitsFrom = std::max<int64_t>(0, wantFrom - begin);
+            }
+            passes.back().push_back(piece);
+            used += end - begin;
+            begin = end;
+        }
+    }
+    return passes;
 }
 
 namespace {

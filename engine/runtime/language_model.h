@@ -87,6 +87,15 @@ public:
     virtual Result<Logits> forward(SequenceCache &cache, std::span<const SequenceInput> inputs) = 0;
 };
 
+// Splits one forward() into passes of at most `maxTokens` (>= 1) tokens, in input order: an input
+// longer than what a pass has left continues at the start of the next pass, so a slot appears at
+// most once per pass, and each piece asks for exactly the logit rows of the original input that
+// fall in it (All from an offset, or None). Running the passes one after another on the same
+// cache and concatenating their logits gives forward()'s rows in forward()'s order (causal
+// attention makes the split exact). Empty inputs give no piece; no inputs, one empty pass.
+std::vector<std::vector<SequenceInput>> splitIntoPasses(std::span<const SequenceInput> inputs,
+                                                        int64_t maxTokens);
+
 // Options of openLanguageModel. threads: CPU compute threads (0: every hardware thread), or on
 // a GPU the host threads for work on the logits. The CUDA fields are ignored on the CPU.
 struct LanguageModelOptions {

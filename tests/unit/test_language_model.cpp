@@ -14,6 +14,8 @@
 #include <QtTest>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <set>
 
 using namespace lowbit;
 
@@ -67,6 +69,7 @@ private slots:
     void badSizesAreErrors();
     void unavailableGpuIsAClearError();
     void devicesAndSummary();
+    void passesSplitExactly();
 
 private:
     std::filesystem::path m_dir;
@@ -256,6 +259,55 @@ void TestLanguageModel::devicesAndSummary() {
         QCOMPARE(summary, "cpu; cuda built, no device: " + why);
     else
         QVERIFY2(summary.rfind("cpu, cuda (", 0) == 0, summary.c_str());
+}
+
+// CudaModel's split of a long forward into device passes, checked with the CPU model: every
+// pass within the limit, no slot twice in a pass, the pieces of each input its tokens in order,
+// and the passes run one after another give the rows of the unsplit forward, in its order.
+void TestLanguageModel::passesSplitExactly() {
+    auto direct = Model::create(m_checkpoint, {1});
+    QVERIFY(direct.ok());
+    const auto a = m_ref["sequences"][2].get<std::vector<int32_t>>();
+    const auto b = m_ref["sequences"][1].get<std::vector<int32_t>>();
+    const std::vector<int32_t> none;
+    const std::vector<SequenceInput> inputs = {{2, b, LogitsWanted::Last},
+                                               {0, none, LogitsWanted::All},
+                                               {1, a, LogitsWanted::All, 30},
+                                               {3, {a.data(), 5}, LogitsWanted::None},
+                                               {4, {b.data(), 3}, LogitsWanted::All, 0}};
+    const int64_t capacity = int64_t(a.size());
+    KvCache whole = (*direct)->makeCache(5, capacity);
+    auto expected = (*direct)->forward(whole, inputs);
+    QVERIFY(expected.ok());
+    QCOMPARE(expected->rows, int64_t(1 + (a.size() - 30) + 3));
+    for (const int64_t limit : {1, 3, 7, 16, 48, 1000}) {
+        const auto passes = splitIntoPasses(inputs, limit);
+        std::map<int, std::vector<int32_t>> fed;
+        KvCache cache = (*direct)->makeCache(5, capacity);
+        Logits got;
+        got.vocab = expected->vocab;
+        for (const auto &pass : passes) {
+            int64_t tokens = 0;
+            std::set<int> seen;
+            for (const SequenceInput &piece : pass) {
+                tokens += int64_t(piece.tokens.size());
+                QVERIFY(seen.insert(piece.slot).second);
+                fed[piece.slot].insert(fed[piece.slot].end(), piece.tokens.begin(),
+                                       piece.tokens.end());
+            }
+            QVERIFY(tokens <= limit);
+            auto logits = (*direct)->forward(cache, pass);
+            QVERIFY(logits.ok());
+            got.values.insert(got.values.end(), logits->values.begin(), logits->values.end());
+            got.rows += logits->rows;
+        }
+        for (const SequenceInput &in : inputs)
+            QVERIFY(std::equal(in.tokens.begin(), in.tokens.end(), fed[in.slot].begin(),
+                               fed[in.slot].end()));
+        QCOMPARE(got.rows, expected->rows);
+        QVERIFY2(relativeError(got, *expected) <= 1e-5, qPrintable(QString::number(limit)));
+    }
+    QCOMPARE(splitIntoPasses({}, 4).size(), size_t(1));
 }
 
 QTEST_APPLESS_MAIN(TestLanguageModel)
