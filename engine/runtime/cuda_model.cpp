@@ -23,10 +23,11 @@ CudaModel::~CudaModel() {
 
 namespace {
 
-double weightBits(const Checkpoint &checkpoint, const CudaModelOptions &options) {
+double weightBits(const Checkpoint &checkpoint, const CudaModelOptions &options,
+                  GemmPrecision precision) {
     const DType type =
         checkpoint.weights.layers.empty() ? DType::F32 : checkpoint.weights.layers[0].wq.dtype;
-    if (options.backend.precision == GemmPrecision::Fp32 || type == DType::F32)
+    if (precision == GemmPrecision::Fp32 || type == DType::F32)
         return 32;
     if (!options.quantized || options.quantized->empty())
         return 16;
@@ -42,6 +43,15 @@ Result<std::unique_ptr<CudaModel>> CudaModel::create(std::shared_ptr<const Check
                                                      const CudaModelOptions &options) {
     if (!checkpoint)
         return makeError(ErrorCode::InvalidArgument, "CudaModel::create: no checkpoint");
+    LOWBIT_TRY(std::unique_ptr<CudaBackend> backend, makeCudaBackend(options.backend));
+    return create(std::move(checkpoint), options, std::shared_ptr<CudaBackend>(std::move(backend)));
+}
+
+Result<std::unique_ptr<CudaModel>> CudaModel::create(std::shared_ptr<const Checkpoint> checkpoint,
+                                                     const CudaModelOptions &options,
+                                                     std::shared_ptr<CudaBackend> backend) {
+    if (!checkpoint || !backend)
+        return makeError(ErrorCode::InvalidArgument, "CudaModel::create: no checkpoint or backend");
     const std::string source = checkpoint->path.string();
     LOWBIT_CHECK(checkpoint->config.validate(source));
     LOWBIT_CHECK(checkpoint->weights.validate(checkpoint->config, source));
@@ -53,11 +63,10 @@ Result<std::unique_ptr<CudaModel>> CudaModel::create(std::shared_ptr<const Check
     m->m_options = options;
     m->m_threads = options.threads > 0 ? options.threads
                                        : std::max(1, int(std::thread::hardware_concurrency()));
-    LOWBIT_TRY(std::unique_ptr<CudaBackend> backend, makeCudaBackend(options.backend));
     m->m_backend = std::move(backend);
     const ModelConfig &c = m->config();
     m->m_logitRows = std::min<int64_t>(options.maxBatchTokens, 256);
-    m->m_weightBits = weightBits(*m->m_checkpoint, options);
+    m->m_weightBits = weightBits(*m->m_checkpoint, options, m->m_backend->precision());
     // No cache yet: allocateCache() checks its own.
     m->m_estimate =
         estimateDeviceMemory(c, m->m_weightBits, 0, 0, options.maxBatchTokens, m->m_logitRows);

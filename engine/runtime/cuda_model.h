@@ -46,6 +46,11 @@ class CudaModel final : public LanguageModel {
 public:
     static Result<std::unique_ptr<CudaModel>> create(std::shared_ptr<const Checkpoint> checkpoint,
                                                      const CudaModelOptions &options = {});
+    // The same on a given backend (options.backend then only names the device): the seam that
+    // lets the CPU tests run this class's host logic on a host-memory emulation of CudaBackend.
+    static Result<std::unique_ptr<CudaModel>> create(std::shared_ptr<const Checkpoint> checkpoint,
+                                                     const CudaModelOptions &options,
+                                                     std::shared_ptr<CudaBackend> backend);
     ~CudaModel() override;
 
     const Checkpoint &checkpoint() const override { return *m_checkpoint; }
