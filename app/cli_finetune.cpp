@@ -95,6 +95,7 @@ Result<FinetuneOptions> parseOptions(const Args &args) {
     LOWBIT_TRY(o.blockSize, args.integer("block", 64));
     LOWBIT_TRY(int64_t threads, args.integer("threads", 0));
     o.threads = int(threads);
+    LOWBIT_TRY(o.device, parseDevice(args.value("device").value_or("cpu")));
     o.writeMerged = !args.has("no-merge");
     LOWBIT_TRY(o.dualBinary.groupSize, args.integer("dual-group", 64));
     o.dualBinary.trainLatent = !args.has("no-latent");
@@ -123,7 +124,7 @@ int runFinetune(const std::vector<std::string> &argv) {
                                    "rank",          "alpha",        "seq-len",       "source-len",
                                    "target-len",    "max-examples", "block",         "threads",
                                    "dual-group",    "weighting",    "temperature",   "ce-weight",
-                                   "distill-seqs",  "distill-len",  "distill-greedy"},
+                                   "distill-seqs",  "distill-len",  "distill-greedy", "device"},
                             {"resume", "train-on-source", "no-merge", "no-latent", "json"});
     if (!args)
         return fail(args.error());

@@ -42,7 +42,7 @@ const std::map<std::string, Command> &commands() {
         {"finetune", {runFinetune, "finetune MODEL --method qlora|irqlora|dbllm --data FILE --out DIR [--steps N --batch B\n"
                                    "      --micro-batch M --lr LR --schedule constant|cosine --warmup N --rank R --alpha A\n"
                                    "      --seq-len N --source-len N --target-len N --save-every N --seed S] [--resume]\n"
-                                   "      [--format auto|alpaca|chat|oasst|text] [--train-on-source] [--no-merge] [--json]\n"
+                                   "      [--format auto|alpaca|chat|oasst|text] [--train-on-source] [--no-merge] [--device cpu|cuda[:N]] [--json]\n"
                                    "      dbllm: [--distill-seqs N --distill-len N --distill-greedy N --weighting ambiguity|teacher|deviation|uniform\n"
                                    "      --temperature T --ce-weight W --dual-group G --no-latent] (no --data: FP-generated text)\n"
                                    "      LoRA on a quantized base -> OUT/adapter_model.safetensors + OUT/merged/"}},

@@ -1,6 +1,7 @@
 #include "train/finetune.h"
 
 #include "quant/quantize.h"
+#include "train/cuda_train_model.h"
 #include "train/dbllm_target.h"
 #include "train/peft_adapter.h"
 #include "train/trainable_model.h"
@@ -113,10 +114,10 @@ json FinetuneReport::toJson() const {
             {"history", history}};
 }
 
-Result<std::shared_ptr<const Checkpoint>> finetuneBase(const Checkpoint &source,
-                                                       const FinetuneOptions &options,
-                                                       ProgressSink &progress,
-                                                       std::stop_token stop) {
+namespace {
+
+// The quantizer run that makes the method's base.
+QuantizeOptions baseQuantizeOptions(const FinetuneOptions &options) {
     QuantizeOptions q;
     q.method = options.method == FinetuneMethod::IrQLora ? "icq" : "nf4";
     q.bits = 4;
@@ -128,21 +129,39 @@ Result<std::shared_ptr<const Checkpoint>> finetuneBase(const Checkpoint &source,
     }
     q.threads = options.threads;
     q.methodOptions = options.methodOptions;
-    LOWBIT_TRY(QuantizedModel model, quantizeModel(source, q, progress, stop));
+    return q;
+}
+
+} // namespace
+
+Result<std::shared_ptr<const Checkpoint>> finetuneBase(const Checkpoint &source,
+                                                       const FinetuneOptions &options,
+                                                       ProgressSink &progress,
+                                                       std::stop_token stop) {
+    LOWBIT_TRY(QuantizedModel model,
+               quantizeModel(source, baseQuantizeOptions(options), progress, stop));
     return model.checkpoint;
 }
 
 namespace {
 
-// The trained model and the Trainer's view of it: LoRA over a quantized base, or DB-LLM.
+// The trained model and the Trainer's view of it: LoRA over a quantized base (on the CPU or a
+// GPU), or DB-LLM.
 struct Trainee {
     LoraOptions lora;
     std::shared_ptr<const Checkpoint> base;
     std::unique_ptr<TrainableModel<float>> loraModel;
     std::unique_ptr<ModelTarget> loraTarget;
     std::unique_ptr<DbLlmTarget> dbllm;
-    TrainTarget &target() { return dbllm ? static_cast<TrainTarget &>(*dbllm) : *loraTarget; }
-    TrainableModel<float> &model() { return dbllm ? dbllm->student() : *loraModel; }
+    // On a GPU: the base's packed tensors by name (read when the device model is created, after
+    // the data is known) and the device model.
+    std::map<std::string, QuantizedTensor> packed;
+    std::unique_ptr<CudaTrainModel> device;
+    TrainTarget &target() {
+        if (dbllm)
+            return *dbllm;
+        return device ? static_cast<TrainTarget &>(*device) : *loraTarget;
+    }
 };
 
 Result<Trainee> makeTrainee(std::shared_ptr<const Checkpoint> source,
@@ -151,6 +170,11 @@ Result<Trainee> makeTrainee(std::shared_ptr<const Checkpoint> source,
     Trainee t;
     t.lora = options.lora;
     if (options.method == FinetuneMethod::DbLlm) {
+        if (options.device.isCuda())
+            return makeError(ErrorCode::Unsupported,
+                             "finetune: dbllm trains on the CPU only (its trainable dual-binary "
+                             "base has no device version); drop --device " +
+                                 options.device.toString());
         t.lora.rank = 0; // no adapter: the dual-binary base itself trains
         t.base = source;
         LOWBIT_TRY(t.dbllm, DbLlmTarget::create(source, options.dualBinary, options.distill,
@@ -158,10 +182,68 @@ Result<Trainee> makeTrainee(std::shared_ptr<const Checkpoint> source,
         return t;
     }
     t.lora.elasticConnection = options.method == FinetuneMethod::IrQLora;
+    if (options.device.isCuda()) { // fail before the quantization, not after it
+        std::string why;
+        if (cudaDeviceCount(&why) <= options.device.index)
+            return makeError(ErrorCode::Unsupported,
+                             "finetune --device " + options.device.toString() + ": " +
+                                 (why.empty() ? "no such CUDA device" : why));
+        LOWBIT_TRY(QuantizedModel quantized,
+                   quantizeModel(*source, baseQuantizeOptions(options), progress, stop));
+        t.base = quantized.checkpoint;
+        for (QuantizedTensor &tensor : quantized.tensors) {
+            std::string name = tensor.name;
+            t.packed.emplace(std::move(name), std::move(tensor));
+        }
+        return t; // the device model is made by attachDevice once the batch size is known
+    }
     LOWBIT_TRY(t.base, finetuneBase(*source, options, progress, stop));
     LOWBIT_TRY(t.loraModel, TrainableModel<float>::create(*t.base, t.lora, {}, options.threads));
     t.loraTarget = std::make_unique<ModelTarget>(*t.loraModel);
     return t;
+}
+
+// Creates the device model, sized for the trainer's micro-batches of the longest examples.
+Status attachDevice(Trainee &t, const FinetuneOptions &options, const DataSet &data) {
+    if (!options.device.isCuda())
+        return {};
+    int64_t longest = 1;
+    for (const TrainExample &e : data.examples)
+        longest = std::max(longest, int64_t(e.tokens.size()));
+    const TrainerOptions &to = options.trainer;
+    CudaTrainOptions device;
+    device.device = options.device.index;
+    device.packed = &t.packed;
+    device.maxBatchTokens = (to.microBatchSize > 0 ? to.microBatchSize : to.batchSize) * longest;
+    LOWBIT_TRY(t.device, CudaTrainModel::create(*t.base, t.lora, device));
+    t.packed.clear(); // uploaded: the host copies are no longer needed
+    return {};
+}
+
+// The model the merged checkpoint is formed from: the CPU model, or after training on a GPU a CPU
+// model given the trained adapter values (CudaTrainModel's parameters have the same names and
+// order as TrainableModel<float>'s).
+Result<const TrainableModel<float> *> mergeModel(Trainee &t, const FinetuneOptions &options) {
+    if (t.dbllm)
+        return &t.dbllm->student();
+    if (!t.device)
+        return t.loraModel.get();
+    LOWBIT_TRY(t.loraModel, TrainableModel<float>::create(*t.base, t.lora, {}, options.threads));
+    const auto from = t.device->parameters();
+    const auto to = t.loraModel->parameters();
+    if (from.size() != to.size())
+        return makeError(ErrorCode::Internal, "finetune: the device model has " +
+                                                  std::to_string(from.size()) +
+                                                  " parameters, the CPU model " +
+                                                  std::to_string(to.size()));
+    for (size_t i = 0; i < from.size(); ++i) {
+        if (from[i]->name != to[i]->name || from[i]->value.size() != to[i]->value.size())
+            return makeError(ErrorCode::Internal, "finetune: device parameter " + from[i]->name +
+                                                      " does not match the CPU model's " +
+                                                      to[i]->name);
+        to[i]->value = from[i]->value;
+    }
+    return t.loraModel.get();
 }
 
 // The --data file, or for DB-LLM without one the FP model's own text.
@@ -197,7 +279,8 @@ json optionsJson(const FinetuneOptions &options, const TrainerOptions &to, const
               {"target_max_len", options.data.targetMaxTokens},
               {"train_on_source", options.data.trainOnSource},
               {"data", options.dataPath.string()},
-              {"model", source.path.string()}};
+              {"model", source.path.string()},
+              {"device", options.device.toString()}};
     if (t.dbllm)
         o["dbllm"] = {{"group_size", options.dualBinary.groupSize},
                       {"train_latent", options.dualBinary.trainLatent},
@@ -221,6 +304,7 @@ Result<FinetuneReport> runFinetune(std::shared_ptr<const Checkpoint> source,
         return makeError(ErrorCode::InvalidArgument, "finetune: no output directory");
     LOWBIT_TRY(Trainee trainee, makeTrainee(source, options, progress, stop));
     LOWBIT_TRY(DataSet data, prepareData(*source, options, trainee, progress, stop));
+    LOWBIT_CHECK(attachDevice(trainee, options, data));
     FinetuneReport report;
     report.method = options.method;
     report.dataFormat = data.format;
@@ -246,14 +330,14 @@ Result<FinetuneReport> runFinetune(std::shared_ptr<const Checkpoint> source,
         info.lora.targets = LoraOptions().targets; // every linear carries trained weights
     } else {
         report.adapterDir = options.outDir;
-        const auto params = trainee.model().parameters();
+        const auto params = trainee.target().parameters();
         LOWBIT_CHECK(savePeftAdapter(options.outDir, params, info));
     }
     if (options.writeMerged) {
         report.mergedDir = options.outDir / "merged";
         progress.report({"merge", 0, 1, 0, -1});
-        LOWBIT_CHECK(
-            writeMergedCheckpoint(report.mergedDir, *source, *trainee.base, trainee.model(), info));
+        LOWBIT_TRY(const TrainableModel<float> *merged, mergeModel(trainee, options));
+        LOWBIT_CHECK(writeMergedCheckpoint(report.mergedDir, *source, *trainee.base, *merged, info));
     }
     json body = report.toJson();
     body["options"] = optionsJson(options, to, trainee, *source);

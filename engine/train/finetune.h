@@ -21,10 +21,14 @@
 //   checkpoint/trainer_state.safetensors             trainer state (train/trainer.h); with
 //                                                    resume, a rerun continues from it
 //   finetune.json                                    options, data facts, per-step history
+// Device: cpu (TrainableModel<float>), or for qlora / irqlora cuda:N (CudaTrainModel: the packed
+// NF4 / ICQ tensors of the base stay packed on the GPU; the merged model is still formed on the
+// CPU). dbllm trains on the CPU only (its trainable dual-binary base has no device version).
 // Progress: phase "quantize" (the base), then "train" (Trainer). Cancellation as the Trainer:
 // the state is saved and ErrorCode::Cancelled returned; nothing else is written.
 #pragma once
 
+#include "backend/device.h"
 #include "core/progress.h"
 #include "core/result.h"
 #include "model/checkpoint.h"
@@ -55,6 +59,7 @@ struct FinetuneOptions {
     int64_t blockSize = 64; // NF4 / ICQ block
     bool writeMerged = true;
     int threads = 0; // quantization of the base; 0: every hardware thread
+    DeviceSpec device; // where the adapters train (see above)
     nlohmann::json methodOptions = nlohmann::json::object(); // passed to the base quantizer
     // DB-LLM only.
     DualBinaryOptions dualBinary;   // group 64, latent weights trained

@@ -180,6 +180,7 @@ QuantizationHooks withFinetuneMethods(QuantizationHooks hooks) {
         }
         LOWBIT_TRY(train::FinetuneOptions options, finetuneOptions(method, threads));
         options.outDir = outDir;
+        options.device = device; // the job's device: where the adapters train
         LOWBIT_TRY(train::FinetuneReport report,
                    train::runFinetune(std::make_shared<const Checkpoint>(source), options, progress,
                                       stop));

@@ -14,7 +14,8 @@
 //   "distill_tokens" (256), "distill_greedy" (0); without "data" it distills on text the FP model
 //   writes.
 // bits must be 4 (qlora, irqlora) or 2 (dbllm); group_size 0 means the default block of 64.
-// An interrupted run resumes its training from OUT/checkpoint (same data order).
+// An interrupted run resumes its training from OUT/checkpoint (same data order). The job's
+// "device" is where the adapters train (cuda:N for qlora / irqlora; dbllm refuses a GPU).
 //
 // Front ends wire it as: context.quantization = withFinetuneMethods(engineQuantizationHooks(dir));
 #pragma once
