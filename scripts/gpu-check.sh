@@ -8,6 +8,9 @@
 #      the device-choice suites (test_language_model, test_device_refusals) with a GPU present;
 #      test_cuda_quantize_stories260k: GPTQ with --device cuda vs the CPU path (Hessians, codes,
 #      layer loss, PPL) on the fixture and stories260K, and the device facts of other methods;
+#      test_cuda_train_ops / test_cuda_train_model (the training kernels and CudaTrainModel's
+#      gradients vs the CPU in double) and test_cuda_finetune_stories260k (qlora and irqlora
+#      with --device cuda vs the CPU run);
 #   3. bench_cuda on a random LLaMA-3-8B-shaped model (2 layers): prefill vs cuBLAS, decode bf16 and
 #      4-bit vs copy bandwidth, GPTQ of one layer.
 #   4. bench_cuda_train: one QLoRA step on the 8B shape, all 32 layers NF4: peak memory, tokens/s.
@@ -75,7 +78,7 @@ grep -q "define LOWBIT_HAVE_CUDA 1" "$BUILD/generated/core/build_info.h" \
   || { log "the build has no CUDA backend (nvcc or CUDA toolkit not found)"; exit 1; }
 run 420 cmake --build "$BUILD" -j "$JOBS" --target test_cuda_backend test_cuda_model test_cuda_quantize_stories260k test_cuda_eval_stories260k \
   test_device test_language_model test_device_refusals bench_cuda \
-  test_cuda_train_model test_cuda_train_ops bench_cuda_train \
+  test_cuda_train_model test_cuda_train_ops test_cuda_finetune_stories260k bench_cuda_train \
   || { log "build failed"; exit 1; }
 log "build done in $(( $(date +%s) - START ))s"
 [ "$BUILD_ONLY" -eq 1 ] && { log "--build-only: stopping here"; exit 0; }
