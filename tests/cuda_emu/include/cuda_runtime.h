@@ -1,0 +1,3 @@
+// CUDA emulator (tests/cuda_emu): see cuda_runtime_api.h.
+#pragma once
+#include <cuda_runtime_api.h>

@@ -1,0 +1,9 @@
+// CUDA emulator (tests/cuda_emu): the data types cuBLAS / cuSOLVER calls name.
+#pragma once
+enum cudaDataType_t {
+    CUDA_R_16F = 2,
+    CUDA_R_32F = 0,
+    CUDA_R_64F = 1,
+    CUDA_R_16BF = 14,
+};
+using cudaDataType = cudaDataType_t;
