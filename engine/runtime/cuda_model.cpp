@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <thread>
 
 namespace lowbit {
@@ -272,9 +273,9 @@ void CudaModel::head(int64_t from, int64_t rows) {
     m_backend->matmul(normed, rows, m_checkpoint->weights.output, m_buffers->logits);
 }
 
-Status CudaModel::collectLogits(std::span<const SequenceInput> inputs,
-                                const std::vector<int64_t> &firstRow, Logits &logits) {
-    const int64_t vocab = config().vocabSize;
+Status CudaModel::headChunks(std::span<const SequenceInput> inputs,
+                             const std::vector<int64_t> &firstRow,
+                             const std::function<Status(int64_t rows)> &use) {
     for (size_t i = 0; i < inputs.size(); ++i) {
         const int64_t len = int64_t(inputs[i].tokens.size());
         if (len == 0 || inputs[i].logits == LogitsWanted::None)
@@ -287,14 +288,24 @@ Status CudaModel::collectLogits(std::span<const SequenceInput> inputs,
         while (from < len) {
             const int64_t rows = std::min(m_logitRows, len - from);
             head(firstRow[i] + from, rows);
-            logits.values.resize(size_t((logits.rows + rows) * vocab));
-            LOWBIT_CHECK(m_backend->download(logits.values.data() + logits.rows * vocab,
-                                             m_buffers->logits, size_t(rows * vocab)));
-            logits.rows += rows;
+            LOWBIT_CHECK(use(rows));
             from += rows;
         }
     }
     return {};
+}
+
+Status CudaModel::collectLogits(std::span<const SequenceInput> inputs,
+                                const std::vector<int64_t> &firstRow, Logits &logits) {
+    const int64_t vocab = config().vocabSize;
+    return headChunks(inputs, firstRow, [&](int64_t rows) -> Status {
+        logits.values.resize(size_t((logits.rows + rows) * vocab));
+        LOWBIT_CHECK(m_backend->download(logits.values.data() + logits.rows * vocab,
+                                         m_buffers->logits, size_t(rows * vocab)));
+        logits.rows += rows;
+        m_downloadedRows += rows;
+        return {};
+    });
 }
 
 Result<Logits> CudaModel::forward(SequenceCache &anyCache, std::span<const SequenceInput> inputs) {
@@ -308,6 +319,82 @@ Result<Logits> CudaModel::forward(SequenceCache &anyCache, std::span<const Seque
         LOWBIT_CHECK(collectLogits(pass, firstRow, logits));
     }
     return logits;
+}
+
+Status CudaModel::scoreChunk(std::span<const TokenTarget> targets, std::span<const size_t> sorted,
+                             int64_t base, std::vector<double> &logProbs) {
+    const int64_t vocab = config().vocabSize;
+    // A row may carry several targets: "layer" j holds each row's j-th one, and each layer is
+    // one tokenLogProbs call over the rows it spans (a row without a j-th target gets token 0,
+    // whose result is dropped). Perplexity's and the members' rows are one layer.
+    std::vector<int> rank(sorted.size());
+    int layers = 0;
+    for (size_t e = 0; e < sorted.size(); ++e) {
+        rank[e] = e > 0 && targets[sorted[e]].row == targets[sorted[e - 1]].row ? rank[e - 1] + 1 : 0;
+        layers = std::max(layers, rank[e] + 1);
+    }
+    std::vector<int32_t> tokens;
+    std::vector<double> out;
+    for (int j = 0; j < layers; ++j) {
+        int64_t lo = -1, hi = -1;
+        for (size_t e = 0; e < sorted.size(); ++e)
+            if (rank[e] == j) {
+                lo = lo < 0 ? targets[sorted[e]].row : lo;
+                hi = targets[sorted[e]].row;
+            }
+        tokens.assign(size_t(hi - lo + 1), 0);
+        out.assign(tokens.size(), 0.0);
+        for (size_t e = 0; e < sorted.size(); ++e)
+            if (rank[e] == j)
+                tokens[size_t(targets[sorted[e]].row - lo)] = targets[sorted[e]].token;
+        LOWBIT_CHECK(m_backend->tokenLogProbs(m_buffers->logits + (lo - base) * vocab,
+                                              hi - lo + 1, vocab, tokens, out));
+        for (size_t e = 0; e < sorted.size(); ++e)
+            if (rank[e] == j)
+                logProbs[sorted[e]] = out[size_t(targets[sorted[e]].row - lo)];
+    }
+    return {};
+}
+
+Result<Scores> CudaModel::score(SequenceCache &anyCache, std::span<const SequenceInput> inputs,
+                                const ScoreRequest &request) {
+    LOWBIT_TRY(CudaKvCache * cache, ownCache(anyCache));
+    LOWBIT_CHECK(checkInputs(*cache, inputs));
+    const int64_t vocab = config().vocabSize, k = request.topK;
+    LOWBIT_CHECK(checkScoreRequest(inputs, request, vocab));
+    Scores out;
+    out.rows = wantedRows(inputs);
+    out.topK = request.topK;
+    out.logProbs.resize(request.targets.size());
+    out.topIds.resize(size_t(out.rows * k));
+    out.topLogits.resize(out.topIds.size());
+    const auto &targets = request.targets;
+    std::vector<size_t> sorted(targets.size());
+    std::iota(sorted.begin(), sorted.end(), size_t(0));
+    std::stable_sort(sorted.begin(), sorted.end(),
+                     [&](size_t a, size_t b) { return targets[a].row < targets[b].row; });
+    int64_t base = 0; // wanted rows scored so far, over all passes
+    size_t next = 0;  // first entry of `sorted` not scored yet
+    std::vector<int64_t> firstRow;
+    for (const auto &pass : splitIntoPasses(inputs, m_options.maxBatchTokens)) {
+        LOWBIT_CHECK(run(*cache, pass, firstRow));
+        LOWBIT_CHECK(headChunks(pass, firstRow, [&](int64_t rows) -> Status {
+            size_t end = next;
+            while (end < sorted.size() && targets[sorted[end]].row < base + rows)
+                ++end;
+            if (end > next)
+                LOWBIT_CHECK(
+                    scoreChunk(targets, {sorted.data() + next, end - next}, base, out.logProbs));
+            next = end;
+            if (k > 0)
+                LOWBIT_CHECK(m_backend->topK(m_buffers->logits, rows, vocab, int(k),
+                                             {out.topIds.data() + base * k, size_t(rows * k)},
+                                             {out.topLogits.data() + base * k, size_t(rows * k)}));
+            base += rows;
+            return {};
+        }));
+    }
+    return out;
 }
 
 Result<std::vector<double>> CudaModel::logProbs(SequenceCache &anyCache, int slot,

@@ -23,6 +23,7 @@
 #include "runtime/cuda_kv_cache.h"
 #include "runtime/language_model.h"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -66,6 +67,13 @@ public:
                                                          int64_t capacityTokens) override;
     // Model::forward's contract; the cache must come from this model's allocateCache().
     Result<Logits> forward(SequenceCache &cache, std::span<const SequenceInput> inputs) override;
+    // LanguageModel::score's contract, reduced on the device: per chunk of head rows the
+    // targets' log-softmax (tokenLogProbs, once per target a row carries) and topK; only those
+    // numbers are downloaded.
+    Result<Scores> score(SequenceCache &cache, std::span<const SequenceInput> inputs,
+                         const ScoreRequest &request) override;
+    // Full logit rows forward() has downloaded to the host so far (score() downloads none).
+    int64_t downloadedLogitRows() const { return m_downloadedRows; }
     // Runs `tokens` after what `slot` holds; entry t is log p(tokens[t+1] | ..., tokens[t]),
     // tokens.size()-1 entries, reduced on the device. At most maxBatchTokens tokens.
     Result<std::vector<double>> logProbs(SequenceCache &cache, int slot,
@@ -92,6 +100,14 @@ private:
     // Final norm + head of `rows` hidden rows starting at device row `from`, into the logits
     // buffer.
     void head(int64_t from, int64_t rows);
+    // Runs the head over the pass's wanted rows, at most m_logitRows at a time, handing each
+    // chunk (then in the logits buffer) to `use` with its row count.
+    Status headChunks(std::span<const SequenceInput> inputs, const std::vector<int64_t> &firstRow,
+                      const std::function<Status(int64_t rows)> &use);
+    // The targets `sorted` names (indices into `targets`, by row), all on the chunk of wanted
+    // rows from `base` whose logits are in the buffer, scored into `logProbs`.
+    Status scoreChunk(std::span<const TokenTarget> targets, std::span<const size_t> sorted,
+                      int64_t base, std::vector<double> &logProbs);
     // The wanted logit rows of one pass, appended to `logits`.
     Status collectLogits(std::span<const SequenceInput> inputs,
                          const std::vector<int64_t> &firstRow, Logits &logits);
@@ -104,6 +120,7 @@ private:
     MemoryEstimate m_estimate;
     double m_weightBits = 16;
     int64_t m_logitRows = 0; // rows the logits buffer holds
+    int64_t m_downloadedRows = 0;
     int m_threads = 1;
 };
 

@@ -44,6 +44,34 @@ struct Logits {
     const float *row(int64_t r) const { return values.data() + r * vocab; }
 };
 
+// One log-probability score() computes: log softmax(logits row `row`)[token], where `row`
+// indexes the rows forward() would return for the same inputs, in its order.
+struct TokenTarget {
+    int64_t row = 0;
+    int32_t token = 0;
+};
+
+constexpr int kScoreTopKMax = 64;
+
+// What score() reduces the wanted logit rows to. A row may carry any number of targets (the
+// log-likelihood engine's shared row scores every choice's first token); rows without one cost
+// no log-softmax.
+struct ScoreRequest {
+    std::span<const TokenTarget> targets;
+    int topK = 0; // 0..kScoreTopKMax: the k largest logits of every wanted row
+};
+
+struct Scores {
+    int64_t rows = 0;             // the rows forward() would have returned
+    std::vector<double> logProbs; // one per target, in the request's order (float64, log_prob.h)
+    int topK = 0;
+    // rows * topK, row-major: descending logits, equal logits by lower id, NaN never picked
+    // (a row with fewer than k non-NaN logits ends in id -1, logit -inf). For finite rows the
+    // first id is std::max_element's, i.e. argmax() of runtime/sampler.h.
+    std::vector<int32_t> topIds;
+    std::vector<float> topLogits;
+};
+
 // Keys and values of several independent sequences ("slots") of one model, wherever they live.
 // Slots passed to these calls must be in [0, slotCount()).
 class SequenceCache {
@@ -85,7 +113,29 @@ public:
     // range, a slot out of range, a slot that would overflow the cache capacity, two inputs on
     // the same slot; device failures. On an error the cache's content is unspecified (clear it).
     virtual Result<Logits> forward(SequenceCache &cache, std::span<const SequenceInput> inputs) = 0;
+
+    // forward() reduced to what perplexity, log-likelihoods and greedy decoding read from the
+    // logits: the log-probabilities of given (row, token) targets and the top-K of every wanted
+    // row, so that a device model need not move [rows x vocab] logits to the host (sampling at a
+    // temperature still takes forward()'s rows). Runs the inputs and appends to the cache exactly
+    // as forward() does. This default calls forward() and reduces its rows on the host with
+    // logProbability() and a linear scan/partial sort, so its numbers are bit-identical to those
+    // functions applied to forward()'s logits; CudaModel reduces on the device (the same
+    // log-softmax in float64 up to summation order, the same top-K order). Errors: forward()'s,
+    // and before any work a target whose row is not a wanted row or whose token is out of the
+    // vocabulary, a topK outside 0..kScoreTopKMax (InvalidArgument).
+    virtual Result<Scores> score(SequenceCache &cache, std::span<const SequenceInput> inputs,
+                                 const ScoreRequest &request);
 };
+
+// The number of logit rows forward() returns for `inputs` (None: 0, Last: 1, All: from
+// logitsFrom, clamped, to the end; an empty input none).
+int64_t wantedRows(std::span<const SequenceInput> inputs);
+// score()'s argument checks, for its implementations.
+Status checkScoreRequest(std::span<const SequenceInput> inputs, const ScoreRequest &request,
+                         int64_t vocab);
+// The k best entries of one logit row in Scores' order, written to ids/values[0, k).
+void topKOfRow(const float *row, int64_t vocab, int k, int32_t *ids, float *values);
 
 // Splits one forward() into passes of at most `maxTokens` (>= 1) tokens, in input order: an input
 // longer than what a pass has left continues at the start of the next pass, so a slot appears at

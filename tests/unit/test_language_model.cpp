@@ -7,13 +7,16 @@
 
 #include "model/checkpoint.h"
 #include "runtime/language_model.h"
+#include "runtime/log_prob.h"
 #include "runtime/model.h"
 
 #include <nlohmann/json.hpp>
 
 #include <QtTest>
 #include <cmath>
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <map>
 #include <set>
 
@@ -70,6 +73,8 @@ private slots:
     void unavailableGpuIsAClearError();
     void devicesAndSummary();
     void passesSplitExactly();
+    void defaultScoreIsForwardReduced();
+    void scoreRequestErrors();
 
 private:
     std::filesystem::path m_dir;
@@ -308,6 +313,121 @@ void TestLanguageModel::passesSplitExactly() {
         QVERIFY2(relativeError(got, *expected) <= 1e-5, qPrintable(QString::number(limit)));
     }
     QCOMPARE(splitIntoPasses({}, 4).size(), size_t(1));
+}
+
+// LanguageModel::score's default on the CPU, against forward()'s logits of the same inputs (two
+// slots, one fed in two steps, logits from an offset and a Last row): each target's
+// log-probability is logProbability() of its row bit for bit (what the evaluators computed before
+// score() existed), within 1e-6 of a plain float64 log-softmax of the row and within 1e-4 of the
+// fixture's float64 NumPy reference; the top-K is the row sorted by (logit desc, id asc); the
+// cache advances as forward() advances it.
+void TestLanguageModel::defaultScoreIsForwardReduced() {
+    auto opened = openLanguageModel(m_checkpoint, DeviceSpec{}, {.threads = 3});
+    QVERIFY(opened.ok());
+    LanguageModel &model = **opened;
+    const int64_t vocab = model.config().vocabSize;
+    const auto a = m_ref["sequences"][2].get<std::vector<int32_t>>();
+    const auto b = m_ref["sequences"][1].get<std::vector<int32_t>>();
+    const int64_t capacity = int64_t(std::max(a.size(), b.size()));
+    auto viaForward = model.allocateCache(2, capacity), viaScore = model.allocateCache(2, capacity);
+    QVERIFY(viaForward.ok() && viaScore.ok());
+    const std::vector<std::vector<SequenceInput>> steps = {
+        {{1, {b.data(), 2}, LogitsWanted::Last}, {0, {a.data(), 9}, LogitsWanted::All, 3}},
+        {{0, {a.data() + 9, a.size() - 9}, LogitsWanted::All, 0},
+         {1, {b.data() + 2, b.size() - 2}, LogitsWanted::All, 0}}};
+    for (const auto &step : steps) {
+        auto logits = model.forward(**viaForward, step);
+        QVERIFY(logits.ok());
+        QCOMPARE(wantedRows(step), logits->rows);
+        // Targets out of row order, several on one row, rows without any.
+        std::vector<TokenTarget> targets;
+        for (int64_t r = logits->rows - 1; r >= 0; r -= 2)
+            targets.push_back({r, int32_t((r * 7 + 3) % vocab)});
+        targets.push_back({0, int32_t(vocab - 1)});
+        targets.push_back({0, 0});
+        for (const int k : {0, 1, 5}) {
+            if (k > 0) // the same inputs again, from the state before the step
+                for (const SequenceInput &in : step)
+                    (*viaScore)->truncate(in.slot, (*viaForward)->length(in.slot) -
+                                                       int64_t(in.tokens.size()));
+            auto scores = model.score(**viaScore, step, {targets, k});
+            QVERIFY2(scores.ok(), scores.ok() ? "" : scores.error().message.c_str());
+            QCOMPARE(scores->rows, logits->rows);
+            QCOMPARE(scores->topK, k);
+            QCOMPARE(scores->logProbs.size(), targets.size());
+            for (size_t i = 0; i < targets.size(); ++i) {
+                const float *row = logits->row(targets[i].row);
+                const double got = scores->logProbs[i];
+                QVERIFY(got == logProbability(row, vocab, targets[i].token)); // bit for bit
+                double m = row[0], sum = 0;
+                for (int64_t j = 0; j < vocab; ++j)
+                    m = std::max(m, double(row[j]));
+                for (int64_t j = 0; j < vocab; ++j)
+                    sum += std::exp(double(row[j]) - m);
+                QVERIFY(std::abs(got - (double(row[targets[i].token]) - m - std::log(sum))) <= 1e-6);
+            }
+            QCOMPARE(scores->topIds.size(), size_t(logits->rows * k));
+            for (int64_t r = 0; r < logits->rows; ++r) {
+                const float *row = logits->row(r);
+                std::vector<int32_t> order(static_cast<size_t>(vocab));
+                std::iota(order.begin(), order.end(), 0);
+                std::stable_sort(order.begin(), order.end(),
+                                 [row](int32_t x, int32_t y) { return row[x] > row[y]; });
+                for (int j = 0; j < k; ++j) {
+                    QCOMPARE(scores->topIds[size_t(r * k + j)], order[size_t(j)]);
+                    QVERIFY(scores->topLogits[size_t(r * k + j)] == row[order[size_t(j)]]);
+                }
+            }
+            for (int s = 0; s < 2; ++s)
+                QCOMPARE((*viaScore)->length(s), (*viaForward)->length(s));
+        }
+    }
+    // The whole of sequence 2 against the fixture's float64 reference logits.
+    auto cache = model.allocateCache(1, int64_t(a.size()));
+    const SequenceInput all{0, a, LogitsWanted::All};
+    std::vector<TokenTarget> targets;
+    for (size_t t = 0; t + 1 < a.size(); ++t)
+        targets.push_back({int64_t(t), a[t + 1]});
+    auto scores = model.score(**cache, {&all, 1}, {targets, 1});
+    QVERIFY(scores.ok());
+    for (size_t t = 0; t + 1 < a.size(); ++t) {
+        const auto ref = m_ref["logits"][2][t].get<std::vector<double>>();
+        const double m = *std::max_element(ref.begin(), ref.end());
+        double sum = 0;
+        for (double v : ref)
+            sum += std::exp(v - m);
+        QVERIFY(std::abs(scores->logProbs[t] - (ref[size_t(a[t + 1])] - m - std::log(sum))) <= 1e-4);
+        QCOMPARE(int64_t(scores->topIds[t]),
+                 int64_t(std::max_element(ref.begin(), ref.end()) - ref.begin()));
+    }
+}
+
+// Bad requests are refused before the model runs (the cache keeps its length).
+void TestLanguageModel::scoreRequestErrors() {
+    auto opened = openLanguageModel(m_checkpoint, DeviceSpec{}, {.threads = 1});
+    QVERIFY(opened.ok());
+    LanguageModel &model = **opened;
+    auto cache = model.allocateCache(1, 16);
+    QVERIFY(cache.ok());
+    const std::vector<int32_t> ids = {1, 5, 9, 2};
+    const SequenceInput from2{0, ids, LogitsWanted::All, 2}, none{0, ids, LogitsWanted::None};
+    const int32_t vocab = int32_t(model.config().vocabSize);
+    const std::vector<std::pair<SequenceInput, std::vector<TokenTarget>>> bad = {
+        {from2, {{2, 1}}}, {from2, {{-1, 1}}}, {from2, {{0, vocab}}}, {from2, {{1, -1}}},
+        {none, {{0, 1}}}};
+    for (const auto &[input, targets] : bad) {
+        auto refused = model.score(**cache, {&input, 1}, {targets, 0});
+        QVERIFY(!refused.ok());
+        QCOMPARE(refused.error().code, ErrorCode::InvalidArgument);
+        QCOMPARE((*cache)->length(0), int64_t(0));
+    }
+    for (const int k : {-1, kScoreTopKMax + 1})
+        QCOMPARE(model.score(**cache, {&from2, 1}, {{}, k}).error().code, ErrorCode::InvalidArgument);
+    QCOMPARE((*cache)->length(0), int64_t(0));
+    auto ok = model.score(**cache, {&from2, 1}, {{}, kScoreTopKMax});
+    QVERIFY(ok.ok());
+    QCOMPARE(ok->topIds.size(), size_t(2 * kScoreTopKMax));
+    QCOMPARE((*cache)->length(0), int64_t(4));
 }
 
 QTEST_APPLESS_MAIN(TestLanguageModel)
