@@ -90,6 +90,7 @@ Result<std::vector<GenerationOutput>> GenerationEngine::run(std::span<const Gene
     LOWBIT_TRY(auto cache, m_model.allocateCache(slots, capacity));
     std::vector<std::optional<Active>> active(static_cast<size_t>(slots));
     size_t next = 0, finished = 0;
+    const bool greedy = gen.sampling.temperature <= 0.0; // Sampler's own test for argmax
     const auto start = std::chrono::steady_clock::now();
     while (finished < requests.size()) {
         if (stop.stop_requested())
@@ -116,14 +117,25 @@ Result<std::vector<GenerationOutput>> GenerationEngine::run(std::span<const Gene
             }
             inputSlot.push_back(s);
         }
-        LOWBIT_TRY(Logits logits, m_model.forward(*cache, inputs));
+        // Greedy decoding reads only each row's argmax (score()'s top-1, on the model's device);
+        // sampling at a temperature takes the full rows.
+        Logits logits;
+        Scores best;
+        if (greedy) {
+            LOWBIT_TRY(best, m_model.score(*cache, inputs, {{}, 1}));
+        } else {
+            LOWBIT_TRY(logits, m_model.forward(*cache, inputs));
+        }
         for (size_t k = 0; k < inputs.size(); ++k) {
             const int s = inputSlot[k];
             Active &a = *active[size_t(s)];
             GenerationOutput &out = outputs[a.request];
-            const float *row = logits.row(int64_t(k));
             a.started = true;
-            const int32_t token = a.sampler->sample({row, size_t(logits.vocab)});
+            const int32_t token = greedy ? best.topIds[k]
+                                         : a.sampler->sample({logits.row(int64_t(k)),
+                                                              size_t(logits.vocab)});
+            if (token < 0)
+                return makeError(ErrorCode::Internal, "generation: the model's logits are all NaN");
             std::string reason;
             if (gen.stopAtEos && std::find(eos.begin(), eos.end(), token) != eos.end()) {
                 reason = "eos";

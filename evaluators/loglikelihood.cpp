@@ -1,8 +1,5 @@
 #include "loglikelihood.h"
 
-#include "core/thread_pool.h"
-#include "runtime/log_prob.h"
-#include "runtime/sampler.h"
 
 #include <algorithm>
 #include <chrono>
@@ -63,7 +60,7 @@ struct LoglikelihoodEngine::Member {
 };
 
 LoglikelihoodEngine::LoglikelihoodEngine(LanguageModel &model, const LoglikelihoodOptions &options)
-    : m_model(model), m_options(options), m_pool(std::make_unique<ThreadPool>(model.threads())) {
+    : m_model(model), m_options(options) {
     if (m_options.maxLength <= 0)
         m_options.maxLength = model.config().maxPositions;
 }
@@ -110,17 +107,20 @@ Status LoglikelihoodEngine::ensureCache(int slots, int64_t capacity) {
     return {};
 }
 
-Status LoglikelihoodEngine::forward(std::span<const SequenceInput> inputs, Logits *logits) {
+Status LoglikelihoodEngine::score(std::span<const SequenceInput> inputs,
+                                  std::span<const TokenTarget> targets, Scores *scores) {
     for (const SequenceInput &in : inputs)
         m_tokensEvaluated += int64_t(in.tokens.size());
-    auto result = m_model.forward(*m_cache, inputs);
+    // The top-1 of every wanted row: each is a scored row, whose greediness is asked.
+    const bool wanted = wantedRows(inputs) > 0;
+    auto result = m_model.score(*m_cache, inputs, {targets, wanted ? 1 : 0});
     if (!result) {
         m_cache->clearAll(); // what the slots hold is no longer known
         m_header.clear();
         return result.error();
     }
-    if (logits)
-        *logits = std::move(*result);
+    if (scores)
+        *scores = std::move(*result);
     return {};
 }
 
@@ -130,7 +130,7 @@ Status LoglikelihoodEngine::ensureHeader(std::span<const int32_t> header) {
     m_cache->clear(0);
     m_header.clear();
     const SequenceInput input{0, header, LogitsWanted::None};
-    LOWBIT_CHECK(forward({&input, 1}, nullptr));
+    LOWBIT_CHECK(score({&input, 1}, {}, nullptr));
     m_header.assign(header.begin(), header.end());
     return {};
 }
@@ -225,28 +225,47 @@ Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const 
     } else {
         m_cache->clear(home);
     }
-    Logits prefixLogits;
-    if (plan.prefix > plan.header) {
-        const SequenceInput input{home, {first.input.data() + plan.header, size_t(plan.prefix - plan.header)},
-                                  plan.sharedRow ? LogitsWanted::Last : LogitsWanted::None};
-        LOWBIT_CHECK(forward({&input, 1}, &prefixLogits));
-    }
-    // Scored rows in order: member j's rows [scoreFrom_j, L_j); a row below the prefix is the
-    // shared prefix row, the others come from the members' forward, one slot per member.
+    // Scored rows in order: member j's rows [scoreFrom_j, L_j). A row below the prefix can only
+    // be the prefix's last row (planGroup's sharedRow), which then scores several members' first
+    // tokens; the others come from the members' forward, one slot per member, in its row order.
     ScoredRows rows;
+    std::vector<TokenTarget> prefixTargets, memberTargets;
+    std::vector<size_t> prefixRow, memberRow; // the scored row of each target
     std::vector<SequenceInput> inputs;
-    std::vector<size_t> pending; // indices into rows.logits, in the members' forward row order
     for (size_t j = 0; j < members.size(); ++j) {
         const Member &m = members[j];
         const auto &continuation = requests[m.request].continuation;
-        const size_t begin = rows.logits.size();
+        const size_t begin = rows.logProbs.size();
         for (int64_t r = m.scoreFrom; r < int64_t(m.input.size()); ++r) {
-            rows.targets.push_back(continuation[size_t(r - m.scoreFrom)]);
-            rows.logits.push_back(r < plan.prefix ? prefixLogits.row(0) : nullptr);
-            if (r >= plan.prefix)
-                pending.push_back(rows.logits.size() - 1);
+            const int32_t token = continuation[size_t(r - m.scoreFrom)];
+            if (r < plan.prefix) {
+                prefixTargets.push_back({0, token});
+                prefixRow.push_back(rows.logProbs.size());
+            } else { // every row of the members' forward is a scored row, in this order
+                memberTargets.push_back({int64_t(memberTargets.size()), token});
+                memberRow.push_back(rows.logProbs.size());
+            }
+            rows.logProbs.push_back(0);
         }
-        rows.members.emplace_back(begin, rows.logits.size());
+        rows.members.emplace_back(begin, rows.logProbs.size());
+    }
+    rows.greedy.resize(rows.logProbs.size());
+    auto keep = [&rows](const Scores &scores, std::span<const TokenTarget> targets,
+                        std::span<const size_t> scoredRow) {
+        for (size_t i = 0; i < targets.size(); ++i) {
+            rows.logProbs[scoredRow[i]] = scores.logProbs[i];
+            rows.greedy[scoredRow[i]] = scores.topIds[size_t(targets[i].row)] == targets[i].token;
+        }
+    };
+    if (plan.prefix > plan.header) {
+        const SequenceInput input{home, {first.input.data() + plan.header, size_t(plan.prefix - plan.header)},
+                                  plan.sharedRow ? LogitsWanted::Last : LogitsWanted::None};
+        Scores scores;
+        LOWBIT_CHECK(score({&input, 1}, prefixTargets, &scores));
+        keep(scores, prefixTargets, prefixRow);
+    }
+    for (size_t j = 0; j < members.size(); ++j) {
+        const Member &m = members[j];
         if (int64_t(m.input.size()) > plan.prefix) {
             if (j > 0)
                 m_cache->copyPrefix(home, home + int(j), plan.prefix);
@@ -254,28 +273,17 @@ Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const 
                               LogitsWanted::All, std::max<int64_t>(0, m.scoreFrom - plan.prefix)});
         }
     }
-    Logits logits;
     if (!inputs.empty()) {
-        LOWBIT_CHECK(forward(inputs, &logits));
-        for (size_t k = 0; k < pending.size(); ++k)
-            rows.logits[pending[k]] = logits.row(int64_t(k));
+        Scores scores;
+        LOWBIT_CHECK(score(inputs, memberTargets, &scores));
+        keep(scores, memberTargets, memberRow);
     }
     for (size_t j = 0; j < members.size(); ++j)
         results[members[j].request] = sumRows(rows, j);
     return {};
 }
 
-LoglikelihoodResult LoglikelihoodEngine::sumRows(ScoredRows &rows, size_t member) {
-    if (rows.logProbs.empty()) { // first call: every row's log-softmax, in parallel
-        const int64_t count = int64_t(rows.logits.size()), vocab = m_model.config().vocabSize;
-        rows.logProbs.resize(size_t(count));
-        rows.greedy.resize(size_t(count));
-        m_pool->parallelFor(count, [&](int64_t r, int) {
-            const float *row = rows.logits[size_t(r)];
-            rows.logProbs[size_t(r)] = logProbability(row, vocab, rows.targets[size_t(r)]);
-            rows.greedy[size_t(r)] = argmax({row, size_t(vocab)}) == rows.targets[size_t(r)];
-        });
-    }
+LoglikelihoodResult LoglikelihoodEngine::sumRows(const ScoredRows &rows, size_t member) {
     const auto [begin, end] = rows.members[member];
     LoglikelihoodResult out;
     out.tokens = int64_t(end - begin);

@@ -33,8 +33,6 @@
 
 namespace lowbit {
 
-class ThreadPool;
-
 struct LoglikelihoodRequest {
     std::string context;
     std::string continuation;
@@ -92,18 +90,18 @@ private:
         bool sharedRow = false; // the prefix's last row scores every member's first token
     };
     struct ScoredRows {
-        std::vector<const float *> logits; // one logit row per scored continuation token
-        std::vector<int32_t> targets;
         std::vector<std::pair<size_t, size_t>> members; // [begin, end) rows of each member
-        std::vector<double> logProbs;
+        std::vector<double> logProbs; // one per scored continuation token
         std::vector<char> greedy;
     };
     static GroupPlan planGroup(std::span<const Member> members);
-    LoglikelihoodResult sumRows(ScoredRows &rows, size_t member);
+    static LoglikelihoodResult sumRows(const ScoredRows &rows, size_t member);
     Status runGroup(std::span<Member> members, std::span<const TokenizedRequest> requests,
                     std::vector<LoglikelihoodResult> &results);
     Status ensureHeader(std::span<const int32_t> header);
-    Status forward(std::span<const SequenceInput> inputs, Logits *logits);
+    // model.score() with the engine's bookkeeping (tokens run; on an error the cache forgotten).
+    Status score(std::span<const SequenceInput> inputs, std::span<const TokenTarget> targets,
+                 Scores *scores);
     Status ensureCache(int slots, int64_t capacity);
 
     LanguageModel &m_model;
@@ -112,7 +110,6 @@ private:
     std::vector<int32_t> m_header;  // what slot 0 holds (computed by itself)
     int64_t m_tokensEvaluated = 0;
     int64_t m_tokensRequested = 0;
-    std::unique_ptr<ThreadPool> m_pool; // log-softmax of the logit rows
 };
 
 } // namespace lowbit

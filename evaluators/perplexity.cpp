@@ -1,7 +1,5 @@
 #include "perplexity.h"
 
-#include "core/thread_pool.h"
-#include "runtime/log_prob.h"
 
 #include <algorithm>
 #include <chrono>
@@ -47,9 +45,9 @@ Result<PerplexityReport> evaluatePerplexity(LanguageModel &model, std::span<cons
     const int64_t perBatch = std::min({byTokens, byMemory, chunks});
 
     LOWBIT_TRY(auto cache, model.allocateCache(int(perBatch), ctx));
-    ThreadPool pool(model.threads());
     std::vector<double> nll(static_cast<size_t>(chunks * scoredPerChunk));
     std::vector<std::vector<int32_t>> chunkTokens(static_cast<size_t>(perBatch));
+    std::vector<TokenTarget> targets;
     const auto start = std::chrono::steady_clock::now();
     for (int64_t c0 = 0; c0 < chunks; c0 += perBatch) {
         if (stop.stop_requested())
@@ -64,15 +62,17 @@ Result<PerplexityReport> evaluatePerplexity(LanguageModel &model, std::span<cons
             cache->clear(int(b));
             inputs.push_back({int(b), chunk, LogitsWanted::All, firstScored});
         }
-        LOWBIT_TRY(Logits logits, model.forward(*cache, inputs));
         // Row b*(ctx-firstScored) + t holds position firstScored+t of chunk b; the last row
-        // of each chunk predicts past the chunk and is skipped.
-        pool.parallelFor(count * scoredPerChunk, [&](int64_t i, int) {
-            const int64_t b = i / scoredPerChunk, t = i % scoredPerChunk;
-            const float *row = logits.row(b * (ctx - firstScored) + t);
-            const int32_t target = chunkTokens[size_t(b)][size_t(firstScored + t + 1)];
-            nll[size_t((c0 + b) * scoredPerChunk + t)] = -logProbability(row, vocab, target);
-        });
+        // of each chunk predicts past the chunk and has no target. score() reduces the rows
+        // where they are (on a GPU only the log-probabilities come back).
+        targets.clear();
+        for (int64_t b = 0; b < count; ++b)
+            for (int64_t t = 0; t < scoredPerChunk; ++t)
+                targets.push_back({b * (ctx - firstScored) + t,
+                                   chunkTokens[size_t(b)][size_t(firstScored + t + 1)]});
+        LOWBIT_TRY(Scores scores, model.score(*cache, inputs, {targets, 0}));
+        for (size_t i = 0; i < targets.size(); ++i)
+            nll[size_t(c0 * scoredPerChunk) + i] = -scores.logProbs[i];
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         const int64_t done = c0 + count;
         const double rate = double(done * ctx) / std::max(seconds, 1e-9);

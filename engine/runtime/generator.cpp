@@ -43,11 +43,20 @@ Result<GenerateResult> generate(LanguageModel &model, std::span<const int32_t> p
     const auto start = std::chrono::steady_clock::now();
 
     SequenceInput input{0, prompt, LogitsWanted::Last};
+    const bool greedy = options.sampling.temperature <= 0.0; // Sampler's own test for argmax
     for (int step = 0; step < options.maxTokens; ++step) {
         if (stop.stop_requested())
             return makeError(ErrorCode::Cancelled, "generate: cancelled");
-        LOWBIT_TRY(Logits logits, model.forward(*cache, {&input, 1}));
-        const int32_t next = sampler.sample({logits.row(0), size_t(logits.vocab)});
+        int32_t next = 0;
+        if (greedy) { // only the argmax: score()'s top-1, reduced on the model's device
+            LOWBIT_TRY(Scores best, model.score(*cache, {&input, 1}, {{}, 1}));
+            next = best.topIds[0];
+            if (next < 0)
+                return makeError(ErrorCode::Internal, "generate: the model's logits are all NaN");
+        } else {
+            LOWBIT_TRY(Logits logits, model.forward(*cache, {&input, 1}));
+            next = sampler.sample({logits.row(0), size_t(logits.vocab)});
+        }
         if (options.stopAtEos && std::find(eos.begin(), eos.end(), next) != eos.end()) {
             result.stopReason = "eos";
             break;
