@@ -2,8 +2,9 @@
 // ops, NaN-filled "device" buffers, a settable free memory), so that everything of the GPU
 // forward that is not a kernel runs on the CPU: the device cache's slot offsets and prefix
 // copies, the per-pass batch layout, the split of long batches into passes, the head in chunks
-// of at most 256 rows, logProbs()/next(), the memory refusals, foreign caches, and the
-// evaluators through the LanguageModel interface. The reference is the CPU Model on the shared
+// of at most 256 rows, logProbs()/next() and score() (with no full logit row downloaded), the
+// memory refusals, foreign caches, and the evaluators and greedy decoding through the
+// LanguageModel interface. The reference is the CPU Model on the shared
 // fixture (itself checked against float64 NumPy in test_reference_logits); both run the same CPU
 // ops, so they agree to float32 rounding of differently grouped GEMM rows (1e-5 relative).
 #include "host_cuda_backend.h"
@@ -13,6 +14,7 @@
 #include "model/checkpoint.h"
 #include "perplexity.h"
 #include "runtime/cuda_model.h"
+#include "runtime/generator.h"
 #include "runtime/model.h"
 
 #include <nlohmann/json.hpp>
@@ -48,6 +50,7 @@ private slots:
     void forwardMatchesCpu();
     void prefixCopiesAndTruncation();
     void lossSideReductions();
+    void scoreMatchesCpu();
     void memoryRefusals();
     void foreignCaches();
     void evaluatorsThroughTheInterface();
@@ -197,6 +200,62 @@ void TestDeviceModelHost::lossSideReductions() {
     QVERIFY(!model->logProbs(**cache, 0, std::vector<int32_t>(100, 1)).ok()); // over 64 a pass
 }
 
+// CudaModel::score against the CPU Model's (LanguageModel's default over forward()): passes split
+// mid-input (limits 7 and 512), a head of more than 256 wanted rows (chunks), targets out of row
+// order with several on one row (the shared row of the log-likelihood engine) and the top-3 of
+// every row; no full logit row is downloaded, and a refused request leaves the cache as it was.
+void TestDeviceModelHost::scoreMatchesCpu() {
+    const auto &a = m_sequences[2], &b = m_sequences[1];
+    std::vector<int32_t> longer;
+    while (longer.size() < 300)
+        longer.insert(longer.end(), a.begin(), a.end());
+    longer.resize(300);
+    const int32_t vocab = int32_t(m_checkpoint->config.vocabSize);
+    const std::vector<SequenceInput> step = {{1, {b.data(), 3}, LogitsWanted::Last},
+                                             {0, longer, LogitsWanted::All, 5},
+                                             {2, b, LogitsWanted::All, 1}};
+    const int64_t rows = wantedRows(step);
+    QCOMPARE(rows, int64_t(1 + 295 + b.size() - 1));
+    std::vector<TokenTarget> targets;
+    for (int64_t r = rows - 1; r >= 0; --r)
+        targets.push_back({r, int32_t((r * 13 + 1) % vocab)});
+    for (int32_t token : {7, 0, vocab - 1})
+        targets.push_back({0, token}); // the Last row: four targets
+    targets.push_back({290, 3});
+    for (const int64_t limit : {7, 512}) {
+        auto model = emulated(limit);
+        QVERIFY(model);
+        auto cache = model->allocateCache(3, 300);
+        QVERIFY(cache.ok());
+        KvCache reference = m_cpu->makeCache(3, 300);
+        auto expected = m_cpu->score(reference, step, {targets, 3});
+        auto got = model->score(**cache, step, {targets, 3});
+        QVERIFY2(got.ok(), got.ok() ? "" : got.error().message.c_str());
+        QVERIFY(expected.ok());
+        QCOMPARE(got->rows, rows);
+        QCOMPARE(got->logProbs.size(), targets.size());
+        for (size_t i = 0; i < targets.size(); ++i)
+            QVERIFY2(std::abs(got->logProbs[i] - expected->logProbs[i]) <= 1e-4,
+                     qPrintable(QString("limit %1 target %2").arg(limit).arg(i)));
+        QVERIFY(got->topIds == expected->topIds);
+        for (size_t i = 0; i < got->topLogits.size(); ++i)
+            QVERIFY(std::abs(got->topLogits[i] - expected->topLogits[i]) <=
+                    1e-5 * std::max(1.0f, std::abs(expected->topLogits[i])));
+        QCOMPARE(model->downloadedLogitRows(), int64_t(0));
+        for (int s = 0; s < 3; ++s)
+            QCOMPARE((*cache)->length(s), reference.length(s));
+        // Refused before any work: the lengths stay.
+        const std::vector<TokenTarget> past = {{rows, 1}};
+        (*cache)->clearAll();
+        QCOMPARE(model->score(**cache, step, {past, 0}).error().code, ErrorCode::InvalidArgument);
+        QCOMPARE((*cache)->length(0), int64_t(0));
+        // forward() still downloads rows, and counts them.
+        auto logits = model->forward(**cache, step);
+        QVERIFY(logits.ok());
+        QCOMPARE(model->downloadedLogitRows(), rows);
+    }
+}
+
 // create() refuses weights + activations that do not fit, allocateCache() a cache that does
 // not; neither leaves buffers behind.
 void TestDeviceModelHost::memoryRefusals() {
@@ -268,6 +327,7 @@ void TestDeviceModelHost::evaluatorsThroughTheInterface() {
     auto got = evaluatePerplexity(*model, tokens, options, progress);
     QVERIFY(expected.ok() && got.ok());
     QVERIFY(std::abs(got->meanNll - expected->meanNll) <= 1e-5 * expected->meanNll);
+    QCOMPARE(model->downloadedLogitRows(), int64_t(0)); // scored where the logits are
 
     std::vector<TokenizedRequest> requests;
     for (int g = 0; g < 3; ++g)
@@ -286,7 +346,33 @@ void TestDeviceModelHost::evaluatorsThroughTheInterface() {
     for (size_t i = 0; i < requests.size(); ++i) {
         QCOMPARE((*b)[i].tokens, (*a)[i].tokens);
         QVERIFY(std::abs((*b)[i].logLikelihood - (*a)[i].logLikelihood) <= 1e-4);
+        QCOMPARE((*b)[i].isGreedy, (*a)[i].isGreedy);
     }
+    QCOMPARE(model->downloadedLogitRows(), int64_t(0));
+
+    // Greedy decoding reads only the argmax: generate() on either model gives the tokens of a
+    // plain loop over the CPU forward's rows and std::max_element.
+    const std::vector<int32_t> prompt(m_sequences[2].begin(), m_sequences[2].begin() + 4);
+    std::vector<int32_t> expectedTokens;
+    KvCache kv = m_cpu->makeCache(1, 16);
+    SequenceInput step{0, prompt, LogitsWanted::Last};
+    for (int i = 0; i < 10; ++i) {
+        auto logits = m_cpu->forward(kv, {&step, 1});
+        QVERIFY2(logits.ok(), logits.ok() ? "" : logits.error().message.c_str());
+        const float *row = logits->row(0);
+        expectedTokens.push_back(int32_t(std::max_element(row, row + logits->vocab) - row));
+        step.tokens = {&expectedTokens.back(), 1};
+    }
+    GenerateOptions greedy;
+    greedy.maxTokens = 10;
+    greedy.stopAtEos = false;
+    for (LanguageModel *m : {static_cast<LanguageModel *>(m_cpu.get()),
+                             static_cast<LanguageModel *>(model.get())}) {
+        auto generated = generate(*m, prompt, greedy);
+        QVERIFY2(generated.ok(), generated.ok() ? "" : generated.error().message.c_str());
+        QVERIFY(generated->tokens == expectedTokens);
+    }
+    QCOMPARE(model->downloadedLogitRows(), int64_t(0));
 }
 
 QTEST_APPLESS_MAIN(TestDeviceModelHost)
