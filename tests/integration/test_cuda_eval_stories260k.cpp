@@ -3,8 +3,9 @@
 // "cuda:N" vs "cpu") on tinystories and wikitext2 perplexity and the arc_easy multiple-choice
 // task (log-likelihoods with shared prefixes copied between device cache slots); greedy decode
 // through generate(); and the bf16 fixture's perplexity under 16-bit tensor-core and float32
-// GEMMs. The device is LOWBIT_TEST_DEVICE (default cuda:0). Skips when the build has no CUDA
-// backend or the machine has no GPU.
+// GEMMs; those two also check that no full logit row left the device (perplexity and greedy
+// decoding run on LanguageModel::score). The device is LOWBIT_TEST_DEVICE (default cuda:0).
+// Skips when the build has no CUDA backend or the machine has no GPU.
 //
 // Tolerances. stories260K stores float32 weights, so even the default GemmPrecision::Tensor16
 // runs float32 GEMMs on it (cublasSgemm with TF32 off, and the exact float32 GEMV for <= 8 rows);
@@ -24,6 +25,7 @@
 #include "perplexity.h"
 #include "pipeline/run_executor.h"
 #include "run_store.h"
+#include "runtime/cuda_model.h"
 #include "runtime/generator.h"
 #include "runtime/language_model.h"
 #include "task.h"
@@ -185,6 +187,10 @@ void TestCudaEvalStories260k::greedyDecode() {
     auto b = generate(**gpu, prompt, options);
     QVERIFY(a.ok() && b.ok());
     QCOMPARE(b->tokens, a->tokens);
+    // Greedy decoding took only the argmax (score()'s top-1) off the device.
+    auto *device = dynamic_cast<CudaModel *>(gpu->get());
+    QVERIFY(device);
+    QCOMPARE(device->downloadedLogitRows(), int64_t(0));
 }
 
 // The bf16 fixture (no tokenizer: seeded random ids over its vocabulary) under 16-bit
@@ -212,6 +218,10 @@ void TestCudaEvalStories260k::bf16FixturePerplexity() {
         auto report = evaluatePerplexity(**gpu, tokens, options, progress);
         QVERIFY2(report.ok(), report.ok() ? "" : report.error().message.c_str());
         QCOMPARE(report->predictedTokens, reference->predictedTokens);
+        // Scored on the device: no [tokens x vocab] logits crossed to the host.
+        auto *device = dynamic_cast<CudaModel *>(gpu->get());
+        QVERIFY(device);
+        QCOMPARE(device->downloadedLogitRows(), int64_t(0));
         const double tol = fp32 ? 1e-5 : 2e-2;
         QVERIFY2(std::abs(report->meanNll - reference->meanNll) <= tol * reference->meanNll,
                  qPrintable(QString("fp32 %1: mean NLL %2 vs cpu %3")
