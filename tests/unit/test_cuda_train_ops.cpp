@@ -373,7 +373,9 @@ void TestCudaTrainOps::attention_data() {
     QTest::newRow("hd48 gqa8 7,1,33,1") << 48 << 1 << 8 << QList<int>{7, 1, 33, 1};
     QTest::newRow("hd128 gqa8 300") << 128 << 2 << 8 << QList<int>{300};
     QTest::newRow("hd64 gqa4 5,empty,70") << 64 << 2 << 4 << QList<int>{5, 0, 70};
-    QTest::newRow("hd20 gqa1 1") << 20 << 3 << 1 << QList<int>{1};
+    // A row alone with its key has dQ = 0 exactly (a one-key softmax is constant), so its float
+    // dQ is pure rounding of dO·V − D; the second sequence gives the case a dQ to compare with.
+    QTest::newRow("hd20 gqa1 1,3") << 20 << 3 << 1 << QList<int>{1, 3};
 }
 
 // Float32 attention: scores within ~1e-6 relative of the exact ones, so P, O and lse within
