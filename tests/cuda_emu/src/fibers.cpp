@@ -75,7 +75,7 @@ struct Launch {
     Fiber *current = nullptr;
     Barrier block;
     Barrier warps[kMaxThreads / 32];
-    uint64_t lanes[kMaxThreads / 32][32];
+    uint64_t lanes[2][kMaxThreads / 32][32]; // double-buffered by barrier generation
     std::vector<float4> shared;
     int threads = 0;
 };
@@ -193,11 +193,12 @@ uint64_t warpExchange(uint64_t bits, int srcLane) {
     Launch &s = state();
     const long linear = s.current - s.fibers.data();
     const long warp = linear / 32, lane = linear % 32;
-    s.lanes[warp][lane] = bits;
+    // Exchange k uses buffer k % 2: a lane can only write it again at exchange k + 2, after
+    // passing exchange k + 1's barrier, which every lane reaches only once done reading k.
+    auto &buffer = s.lanes[s.warps[warp].generation & 1][warp];
+    buffer[lane] = bits;
     wait(s.warps[warp]);
-    const uint64_t got = s.lanes[warp][srcLane & 31];
-    wait(s.warps[warp]); // nobody overwrites a lane before every lane has read
-    return got;
+    return buffer[srcLane & 31];
 }
 
 void *dynamicShared() {
