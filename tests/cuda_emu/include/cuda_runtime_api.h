@@ -131,5 +131,9 @@ template <typename T> cudaError_t cudaFuncSetAttribute(T *func, cudaFuncAttribut
 namespace lowbit_emu {
 void setDeviceMemory(size_t totalBytes);
 size_t allocatedBytes();
+size_t peakAllocatedBytes(); // the largest allocatedBytes() since the last reset
+void resetPeakAllocatedBytes();
+// The allocation `after` allocations from now fails with cudaErrorMemoryAllocation (-1: none).
+void failAllocation(long after);
 long launchCount();
 } // namespace lowbit_emu

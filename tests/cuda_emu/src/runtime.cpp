@@ -4,7 +4,14 @@
 // that is not an allocation's start is cudaErrorInvalidValue, as on a GPU. cudaMemGetInfo reports
 // the configured total (LOWBIT_CUDA_EMU_MEMORY bytes, or lowbit_emu::setDeviceMemory; 80 GiB by
 // default) minus the live allocations, and an allocation above the free amount fails.
+//
+// Every allocation ends (within 256-byte rounding) at an inaccessible page, and the rounding
+// slack holds a canary checked at cudaFree: a kernel or copy running past the end of a buffer
+// faults, or is reported when the buffer is freed; a freed buffer is unmapped, so a late use
+// faults too. Copies naming a device side must lie inside one live allocation.
 #include <cuda_runtime_api.h>
+
+#include <sys/mman.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -19,11 +26,26 @@ namespace lowbit_emu {
 
 namespace {
 
+constexpr size_t kPage = 4096;
+constexpr unsigned char kCanary = 0xa5;
+
+struct Allocation {
+    size_t bytes;
+    void *base;
+    size_t mapped;
+};
+
+size_t roundUp(size_t n, size_t to) {
+    return (n + to - 1) / to * to;
+}
+
 struct Device {
     std::mutex mutex;
-    std::map<const void *, size_t> allocations;
+    std::map<const char *, Allocation> allocations;
     std::map<const void *, int> maxDynamicShared;
     size_t allocated = 0;
+    size_t peak = 0;
+    long allocationsUntilFailure = -1; // < 0: none injected
     size_t total = 0;
     long launches = 0;
     int current = 0;
@@ -76,6 +98,24 @@ size_t allocatedBytes() {
     Device &d = device();
     std::lock_guard lock(d.mutex);
     return d.allocated;
+}
+
+size_t peakAllocatedBytes() {
+    Device &d = device();
+    std::lock_guard lock(d.mutex);
+    return d.peak;
+}
+
+void resetPeakAllocatedBytes() {
+    Device &d = device();
+    std::lock_guard lock(d.mutex);
+    d.peak = d.allocated;
+}
+
+void failAllocation(long after) {
+    Device &d = device();
+    std::lock_guard lock(d.mutex);
+    d.allocationsUntilFailure = after;
 }
 
 long launchCount() {
@@ -159,13 +199,22 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes) {
     *ptr = nullptr;
     if (bytes > d.total - std::min(d.total, d.allocated))
         return fail(cudaErrorMemoryAllocation);
-    // 256-byte aligned like cudaMalloc; at least one byte so that every allocation is distinct.
-    void *p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
-    if (!p)
+    if (d.allocationsUntilFailure >= 0 && d.allocationsUntilFailure-- == 0)
         return fail(cudaErrorMemoryAllocation);
+    // 256-byte aligned like cudaMalloc, ending at most 255 bytes before a guard page.
+    const size_t usable = lowbit_emu::roundUp(std::max<size_t>(bytes, 1), 256);
+    const size_t body = lowbit_emu::roundUp(usable, lowbit_emu::kPage);
+    void *base = mmap(nullptr, body + lowbit_emu::kPage, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED)
+        return fail(cudaErrorMemoryAllocation);
+    mprotect(static_cast<char *>(base) + body, lowbit_emu::kPage, PROT_NONE);
+    char *p = static_cast<char *>(base) + (body - usable);
     std::memset(p, 0xff, bytes);
-    d.allocations[p] = bytes;
+    std::memset(p + bytes, lowbit_emu::kCanary, usable - bytes);
+    d.allocations[p] = lowbit_emu::Allocation{bytes, base, body + lowbit_emu::kPage};
     d.allocated += bytes;
+    d.peak = std::max(d.peak, d.allocated);
     *ptr = p;
     return cudaSuccess;
 }
@@ -175,14 +224,25 @@ cudaError_t cudaFree(void *ptr) {
         return cudaSuccess;
     auto &d = lowbit_emu::device();
     std::lock_guard lock(d.mutex);
-    const auto it = d.allocations.find(ptr);
+    const auto it = d.allocations.find(static_cast<const char *>(ptr));
     if (it == d.allocations.end()) {
         std::fprintf(stderr, "cuda emu: cudaFree of %p, which is not a device allocation\n", ptr);
         return fail(cudaErrorInvalidValue);
     }
-    d.allocated -= it->second;
+    const lowbit_emu::Allocation a = it->second;
+    const size_t usable = lowbit_emu::roundUp(std::max<size_t>(a.bytes, 1), 256);
+    const auto *p = static_cast<const unsigned char *>(ptr);
+    for (size_t i = a.bytes; i < usable; ++i)
+        if (p[i] != lowbit_emu::kCanary) {
+            std::fprintf(stderr,
+                         "cuda emu: a write past the end of a %zu-byte device buffer (byte %zu) "
+                         "found when it was freed\n",
+                         a.bytes, i);
+            std::abort();
+        }
+    d.allocated -= a.bytes;
     d.allocations.erase(it);
-    std::free(ptr);
+    munmap(a.base, a.mapped);
     return cudaSuccess;
 }
 
@@ -206,6 +266,22 @@ cudaError_t cudaFreeHost(void *ptr) {
     return cudaSuccess;
 }
 
+namespace lowbit_emu {
+namespace {
+// Whether [p, p + bytes) lies inside one live device allocation.
+bool onDevice(const void *p, size_t bytes) {
+    Device &d = device();
+    std::lock_guard lock(d.mutex);
+    const char *c = static_cast<const char *>(p);
+    auto it = d.allocations.upper_bound(c);
+    if (it == d.allocations.begin())
+        return false;
+    --it;
+    return c + bytes <= it->first + it->second.bytes;
+}
+} // namespace
+} // namespace lowbit_emu
+
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
     if (int(kind) < 0 || int(kind) > 4)
         return fail(cudaErrorInvalidMemcpyDirection);
@@ -213,6 +289,14 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
         return cudaSuccess;
     if (!dst || !src)
         return fail(cudaErrorInvalidValue);
+    const bool dstDevice = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    const bool srcDevice = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    if ((dstDevice && !lowbit_emu::onDevice(dst, bytes)) ||
+        (srcDevice && !lowbit_emu::onDevice(src, bytes))) {
+        std::fprintf(stderr, "cuda emu: cudaMemcpy of %zu bytes outside a device allocation\n",
+                     bytes);
+        return fail(cudaErrorInvalidValue);
+    }
     std::memmove(dst, src, bytes);
     return cudaSuccess;
 }
@@ -240,6 +324,11 @@ cudaError_t cudaMemset(void *ptr, int value, size_t bytes) {
         return cudaSuccess;
     if (!ptr)
         return fail(cudaErrorInvalidValue);
+    if (!lowbit_emu::onDevice(ptr, bytes)) {
+        std::fprintf(stderr, "cuda emu: cudaMemset of %zu bytes outside a device allocation\n",
+                     bytes);
+        return fail(cudaErrorInvalidValue);
+    }
     std::memset(ptr, value, bytes);
     return cudaSuccess;
 }
