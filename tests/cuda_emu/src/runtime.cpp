@@ -27,7 +27,9 @@ namespace lowbit_emu {
 namespace {
 
 constexpr size_t kPage = 4096;
-constexpr unsigned char kCanary = 0xa5;
+// NaN bytes: a read past the end shows up as NaN, a write is seen at cudaFree (unless it wrote
+// 0xff bytes itself).
+constexpr unsigned char kCanary = 0xff;
 
 struct Allocation {
     size_t bytes;
