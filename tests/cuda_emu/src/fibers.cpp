@@ -78,6 +78,7 @@ struct Launch {
     uint64_t lanes[2][kMaxThreads / 32][32]; // double-buffered by barrier generation
     std::vector<float4> shared;
     int threads = 0;
+    long progress = 0; // arrivals at barriers and finished threads, for deadlock detection
 };
 
 Launch &state() {
@@ -85,9 +86,31 @@ Launch &state() {
     return s;
 }
 
-void yieldToScheduler() {
+[[noreturn]] void deadlock(const char *what) {
+    std::fprintf(stderr,
+                 "cuda emu: deadlock at %s in block (%u,%u,%u): threads exited or diverged while "
+                 "others wait\n",
+                 what, g_blockIdx.x, g_blockIdx.y, g_blockIdx.z);
+    std::abort();
+}
+
+// Passes control from `self` straight to the next unfinished fiber in round-robin order (one
+// switch, no trip through the scheduler); to the scheduler once every fiber has finished.
+void handOff(Fiber *self) {
     Launch &s = state();
-    lowbit_emu_switch(&s.current->sp, s.schedulerSp);
+    const int me = int(self - s.fibers.data());
+    for (int k = 1; k <= s.threads; ++k) {
+        Fiber &next = s.fibers[size_t((me + k) % s.threads)];
+        if (next.done)
+            continue;
+        if (&next == self)
+            return; // the only one left
+        s.current = &next;
+        g_threadIdx = next.index;
+        lowbit_emu_switch(&self->sp, next.sp);
+        return;
+    }
+    lowbit_emu_switch(&self->sp, s.schedulerSp);
 }
 
 [[noreturn]] void fiberMain() {
@@ -95,7 +118,8 @@ void yieldToScheduler() {
         Launch &s = state();
         (*s.body)();
         s.current->done = true;
-        lowbit_emu_switch(&s.current->sp, s.schedulerSp);
+        ++s.progress;
+        handOff(s.current); // never returns here: the fiber is reset before it runs again
     }
 }
 
@@ -122,29 +146,30 @@ void resetFiber(Fiber &f) {
     f.waiting = nullptr;
 }
 
+// A thread waiting at a barrier lets the others run. Coming back to it with no arrival and no
+// finished thread since it left means every other unfinished thread waits too: a deadlock.
 void wait(Barrier &b) {
+    Launch &s = state();
     const long generation = b.generation;
+    ++s.progress;
     if (++b.arrived == b.expected) {
         b.arrived = 0;
         ++b.generation;
         return;
     }
-    Fiber *self = state().current;
+    Fiber *self = s.current;
     self->waiting = &b;
-    while (b.generation == generation)
-        yieldToScheduler();
+    while (b.generation == generation) {
+        const long before = s.progress;
+        handOff(self);
+        if (b.generation == generation && s.progress == before)
+            deadlock(&b == &s.block ? "__syncthreads" : "a warp collective");
+    }
     self->waiting = nullptr;
 }
 
-[[noreturn]] void deadlock(const char *what) {
-    std::fprintf(stderr,
-                 "cuda emu: deadlock at %s in block (%u,%u,%u): threads exited or diverged while "
-                 "others wait\n",
-                 what, g_blockIdx.x, g_blockIdx.y, g_blockIdx.z);
-    std::abort();
-}
-
-// One block: every fiber runs until it finishes or waits at a barrier; repeat until all finish.
+// One block: fiber 0 starts, each hands off to the next when it waits or finishes; control comes
+// back here when all have finished.
 void runBlock(Launch &s) {
     for (int t = 0; t < s.threads; ++t)
         resetFiber(s.fibers[size_t(t)]);
@@ -152,25 +177,9 @@ void runBlock(Launch &s) {
     for (int w = 0; w * 32 < s.threads; ++w)
         s.warps[w] = Barrier{std::min(32, s.threads - w * 32), 0, 0};
     std::fill(s.shared.begin(), s.shared.end(), float4{NAN, NAN, NAN, NAN});
-    for (int alive = s.threads; alive > 0;) {
-        bool progressed = false;
-        alive = 0;
-        for (int t = 0; t < s.threads; ++t) {
-            Fiber &f = s.fibers[size_t(t)];
-            if (f.done)
-                continue;
-            const long before = f.waiting ? f.waiting->generation : -1;
-            const Barrier *waitedOn = f.waiting;
-            s.current = &f;
-            g_threadIdx = f.index;
-            lowbit_emu_switch(&s.schedulerSp, f.sp);
-            progressed |= f.done || f.waiting != waitedOn ||
-                          (waitedOn && waitedOn->generation != before);
-            alive += !f.done;
-        }
-        if (alive > 0 && !progressed)
-            deadlock(s.block.arrived > 0 ? "__syncthreads" : "a warp collective");
-    }
+    s.current = &s.fibers[0];
+    g_threadIdx = s.fibers[0].index;
+    lowbit_emu_switch(&s.schedulerSp, s.fibers[0].sp);
 }
 
 std::mutex &launchMutex() {
