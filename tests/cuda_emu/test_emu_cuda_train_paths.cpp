@@ -2,10 +2,14 @@
 // the CUDA emulator against TrainableModel<double>: LoRA on a subset of the projections (rank-0
 // linears between adapted ones: the adapter offsets, the LoRA hidden buffers sized by the largest
 // rank of a projection), gradients accumulated over two batches with a parameter changed between
-// them (only the changed values are uploaded again), and an odd rank with IEC.
+// them (only the changed values are uploaded again), an odd rank with IEC, and packed RTN bases
+// of 2 and 3 bits (3 bits: codes straddle 32-bit words, packedDequantize's general path) with
+// groups that do not divide the rows.
 #include "shared_data.h"
 
 #include "model/checkpoint.h"
+#include "quant/quantized_tensor.h"
+#include "quant/rtn.h"
 #include "train/cuda_train_model.h"
 #include "train/trainable_model.h"
 
@@ -53,6 +57,8 @@ class TestEmuCudaTrainPaths : public QObject {
 private slots:
     void subsetAndAccumulation_data();
     void subsetAndAccumulation();
+    void packedRtnMatchesDense_data();
+    void packedRtnMatchesDense();
 };
 
 void TestEmuCudaTrainPaths::subsetAndAccumulation_data() {
@@ -119,6 +125,71 @@ void TestEmuCudaTrainPaths::subsetAndAccumulation() {
     const double worst = worstError(pc, pg);
     qInfo("accumulated gradients of two batches: worst error %.3g of the largest", worst);
     QVERIFY2(worst < 2e-5, qPrintable(QString("worst gradient error %1").arg(worst)));
+}
+
+void TestEmuCudaTrainPaths::packedRtnMatchesDense_data() {
+    QTest::addColumn<int>("bits");
+    QTest::addColumn<int>("group");
+    QTest::addColumn<bool>("symmetric");
+    QTest::newRow("3-bit g48 asym") << 3 << 48 << false;
+    QTest::newRow("2-bit g32 sym") << 2 << 32 << true;
+    QTest::newRow("3-bit per channel") << 3 << 0 << true;
+}
+
+// The packed RTN base dequantized on the device vs the same weights given dense (float32): the
+// same model up to the rounding of scale·(code − zero), so losses agree to float32 rounding.
+void TestEmuCudaTrainPaths::packedRtnMatchesDense() {
+    QFETCH(int, bits);
+    QFETCH(int, group);
+    QFETCH(bool, symmetric);
+    LOWBIT_REQUIRE_SHARED_FILE(dir, "fixtures/tiny-llama3-a");
+    auto ck = loadCheckpoint(dir);
+    QVERIFY(ck.ok());
+    Checkpoint dense = *ck;
+    std::map<std::string, QuantizedTensor> packed;
+    for (LayerWeights &w : dense.weights.layers)
+        for (Tensor *t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.wGate, &w.wUp, &w.wDown}) {
+            const std::vector<float> values = tensorToFloats(*t);
+            auto q = quantizeRtn(t->name, values.data(), t->rows(), t->cols(), bits,
+                                 group ? group : t->cols(), symmetric);
+            QVERIFY2(q.ok(), q.ok() ? "" : q.error().message.c_str());
+            const std::vector<float> deq = q->dequantize();
+            *t = Tensor::fromFloats(t->name, t->shape, deq.data());
+            packed.emplace(t->name, std::move(*q));
+        }
+    LoraOptions lora;
+    lora.rank = 4;
+    lora.seed = 3;
+    CudaTrainOptions options;
+    options.precision = GemmPrecision::Fp32;
+    options.maxBatchTokens = 64;
+    auto a = CudaTrainModel::create(dense, lora, options);
+    options.packed = &packed;
+    auto b = CudaTrainModel::create(*ck, lora, options);
+    QVERIFY2(a.ok(), a.ok() ? "" : a.error().message.c_str());
+    QVERIFY2(b.ok(), b.ok() ? "" : b.error().message.c_str());
+    auto pa = (*a)->parameters(), pb = (*b)->parameters();
+    for (size_t t = 0; t < pa.size(); ++t)
+        for (size_t i = 0; i < pa[t]->value.size(); ++i)
+            pa[t]->value[i] = pb[t]->value[i] = 0.02f * float(int(i % 11) - 5);
+    (*a)->zeroGrad();
+    (*b)->zeroGrad();
+    const auto batch = batchOf(ck->config.vocabSize, 4, {40, 24});
+    auto la = (*a)->accumulate(batch);
+    auto lb = (*b)->accumulate(batch);
+    QVERIFY(la.ok());
+    QVERIFY2(lb.ok(), lb.ok() ? "" : lb.error().message.c_str());
+    QVERIFY2(std::abs(la->lossSum - lb->lossSum) < 1e-5 * std::abs(la->lossSum),
+             qPrintable(QString("packed %1 vs dense %2").arg(lb->lossSum).arg(la->lossSum)));
+    double scale = 0, worst = 0;
+    for (size_t t = 0; t < pa.size(); ++t)
+        for (size_t i = 0; i < pa[t]->grad.size(); ++i) {
+            scale = std::max(scale, double(std::abs(pa[t]->grad[i])));
+            worst = std::max(worst, double(std::abs(pa[t]->grad[i] - pb[t]->grad[i])));
+        }
+    qInfo("packed vs dense RTN base: worst gradient difference %.3g of the largest", worst / scale);
+    QVERIFY(scale > 0);
+    QVERIFY(worst <= 1e-4 * scale);
 }
 
 QTEST_APPLESS_MAIN(TestEmuCudaTrainPaths)
