@@ -80,12 +80,22 @@ template <typename T> T __shfl_sync(unsigned, T v, int src, int width = 32) {
     return ::lowbit_emu::shuffle(v, (lane & ~(width - 1)) + (src & (width - 1)));
 }
 template <typename T> T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
-    return ::lowbit_emu::shuffle(v, int(threadIdx.x % 32) ^ mask);
+    const int lane = int(threadIdx.x % 32), src = lane ^ mask;
+    return ::lowbit_emu::shuffle(v, (src & ~(width - 1)) > (lane | (width - 1)) ? lane : src);
 }
+// Every lane takes part in the exchange (a collective), then keeps its own value where the
+// source lane falls outside its `width`-lane segment, as CUDA defines.
 template <typename T> T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
-    const int lane = int(threadIdx.x % 32), src = lane + int(delta);
-    const T other = ::lowbit_emu::shuffle(v, src < width ? src : lane);
+    const int lane = int(threadIdx.x % 32), segment = lane & ~(width - 1);
+    const int src = lane - segment + int(delta);
+    const T other = ::lowbit_emu::shuffle(v, src < width ? segment + src : lane);
     return src < width ? other : v;
+}
+template <typename T> T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 32) {
+    const int lane = int(threadIdx.x % 32), segment = lane & ~(width - 1);
+    const int src = lane - segment - int(delta);
+    const T other = ::lowbit_emu::shuffle(v, src >= 0 ? segment + src : lane);
+    return src >= 0 ? other : v;
 }
 template <typename T> T __ldg(const T *p) { return *p; }
 
