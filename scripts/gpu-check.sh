@@ -3,7 +3,8 @@
 #   1. configure + build Release (-j16) for this GPU's architecture only (LOWBIT_CUDA_ARCHS);
 #   2. the cuda-labelled suites: test_cuda_backend (every op vs the CPU backend, NaN-poisoned
 #      outputs, normalized MSE), test_cuda_model (fixture logits, device NLL, stories260K greedy
-#      on the GPU) and test_cuda_eval_stories260k (the evaluation pipeline on --device cuda vs cpu:
+#      on the GPU), test_cuda_score (LanguageModel::score's device log-probabilities and top-K vs
+#      the CPU) and test_cuda_eval_stories260k (the evaluation pipeline on --device cuda vs cpu:
 #      perplexity, multiple choice, decode); device from LOWBIT_TEST_DEVICE; then test_device and
 #      the device-choice suites (test_language_model, test_device_refusals) with a GPU present;
 #      test_cuda_quantize_stories260k: GPTQ with --device cuda vs the CPU path (Hessians, codes,
@@ -76,7 +77,7 @@ run 120 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBI
   || { log "configure failed"; exit 1; }
 grep -q "define LOWBIT_HAVE_CUDA 1" "$BUILD/generated/core/build_info.h" \
   || { log "the build has no CUDA backend (nvcc or CUDA toolkit not found)"; exit 1; }
-run 420 cmake --build "$BUILD" -j "$JOBS" --target test_cuda_backend test_cuda_model test_cuda_quantize_stories260k test_cuda_eval_stories260k \
+run 420 cmake --build "$BUILD" -j "$JOBS" --target test_cuda_backend test_cuda_model test_cuda_score test_cuda_quantize_stories260k test_cuda_eval_stories260k \
   test_device test_language_model test_device_refusals bench_cuda \
   test_cuda_train_model test_cuda_train_ops test_cuda_finetune_stories260k bench_cuda_train \
   || { log "build failed"; exit 1; }
