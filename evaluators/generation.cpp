@@ -120,7 +120,7 @@ Result<std::vector<GenerationOutput>> GenerationEngine::run(std::span<const Gene
         // Greedy decoding reads only each row's argmax (score()'s top-1, on the model's device);
         // sampling at a temperature takes the full rows.
         Logits logits;
-        Scores best;
+        TokenScores best;
         if (greedy) {
             LOWBIT_TRY(best, m_model.score(*cache, inputs, {{}, 1}));
         } else {

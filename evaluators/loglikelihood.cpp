@@ -108,7 +108,7 @@ Status LoglikelihoodEngine::ensureCache(int slots, int64_t capacity) {
 }
 
 Status LoglikelihoodEngine::score(std::span<const SequenceInput> inputs,
-                                  std::span<const TokenTarget> targets, Scores *scores) {
+                                  std::span<const TokenTarget> targets, TokenScores *scores) {
     for (const SequenceInput &in : inputs)
         m_tokensEvaluated += int64_t(in.tokens.size());
     // The top-1 of every wanted row: each is a scored row, whose greediness is asked.
@@ -250,7 +250,7 @@ Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const 
         rows.members.emplace_back(begin, rows.logProbs.size());
     }
     rows.greedy.resize(rows.logProbs.size());
-    auto keep = [&rows](const Scores &scores, std::span<const TokenTarget> targets,
+    auto keep = [&rows](const TokenScores &scores, std::span<const TokenTarget> targets,
                         std::span<const size_t> scoredRow) {
         for (size_t i = 0; i < targets.size(); ++i) {
             rows.logProbs[scoredRow[i]] = scores.logProbs[i];
@@ -260,7 +260,7 @@ Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const 
     if (plan.prefix > plan.header) {
         const SequenceInput input{home, {first.input.data() + plan.header, size_t(plan.prefix - plan.header)},
                                   plan.sharedRow ? LogitsWanted::Last : LogitsWanted::None};
-        Scores scores;
+        TokenScores scores;
         LOWBIT_CHECK(score({&input, 1}, prefixTargets, &scores));
         keep(scores, prefixTargets, prefixRow);
     }
@@ -274,7 +274,7 @@ Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const 
         }
     }
     if (!inputs.empty()) {
-        Scores scores;
+        TokenScores scores;
         LOWBIT_CHECK(score(inputs, memberTargets, &scores));
         keep(scores, memberTargets, memberRow);
     }

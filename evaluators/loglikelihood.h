@@ -101,7 +101,7 @@ private:
     Status ensureHeader(std::span<const int32_t> header);
     // model.score() with the engine's bookkeeping (tokens run; on an error the cache forgotten).
     Status score(std::span<const SequenceInput> inputs, std::span<const TokenTarget> targets,
-                 Scores *scores);
+                 TokenScores *scores);
     Status ensureCache(int slots, int64_t capacity);
 
     LanguageModel &m_model;

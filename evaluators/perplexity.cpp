@@ -70,7 +70,7 @@ Result<PerplexityReport> evaluatePerplexity(LanguageModel &model, std::span<cons
             for (int64_t t = 0; t < scoredPerChunk; ++t)
                 targets.push_back({b * (ctx - firstScored) + t,
                                    chunkTokens[size_t(b)][size_t(firstScored + t + 1)]});
-        LOWBIT_TRY(Scores scores, model.score(*cache, inputs, {targets, 0}));
+        LOWBIT_TRY(TokenScores scores, model.score(*cache, inputs, {targets, 0}));
         for (size_t i = 0; i < targets.size(); ++i)
             nll[size_t(c0 * scoredPerChunk) + i] = -scores.logProbs[i];
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -356,13 +356,13 @@ Status CudaModel::scoreChunk(std::span<const TokenTarget> targets, std::span<con
     return {};
 }
 
-Result<Scores> CudaModel::score(SequenceCache &anyCache, std::span<const SequenceInput> inputs,
-                                const ScoreRequest &request) {
+Result<TokenScores> CudaModel::score(SequenceCache &anyCache, std::span<const SequenceInput> inputs,
+                                     const ScoreRequest &request) {
     LOWBIT_TRY(CudaKvCache * cache, ownCache(anyCache));
     LOWBIT_CHECK(checkInputs(*cache, inputs));
     const int64_t vocab = config().vocabSize, k = request.topK;
     LOWBIT_CHECK(checkScoreRequest(inputs, request, vocab));
-    Scores out;
+    TokenScores out;
     out.rows = wantedRows(inputs);
     out.topK = request.topK;
     out.logProbs.resize(request.targets.size());

@@ -70,8 +70,8 @@ public:
     // LanguageModel::score's contract, reduced on the device: per chunk of head rows the
     // targets' log-softmax (tokenLogProbs, once per target a row carries) and topK; only those
     // numbers are downloaded.
-    Result<Scores> score(SequenceCache &cache, std::span<const SequenceInput> inputs,
-                         const ScoreRequest &request) override;
+    Result<TokenScores> score(SequenceCache &cache, std::span<const SequenceInput> inputs,
+                              const ScoreRequest &request) override;
     // Full logit rows forward() has downloaded to the host so far (score() downloads none).
     int64_t downloadedLogitRows() const { return m_downloadedRows; }
     // Runs `tokens` after what `slot` holds; entry t is log p(tokens[t+1] | ..., tokens[t]),

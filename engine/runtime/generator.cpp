@@ -49,7 +49,7 @@ Result<GenerateResult> generate(LanguageModel &model, std::span<const int32_t> p
             return makeError(ErrorCode::Cancelled, "generate: cancelled");
         int32_t next = 0;
         if (greedy) { // only the argmax: score()'s top-1, reduced on the model's device
-            LOWBIT_TRY(Scores best, model.score(*cache, {&input, 1}, {{}, 1}));
+            LOWBIT_TRY(TokenScores best, model.score(*cache, {&input, 1}, {{}, 1}));
             next = best.topIds[0];
             if (next < 0)
                 return makeError(ErrorCode::Internal, "generate: the model's logits are all NaN");

@@ -114,7 +114,7 @@ Status checkScoreRequest(std::span<const SequenceInput> inputs, const ScoreReque
 
 namespace {
 
-// Scores' order: a before b when larger, equal values by lower id; NaN after everything.
+// TokenScores' order: a before b when larger, equal values by lower id; NaN after everything.
 bool before(const float *row, int32_t a, int32_t b) {
     const bool nanA = std::isnan(row[a]), nanB = std::isnan(row[b]);
     if (nanA || nanB)
@@ -145,12 +145,13 @@ void topKOfRow(const float *row, int64_t vocab, int k, int32_t *ids, float *valu
     }
 }
 
-Result<Scores> LanguageModel::score(SequenceCache &cache, std::span<const SequenceInput> inputs,
-                                    const ScoreRequest &request) {
+Result<TokenScores> LanguageModel::score(SequenceCache &cache,
+                                         std::span<const SequenceInput> inputs,
+                                         const ScoreRequest &request) {
     const int64_t vocab = config().vocabSize;
     LOWBIT_CHECK(checkScoreRequest(inputs, request, vocab));
     LOWBIT_TRY(Logits logits, forward(cache, inputs));
-    Scores out;
+    TokenScores out;
     out.rows = logits.rows;
     out.topK = request.topK;
     out.logProbs.resize(request.targets.size());

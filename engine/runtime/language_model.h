@@ -61,7 +61,7 @@ struct ScoreRequest {
     int topK = 0; // 0..kScoreTopKMax: the k largest logits of every wanted row
 };
 
-struct Scores {
+struct TokenScores {
     int64_t rows = 0;             // the rows forward() would have returned
     std::vector<double> logProbs; // one per target, in the request's order (float64, log_prob.h)
     int topK = 0;
@@ -124,8 +124,8 @@ public:
     // log-softmax in float64 up to summation order, the same top-K order). Errors: forward()'s,
     // and before any work a target whose row is not a wanted row or whose token is out of the
     // vocabulary, a topK outside 0..kScoreTopKMax (InvalidArgument).
-    virtual Result<Scores> score(SequenceCache &cache, std::span<const SequenceInput> inputs,
-                                 const ScoreRequest &request);
+    virtual Result<TokenScores> score(SequenceCache &cache, std::span<const SequenceInput> inputs,
+                                      const ScoreRequest &request);
 };
 
 // The number of logit rows forward() returns for `inputs` (None: 0, Last: 1, All: from
@@ -134,7 +134,7 @@ int64_t wantedRows(std::span<const SequenceInput> inputs);
 // score()'s argument checks, for its implementations.
 Status checkScoreRequest(std::span<const SequenceInput> inputs, const ScoreRequest &request,
                          int64_t vocab);
-// The k best entries of one logit row in Scores' order, written to ids/values[0, k).
+// The k best entries of one logit row in TokenScores' order, written to ids/values[0, k).
 void topKOfRow(const float *row, int64_t vocab, int k, int32_t *ids, float *values);
 
 // Splits one forward() into passes of at most `maxTokens` (>= 1) tokens, in input order: an input
