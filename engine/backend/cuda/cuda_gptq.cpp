@@ -25,6 +25,14 @@ struct Handles {
     }
 };
 
+// Makes the backend's device current on this thread: the buffers, handles and default-stream work
+// below go to the current device, which another backend created later on this thread, or the
+// thread itself (a worker other than the one that created the backend), may have changed.
+Status useDevice(int index) {
+    LOWBIT_CUDA_CHECK(cudaSetDevice(index), "cudaSetDevice");
+    return {};
+}
+
 // Reverses rows and columns of an n x n matrix: J A J.
 void reverseBoth(std::vector<float> &a, int64_t n) {
     std::reverse(a.begin(), a.end());
@@ -32,9 +40,10 @@ void reverseBoth(std::vector<float> &a, int64_t n) {
 
 class DeviceHessianSum final : public CudaHessianSum {
 public:
-    explicit DeviceHessianSum(int64_t cols) : m_cols(cols) {}
+    DeviceHessianSum(int64_t cols, int device) : m_cols(cols), m_device(device) {}
 
     Status init() {
+        LOWBIT_CHECK(useDevice(m_device));
         LOWBIT_CUDA_CHECK(cublasCreate(&m_handles.blas), "cublasCreate");
         // Plain float32 SYRK (no TF32), as the CPU's ssyrk.
         LOWBIT_CUDA_CHECK(cublasSetMathMode(m_handles.blas, CUBLAS_DEFAULT_MATH),
@@ -53,6 +62,7 @@ public:
             return makeError(ErrorCode::InvalidArgument,
                              "Hessian on the GPU: the batch must hold rows * " +
                                  std::to_string(m_cols) + " floats");
+        LOWBIT_CHECK(useDevice(m_device));
         const int64_t block = std::min(rows, kHessianBlockRows);
         if (block > 0)
             LOWBIT_CHECK(cuda::ensure(m_input, size_t(block * m_cols) * 4, "Hessian input block"));
@@ -77,6 +87,7 @@ public:
     }
 
     Result<std::vector<double>> sum() override {
+        LOWBIT_CHECK(useDevice(m_device));
         std::vector<double> h(size_t(m_cols) * size_t(m_cols));
         LOWBIT_CUDA_CHECK(
             cudaMemcpy(h.data(), m_total.data(), h.size() * 8, cudaMemcpyDeviceToHost),
@@ -90,6 +101,7 @@ public:
 
 private:
     int64_t m_cols;
+    int m_device;
     Handles m_handles;
     DeviceBuffer m_input, m_partial, m_total;
 };
@@ -100,8 +112,8 @@ Result<std::unique_ptr<CudaHessianSum>> CudaHessianSum::create(CudaBackend &back
     if (cols <= 0 || cols > INT32_MAX)
         return makeError(ErrorCode::InvalidArgument,
                          "Hessian on the GPU: width " + std::to_string(cols) + " out of range");
-    LOWBIT_CHECK(backend.synchronize()); // the backend set its device current at creation
-    auto sum = std::make_unique<DeviceHessianSum>(cols);
+    LOWBIT_CHECK(backend.synchronize());
+    auto sum = std::make_unique<DeviceHessianSum>(cols, backend.deviceInfo().index);
     LOWBIT_CHECK(sum->init());
     return std::unique_ptr<CudaHessianSum>(std::move(sum));
 }
@@ -122,6 +134,7 @@ Status cudaCholeskyInverseUpper(CudaBackend &backend, std::vector<float> &hm, in
     if (n <= 0 || int64_t(hm.size()) != n * n || n > INT32_MAX)
         return makeError(ErrorCode::InvalidArgument, "cudaCholeskyInverseUpper: h must be n x n");
     LOWBIT_CHECK(backend.synchronize());
+    LOWBIT_CHECK(useDevice(backend.deviceInfo().index));
     Handles h;
     LOWBIT_CUDA_CHECK(cusolverDnCreate(&h.solver), "cusolverDnCreate");
     reverseBoth(hm, n); // J H J (symmetric, so row/column-major agree)
@@ -202,6 +215,7 @@ Result<QuantizedTensor> cudaGptqSweep(CudaBackend &backend, std::string name,
     if (!prepared.permutation.empty())
         w = permuteColumns(w, rows, cols, prepared.permutation);
     LOWBIT_CHECK(backend.synchronize());
+    LOWBIT_CHECK(useDevice(backend.deviceInfo().index));
     Handles h;
     LOWBIT_CUDA_CHECK(cublasCreate(&h.blas), "cublasCreate");
     LOWBIT_CUDA_CHECK(cublasSetMathMode(h.blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
