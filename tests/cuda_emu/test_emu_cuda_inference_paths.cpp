@@ -7,8 +7,13 @@
 // act-order permutation on the output projection (device column permutation). A 20-token prefill
 // (dequantize + GEMM), then batched decode of two slots of different lengths (packed GEMV with 2
 // rows), in float32 GEMMs so that both sides compute the same products up to summation order.
+// Also attention on head dims the GPU suite does not use (not a multiple of 4: the zero-padded
+// tiles; 127: the fourth dims-per-lane slot) with a sequence of no queries, and top-K over rows
+// with NaN, ties and fewer real values than k.
 #include "shared_data.h"
 
+#include "backend/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
 #include "model/checkpoint.h"
 #include "quant/quantized_tensor.h"
 #include "quant/rtn.h"
@@ -67,6 +72,9 @@ class TestEmuCudaInferencePaths : public QObject {
     Q_OBJECT
 private slots:
     void packedWeightsThroughCudaModel();
+    void attentionOddHeadDims_data();
+    void attentionOddHeadDims();
+    void topKEdges();
 };
 
 void TestEmuCudaInferencePaths::packedWeightsThroughCudaModel() {
@@ -137,6 +145,111 @@ void TestEmuCudaInferencePaths::packedWeightsThroughCudaModel() {
         }
         inputs = {{0, next[0], LogitsWanted::Last}, {1, next[1], LogitsWanted::Last}};
     }
+}
+
+void TestEmuCudaInferencePaths::attentionOddHeadDims_data() {
+    QTest::addColumn<int>("heads");
+    QTest::addColumn<int>("kvHeads");
+    QTest::addColumn<int>("headDim");
+    QTest::newRow("3/1 x 10") << 3 << 1 << 10;
+    QTest::newRow("5/5 x 6") << 5 << 5 << 6;
+    QTest::newRow("4/2 x 127") << 4 << 2 << 127;
+    QTest::newRow("2/1 x 1") << 2 << 1 << 1;
+}
+
+void TestEmuCudaInferencePaths::attentionOddHeadDims() {
+    QFETCH(int, heads);
+    QFETCH(int, kvHeads);
+    QFETCH(int, headDim);
+    auto made = makeCudaBackend({0, GemmPrecision::Fp32});
+    QVERIFY2(made.ok(), made.ok() ? "" : made.error().message.c_str());
+    CudaBackend &cuda = **made;
+    auto cpu = makeCpuBackend(1);
+    const int64_t qStride = heads * headDim, kvStride = kvHeads * headDim;
+    const AttentionShape shape{heads, kvHeads, headDim, qStride, kvStride,
+                               float(1.0 / std::sqrt(double(headDim)))};
+    struct Seq {
+        int64_t queries, first;
+    };
+    const std::vector<Seq> seqs = {{0, 5}, {1, 0}, {65, 3}, {1, 1000}, {33, 31}};
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal;
+    std::vector<std::vector<float>> q, k, v, want;
+    std::vector<float *> device;
+    std::vector<AttentionSequence> cpuSeqs, cudaSeqs;
+    auto upload = [&](const std::vector<float> &host) {
+        float *p = *cuda.allocate(host.size(), "test");
+        (void)cuda.upload(p, host.data(), host.size());
+        device.push_back(p);
+        return p;
+    };
+    for (const Seq &s : seqs) {
+        const int64_t keys = s.first + s.queries;
+        auto fill = [&](int64_t n) {
+            std::vector<float> x(static_cast<size_t>(n));
+            for (float &f : x)
+                f = normal(rng);
+            return x;
+        };
+        q.push_back(fill(s.queries * qStride));
+        k.push_back(fill(keys * kvStride));
+        v.push_back(fill(keys * kvStride));
+        want.emplace_back(size_t(s.queries * qStride));
+        cpuSeqs.push_back({q.back().data(), k.back().data(), v.back().data(), want.back().data(),
+                           s.queries, s.first});
+        float *dq = upload(q.back()), *dk = upload(k.back()), *dv = upload(v.back());
+        float *dout = upload(std::vector<float>(want.back().size(), NAN));
+        cudaSeqs.push_back({dq, dk, dv, dout, s.queries, s.first});
+    }
+    cpu->attention(cpuSeqs, shape);
+    cuda.attention(cudaSeqs, shape);
+    QVERIFY(cuda.synchronize().ok());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        std::vector<float> got(want[i].size());
+        QVERIFY(cuda.download(got.data(), cudaSeqs[i].out, got.size()).ok());
+        double err = 0, ref = 0;
+        for (size_t j = 0; j < got.size(); ++j) {
+            const double d = double(got[j]) - double(want[i][j]);
+            err += std::isnan(d) ? 1e30 : d * d;
+            ref += double(want[i][j]) * double(want[i][j]);
+        }
+        QVERIFY2(err <= 1e-10 * std::max(ref, 1e-30),
+                 qPrintable(QString("sequence %1: nmse %2").arg(i).arg(err / ref)));
+    }
+    for (float *p : device)
+        cuda.release(p);
+}
+
+// Rows: NaNs among values; all equal (ties by lower id); only 3 real values for k = 5 (the rest
+// NaN: ids -1 and -inf); +/-inf present. Expected lists written by hand from the contract.
+void TestEmuCudaInferencePaths::topKEdges() {
+    auto made = makeCudaBackend({0, GemmPrecision::Fp32});
+    QVERIFY(made.ok());
+    CudaBackend &cuda = **made;
+    const int64_t vocab = 300;
+    const int k = 5;
+    std::vector<float> rows(size_t(4 * vocab), 0.0f);
+    float *r0 = rows.data(), *r1 = r0 + vocab, *r2 = r1 + vocab, *r3 = r2 + vocab;
+    for (int64_t i = 0; i < vocab; ++i)
+        r0[i] = float(i % 7), r2[i] = NAN, r3[i] = -float(i);
+    r0[3] = NAN, r0[150] = 9.0f, r0[299] = 9.0f;
+    for (int64_t i = 0; i < vocab; ++i)
+        r1[i] = 2.5f; // all ties
+    r2[290] = 1.0f, r2[7] = -2.0f, r2[100] = 1.0f;
+    r3[42] = INFINITY, r3[0] = -INFINITY, r3[1] = -INFINITY;
+    float *d = *cuda.allocate(rows.size(), "logits");
+    QVERIFY(cuda.upload(d, rows.data(), rows.size()).ok());
+    std::vector<int32_t> ids(size_t(4 * k));
+    std::vector<float> values(size_t(4 * k));
+    QVERIFY(cuda.topK(d, 4, vocab, k, ids, values).ok());
+    const std::vector<int32_t> wantIds = {150, 299, 6, 13, 20,  0,   1, 2, 3, 4,
+                                          100, 290, 7, -1, -1,  42,  2, 3, 4, 5};
+    const std::vector<float> wantValues = {9, 9, 6, 6, 6, 2.5f, 2.5f, 2.5f, 2.5f, 2.5f,
+                                           1, 1, -2, -INFINITY, -INFINITY,
+                                           INFINITY, -2, -3, -4, -5};
+    QCOMPARE(ids, wantIds);
+    QCOMPARE(values, wantValues);
+    cuda.release(d);
 }
 
 QTEST_APPLESS_MAIN(TestEmuCudaInferencePaths)
