@@ -394,6 +394,7 @@ Result<TokenScores> CudaModel::score(SequenceCache &anyCache, std::span<const Se
             return {};
         }));
     }
+    LOWBIT_CHECK(m_backend->synchronize()); // a head chunk nothing was read from may have failed
     return out;
 }
 
