@@ -225,44 +225,14 @@ Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const 
     } else {
         m_cache->clear(home);
     }
-    // Scored rows in order: member j's rows [scoreFrom_j, L_j). A row below the prefix can only
-    // be the prefix's last row (planGroup's sharedRow), which then scores several members' first
-    // tokens; the others come from the members' forward, one slot per member, in its row order.
-    ScoredRows rows;
-    std::vector<TokenTarget> prefixTargets, memberTargets;
-    std::vector<size_t> prefixRow, memberRow; // the scored row of each target
+    ScoredRows rows = planRows(members, requests, plan);
     std::vector<SequenceInput> inputs;
-    for (size_t j = 0; j < members.size(); ++j) {
-        const Member &m = members[j];
-        const auto &continuation = requests[m.request].continuation;
-        const size_t begin = rows.logProbs.size();
-        for (int64_t r = m.scoreFrom; r < int64_t(m.input.size()); ++r) {
-            const int32_t token = continuation[size_t(r - m.scoreFrom)];
-            if (r < plan.prefix) {
-                prefixTargets.push_back({0, token});
-                prefixRow.push_back(rows.logProbs.size());
-            } else { // every row of the members' forward is a scored row, in this order
-                memberTargets.push_back({int64_t(memberTargets.size()), token});
-                memberRow.push_back(rows.logProbs.size());
-            }
-            rows.logProbs.push_back(0);
-        }
-        rows.members.emplace_back(begin, rows.logProbs.size());
-    }
-    rows.greedy.resize(rows.logProbs.size());
-    auto keep = [&rows](const TokenScores &scores, std::span<const TokenTarget> targets,
-                        std::span<const size_t> scoredRow) {
-        for (size_t i = 0; i < targets.size(); ++i) {
-            rows.logProbs[scoredRow[i]] = scores.logProbs[i];
-            rows.greedy[scoredRow[i]] = scores.topIds[size_t(targets[i].row)] == targets[i].token;
-        }
-    };
     if (plan.prefix > plan.header) {
         const SequenceInput input{home, {first.input.data() + plan.header, size_t(plan.prefix - plan.header)},
                                   plan.sharedRow ? LogitsWanted::Last : LogitsWanted::None};
         TokenScores scores;
-        LOWBIT_CHECK(score({&input, 1}, prefixTargets, &scores));
-        keep(scores, prefixTargets, prefixRow);
+        LOWBIT_CHECK(score({&input, 1}, rows.prefixTargets, &scores));
+        rows.keep(scores, true);
     }
     for (size_t j = 0; j < members.size(); ++j) {
         const Member &m = members[j];
@@ -275,12 +245,49 @@ Status LoglikelihoodEngine::runGroup(std::span<Member> members, std::span<const 
     }
     if (!inputs.empty()) {
         TokenScores scores;
-        LOWBIT_CHECK(score(inputs, memberTargets, &scores));
-        keep(scores, memberTargets, memberRow);
+        LOWBIT_CHECK(score(inputs, rows.memberTargets, &scores));
+        rows.keep(scores, false);
     }
     for (size_t j = 0; j < members.size(); ++j)
         results[members[j].request] = sumRows(rows, j);
     return {};
+}
+
+// Scored rows in order: member j's rows [scoreFrom_j, L_j). A row below the prefix can only be the
+// prefix's last row (planGroup's sharedRow), which then scores several members' first tokens; the
+// others come from the members' forward, one slot per member, in its row order.
+LoglikelihoodEngine::ScoredRows LoglikelihoodEngine::planRows(std::span<const Member> members,
+                                                              std::span<const TokenizedRequest> requests,
+                                                              const GroupPlan &plan) {
+    ScoredRows rows;
+    for (const Member &m : members) {
+        const auto &continuation = requests[m.request].continuation;
+        const size_t begin = rows.logProbs.size();
+        for (int64_t r = m.scoreFrom; r < int64_t(m.input.size()); ++r) {
+            const int32_t token = continuation[size_t(r - m.scoreFrom)];
+            if (r < plan.prefix) {
+                rows.prefixTargets.push_back({0, token});
+                rows.prefixRow.push_back(rows.logProbs.size());
+            } else { // every row of the members' forward is a scored row, in this order
+                rows.memberTargets.push_back({int64_t(rows.memberTargets.size()), token});
+                rows.memberRow.push_back(rows.logProbs.size());
+            }
+            rows.logProbs.push_back(0);
+        }
+        rows.members.emplace_back(begin, rows.logProbs.size());
+    }
+    rows.greedy.resize(rows.logProbs.size());
+    return rows;
+}
+
+// is_greedy: the target is its row's top-1 (score() asked every row's).
+void LoglikelihoodEngine::ScoredRows::keep(const TokenScores &scores, bool prefix) {
+    const auto &targets = prefix ? prefixTargets : memberTargets;
+    const auto &scoredRow = prefix ? prefixRow : memberRow;
+    for (size_t i = 0; i < targets.size(); ++i) {
+        logProbs[scoredRow[i]] = scores.logProbs[i];
+        greedy[scoredRow[i]] = scores.topIds[size_t(targets[i].row)] == targets[i].token;
+    }
 }
 
 LoglikelihoodResult LoglikelihoodEngine::sumRows(const ScoredRows &rows, size_t member) {

@@ -89,12 +89,20 @@ private:
         int64_t capacity = 1;   // longest member input
         bool sharedRow = false; // the prefix's last row scores every member's first token
     };
+    // A group's scored rows (one per continuation token, member after member) and the score()
+    // targets that fill them: the prefix forward's last row (several members' first tokens) and
+    // the members' forward rows.
     struct ScoredRows {
         std::vector<std::pair<size_t, size_t>> members; // [begin, end) rows of each member
-        std::vector<double> logProbs; // one per scored continuation token
+        std::vector<double> logProbs;
         std::vector<char> greedy;
+        std::vector<TokenTarget> prefixTargets, memberTargets;
+        std::vector<size_t> prefixRow, memberRow; // the scored row each target fills
+        void keep(const TokenScores &scores, bool prefix);
     };
     static GroupPlan planGroup(std::span<const Member> members);
+    static ScoredRows planRows(std::span<const Member> members,
+                               std::span<const TokenizedRequest> requests, const GroupPlan &plan);
     static LoglikelihoodResult sumRows(const ScoredRows &rows, size_t member);
     Status runGroup(std::span<Member> members, std::span<const TokenizedRequest> requests,
                     std::vector<LoglikelihoodResult> &results);
