@@ -39,7 +39,8 @@ Result<PerplexityReport> evaluatePerplexity(LanguageModel &model, std::span<cons
     const int64_t vocab = model.config().vocabSize;
     const int64_t firstScored = firstScoredPosition(options);
     const int64_t scoredPerChunk = ctx - 1 - firstScored;
-    // Chunks per forward: up to batchTokens, and at most ~256 MiB of logits.
+    // Chunks per forward: up to batchTokens, and at most ~256 MiB of logits (what the CPU's
+    // score() holds on the host; unchanged for the GPU, so both devices batch alike).
     const int64_t byTokens = std::max<int64_t>(1, options.batchTokens / ctx);
     const int64_t byMemory = std::max<int64_t>(1, (int64_t(256) << 20) / (scoredPerChunk * vocab * 4));
     const int64_t perBatch = std::min({byTokens, byMemory, chunks});
