@@ -75,6 +75,7 @@ private slots:
     void attentionOddHeadDims_data();
     void attentionOddHeadDims();
     void topKEdges();
+    void gemvUnalignedInput();
 };
 
 void TestEmuCudaInferencePaths::packedWeightsThroughCudaModel() {
@@ -250,6 +251,44 @@ void TestEmuCudaInferencePaths::topKEdges() {
     QCOMPARE(ids, wantIds);
     QCOMPARE(values, wantValues);
     cuda.release(d);
+}
+
+// Decode-sized matmul (the GEMV kernel) on an x that starts one float into a buffer: legal under
+// Backend::matmul's contract, and the 16-byte vector path must not be taken for it (on a GPU a
+// misaligned float4 load faults; the emulator cannot see alignment, so this checks the results of
+// the path the host picks). Every dtype, in a multiple of 8.
+void TestEmuCudaInferencePaths::gemvUnalignedInput() {
+    auto made = makeCudaBackend({0, GemmPrecision::Fp32});
+    QVERIFY(made.ok());
+    CudaBackend &cuda = **made;
+    auto cpu = makeCpuBackend(1);
+    const int64_t rows = 3, in = 64, out = 37;
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal;
+    std::vector<float> x(size_t(rows * in + 1)), w(size_t(out * in));
+    for (float &f : x)
+        f = normal(rng);
+    for (float &f : w)
+        f = normal(rng);
+    float *dx = *cuda.allocate(x.size(), "x"), *dy = *cuda.allocate(size_t(rows * out), "y");
+    QVERIFY(cuda.upload(dx, x.data(), x.size()).ok());
+    for (DType type : {DType::F32, DType::BF16, DType::F16}) {
+        const Tensor weight = floatsToTensor("w", out, in, w, type);
+        std::vector<float> want(size_t(rows * out)), got(want.size());
+        cpu->matmul(x.data() + 1, rows, weight, want.data());
+        cuda.matmul(dx + 1, rows, weight, dy);
+        QVERIFY(cuda.synchronize().ok());
+        QVERIFY(cuda.download(got.data(), dy, got.size()).ok());
+        for (size_t i = 0; i < want.size(); ++i)
+            QVERIFY2(std::abs(got[i] - want[i]) <= 1e-4f * (1.0f + std::abs(want[i])),
+                     qPrintable(QString("%1 [%2]: %3 vs %4")
+                                    .arg(QString::fromStdString(std::string(dtypeName(type))))
+                                    .arg(i)
+                                    .arg(got[i])
+                                    .arg(want[i])));
+    }
+    cuda.release(dx);
+    cuda.release(dy);
 }
 
 QTEST_APPLESS_MAIN(TestEmuCudaInferencePaths)

@@ -12,18 +12,19 @@ namespace {
 
 constexpr int kWarps = 8;
 
-// T: weight dtype (F32, F16, BF16 instantiated below). Vector path: 16-byte loads of 4 (F32) or
-// 8 (F16/BF16) weights when `in` is a multiple of that count (rows stay 16-byte aligned).
+// T: weight dtype (F32, F16, BF16 instantiated below). Vector path (`vector`, chosen by the host):
+// 16-byte loads of 4 (F32) or 8 (F16/BF16) weights and float4 loads of x, when `in` is a multiple
+// of that count and both base pointers are 16-byte aligned (then every row is).
 template <DType T>
 __global__ void __launch_bounds__(kWarps * 32)
-    gemvKernel(const float *x, int rows, const void *weight, int64_t out, int64_t in, float *y) {
+    gemvKernel(const float *x, int rows, const void *weight, int64_t out, int64_t in, float *y,
+               bool vector) {
     constexpr int kPerVector = T == DType::F32 ? 4 : 8;
     const int lane = threadIdx.x & 31;
     const int64_t o = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
     if (o >= out)
         return;
     float acc[kGemvMaxRows] = {};
-    const bool vector = in % kPerVector == 0;
     if (vector) {
         const uint4 *w4 = reinterpret_cast<const uint4 *>(
             static_cast<const char *>(weight) + o * in * int64_t(T == DType::F32 ? 4 : 2));
@@ -81,13 +82,21 @@ Status denseGemv(const float *x, int64_t rows, const void *weight, DType type, i
                                                          std::to_string(kGemvMaxRows) +
                                                          ", sizes positive");
     const unsigned grid = unsigned(ceilDiv(out, kWarps));
-    // float4 reads of x need 16-byte aligned rows: in % 4 == 0 holds whenever the vector path runs.
+    // A caller may pass x (or a weight) at any float offset, e.g. a row in the middle of a buffer:
+    // a 16-byte load from an unaligned address is a "misaligned address" fault that kills the
+    // context, so unaligned bases take the scalar path.
+    const int64_t perVector = type == DType::F32 ? 4 : 8;
+    const bool vector = in % perVector == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                        reinterpret_cast<uintptr_t>(weight) % 16 == 0;
     if (type == DType::F32)
-        gemvKernel<DType::F32><<<grid, kWarps * 32, 0, stream>>>(x, int(rows), weight, out, in, y);
+        gemvKernel<DType::F32><<<grid, kWarps * 32, 0, stream>>>(x, int(rows), weight, out, in,
+                                                                 y, vector);
     else if (type == DType::BF16)
-        gemvKernel<DType::BF16><<<grid, kWarps * 32, 0, stream>>>(x, int(rows), weight, out, in, y);
+        gemvKernel<DType::BF16><<<grid, kWarps * 32, 0, stream>>>(x, int(rows), weight, out, in,
+                                                                 y, vector);
     else
-        gemvKernel<DType::F16><<<grid, kWarps * 32, 0, stream>>>(x, int(rows), weight, out, in, y);
+        gemvKernel<DType::F16><<<grid, kWarps * 32, 0, stream>>>(x, int(rows), weight, out, in,
+                                                                 y, vector);
     return lastLaunch("gemv kernel");
 }
 
