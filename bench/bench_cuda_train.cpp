@@ -10,7 +10,9 @@
 // the last step; includes the CUDA context and cuBLAS) and the model's own allocation peak — beside
 // the model's estimate, and tokens/s over --steps steps after one warm-up step. Target: <= 24 GB.
 // Usage: bench_cuda_train [--device cuda:0] [--layers 32] [--batch 16] [--seq 512] [--rank 64]
-//        [--steps 3] [--precision tensor16|fp32] [--out table.md]
+//        [--steps 3] [--precision tensor16|fp32] [--out table.md] [--estimate-only 1]
+// --estimate-only 1: no device needed; prints the model's estimate of what create() allocates
+// (test_emu_cuda_train_memory checks that estimate against the real allocations).
 #include "bench_support.h"
 
 #include "backend/device.h"
@@ -41,6 +43,7 @@ struct Args {
     int rank = 64;
     GemmPrecision precision = GemmPrecision::Tensor16;
     std::string out;
+    bool estimateOnly = false;
 };
 
 Result<Args> parseArgs(int argc, char **argv) {
@@ -69,6 +72,8 @@ Result<Args> parseArgs(int argc, char **argv) {
                 a.precision = v == "fp32" ? GemmPrecision::Fp32 : GemmPrecision::Tensor16;
             } else if (k == "--out") {
                 a.out = v;
+            } else if (k == "--estimate-only") {
+                a.estimateOnly = v == "1";
             } else {
                 return makeError(ErrorCode::InvalidArgument,
                                  "bench_cuda_train: unknown option " + k);
@@ -292,6 +297,34 @@ Status runBench(const Args &a, std::vector<std::string> &rows) {
     return {};
 }
 
+// The model's own accounting, without a device: what create() would ask for.
+int printEstimate(const Args &a) {
+    auto model = randomModel(a.layers);
+    if (!model) {
+        std::fprintf(stderr, "bench_cuda_train: %s\n", model.error().message.c_str());
+        return 1;
+    }
+    train::LoraOptions lora;
+    lora.rank = a.rank;
+    train::CudaTrainOptions options;
+    options.precision = a.precision;
+    options.packed = &model->packed;
+    options.maxBatchTokens = a.batch * a.seq;
+    auto m = train::estimateCudaTrainMemory(model->checkpoint, lora, options);
+    if (!m) {
+        std::fprintf(stderr, "bench_cuda_train: %s\n", m.error().message.c_str());
+        return 1;
+    }
+    std::printf("LLaMA-3-8B shape, %lld layers NF4, r %d, batch %lld x %lld: estimate %s "
+                "(weights %s, adapters %s, checkpoints %s, one layer %s, logit chunk %s)\n",
+                static_cast<long long>(a.layers), a.rank, static_cast<long long>(a.batch),
+                static_cast<long long>(a.seq), gib(m->total()).c_str(),
+                gib(m->weightBytes).c_str(), gib(m->adapterBytes).c_str(),
+                gib(m->checkpointBytes).c_str(), gib(m->layerBytes).c_str(),
+                gib(m->headBytes).c_str());
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -300,6 +333,8 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "%s\n", args.error().message.c_str());
         return 2;
     }
+    if (args->estimateOnly)
+        return printEstimate(*args);
     std::string why;
     if (cudaDeviceCount(&why) == 0) {
         std::fprintf(stderr, "bench_cuda_train: no CUDA device: %s\n", why.c_str());
