@@ -4,6 +4,7 @@
 #pragma once
 
 #include "train/cuda_train_model.h"
+#include "train/trainable_model.h"
 
 #include <array>
 #include <cstdint>
@@ -23,8 +24,6 @@ struct FlatBatch {
     int64_t rows() const { return int64_t(ids.size()); }
 };
 
-// TrainableModel's checks: tokens/targets sizes, context length, token and target ranges.
-Status checkTrainBatch(const ModelConfig &config, std::span<const TrainExample> batch);
 FlatBatch flattenTrainBatch(const ModelConfig &config, const std::vector<double> &invFreq,
                             std::span<const TrainExample> batch);
 

@@ -11,35 +11,6 @@
 
 namespace lowbit::train::detail {
 
-Status checkTrainBatch(const ModelConfig &config, std::span<const TrainExample> batch) {
-    for (size_t e = 0; e < batch.size(); ++e) {
-        const TrainExample &ex = batch[e];
-        const std::string where = "training example " + std::to_string(e);
-        if (ex.tokens.size() != ex.targets.size())
-            return makeError(ErrorCode::InvalidArgument,
-                             where + ": " + std::to_string(ex.tokens.size()) + " tokens but " +
-                                 std::to_string(ex.targets.size()) + " targets");
-        if (int64_t(ex.tokens.size()) > config.maxPositions)
-            return makeError(ErrorCode::InvalidArgument,
-                             where + ": " + std::to_string(ex.tokens.size()) +
-                                 " tokens, longer than the model's context of " +
-                                 std::to_string(config.maxPositions));
-        for (size_t i = 0; i < ex.tokens.size(); ++i) {
-            if (ex.tokens[i] < 0 || ex.tokens[i] >= config.vocabSize)
-                return makeError(ErrorCode::InvalidArgument,
-                                 where + ": token " + std::to_string(ex.tokens[i]) +
-                                     " out of range (vocab " + std::to_string(config.vocabSize) +
-                                     ")");
-            const int32_t t = ex.targets[i];
-            if (t != kIgnoreTarget && (t < 0 || t >= config.vocabSize))
-                return makeError(ErrorCode::InvalidArgument,
-                                 where + ": target " + std::to_string(t) + " out of range (vocab " +
-                                     std::to_string(config.vocabSize) + ")");
-        }
-    }
-    return {};
-}
-
 FlatBatch flattenTrainBatch(const ModelConfig &config, const std::vector<double> &invFreq,
                             std::span<const TrainExample> batch) {
     FlatBatch b;

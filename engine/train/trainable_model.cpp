@@ -42,6 +42,35 @@ constexpr int64_t kHeadChunkRows = 64;
 
 } // namespace
 
+Status checkTrainBatch(const ModelConfig &config, std::span<const TrainExample> batch) {
+    for (size_t e = 0; e < batch.size(); ++e) {
+        const TrainExample &ex = batch[e];
+        const std::string where = "training example " + std::to_string(e);
+        if (ex.tokens.size() != ex.targets.size())
+            return makeError(ErrorCode::InvalidArgument,
+                             where + ": " + std::to_string(ex.tokens.size()) + " tokens but " +
+                                 std::to_string(ex.targets.size()) + " targets");
+        if (int64_t(ex.tokens.size()) > config.maxPositions)
+            return makeError(ErrorCode::InvalidArgument,
+                             where + ": " + std::to_string(ex.tokens.size()) +
+                                 " tokens, longer than the model's context of " +
+                                 std::to_string(config.maxPositions));
+        for (size_t i = 0; i < ex.tokens.size(); ++i) {
+            if (ex.tokens[i] < 0 || ex.tokens[i] >= config.vocabSize)
+                return makeError(ErrorCode::InvalidArgument,
+                                 where + ": token " + std::to_string(ex.tokens[i]) +
+                                     " out of range (vocab " + std::to_string(config.vocabSize) +
+                                     ")");
+            const int32_t t = ex.targets[i];
+            if (t != kIgnoreTarget && (t < 0 || t >= config.vocabSize))
+                return makeError(ErrorCode::InvalidArgument,
+                                 where + ": target " + std::to_string(t) + " out of range (vocab " +
+                                     std::to_string(config.vocabSize) + ")");
+        }
+    }
+    return {};
+}
+
 template <typename Real> struct TrainableModel<Real>::Impl {
     ModelConfig config;
     std::vector<Real> embedding, outputOwned, finalNorm;
@@ -54,7 +83,6 @@ template <typename Real> struct TrainableModel<Real>::Impl {
 
     Status buildLayer(const Checkpoint &checkpoint, const LoraOptions &lora,
                       const LinearBaseFactory<Real> &makeBase, int64_t index);
-    Status checkBatch(std::span<const TrainExample> batch) const;
     BatchRows<Real> layout(std::span<const TrainExample> batch, std::vector<int32_t> &ids,
                            std::vector<ScoredRow> &scored) const;
     double head(const std::vector<Real> &x, const std::vector<ScoredRow> &scored,
@@ -163,36 +191,6 @@ template <typename Real> void TrainableModel<Real>::zeroGrad() {
 }
 
 template <typename Real>
-Status TrainableModel<Real>::Impl::checkBatch(std::span<const TrainExample> batch) const {
-    for (size_t e = 0; e < batch.size(); ++e) {
-        const TrainExample &ex = batch[e];
-        const std::string where = "training example " + std::to_string(e);
-        if (ex.tokens.size() != ex.targets.size())
-            return makeError(ErrorCode::InvalidArgument,
-                             where + ": " + std::to_string(ex.tokens.size()) + " tokens but " +
-                                 std::to_string(ex.targets.size()) + " targets");
-        if (int64_t(ex.tokens.size()) > config.maxPositions)
-            return makeError(ErrorCode::InvalidArgument,
-                             where + ": " + std::to_string(ex.tokens.size()) +
-                                 " tokens, longer than the model's context of " +
-                                 std::to_string(config.maxPositions));
-        for (size_t i = 0; i < ex.tokens.size(); ++i) {
-            if (ex.tokens[i] < 0 || ex.tokens[i] >= config.vocabSize)
-                return makeError(ErrorCode::InvalidArgument,
-                                 where + ": token " + std::to_string(ex.tokens[i]) +
-                                     " out of range (vocab " + std::to_string(config.vocabSize) +
-                                     ")");
-            const int32_t t = ex.targets[i];
-            if (t != kIgnoreTarget && (t < 0 || t >= config.vocabSize))
-                return makeError(ErrorCode::InvalidArgument,
-                                 where + ": target " + std::to_string(t) + " out of range (vocab " +
-                                     std::to_string(config.vocabSize) + ")");
-        }
-    }
-    return {};
-}
-
-template <typename Real>
 BatchRows<Real> TrainableModel<Real>::Impl::layout(std::span<const TrainExample> batch,
                                                    std::vector<int32_t> &ids,
                                                    std::vector<ScoredRow> &scored) const {
@@ -268,7 +266,7 @@ double TrainableModel<Real>::Impl::head(const std::vector<Real> &x,
 template <typename Real>
 Result<LossStats> TrainableModel<Real>::Impl::run(std::span<const TrainExample> batch,
                                                   LossFunction<Real> *loss, bool backward) {
-    LOWBIT_CHECK(checkBatch(batch));
+    LOWBIT_CHECK(checkTrainBatch(config, batch));
     std::vector<int32_t> ids;
     std::vector<ScoredRow> scored;
     const BatchRows<Real> rows = layout(batch, ids, scored);

@@ -29,6 +29,11 @@ template <typename Real>
 using LinearBaseFactory = std::function<Result<std::unique_ptr<LinearBase<Real>>>(
     int64_t layer, std::string_view proj, const Tensor &weight)>;
 
+// What accumulate()/evaluate() refuse (shared by every trainable model, CPU or device):
+// tokens/targets size mismatch, a sequence longer than the context, a token or target out of
+// range. Errors name the example and the value.
+Status checkTrainBatch(const ModelConfig &config, std::span<const TrainExample> batch);
+
 template <typename Real>
 class TrainableModel {
 public:

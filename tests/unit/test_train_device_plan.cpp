@@ -134,7 +134,7 @@ void TestTrainDevicePlan::flattenedBatch() {
 void TestTrainDevicePlan::badBatch() {
     const Checkpoint ck = tinyConfigOnly();
     auto fails = [&](std::vector<TrainExample> batch, const char *needle) {
-        const Status s = detail::checkTrainBatch(ck.config, batch);
+        const Status s = checkTrainBatch(ck.config, batch);
         return !s.ok() && contains(s.error().message, needle);
     };
     QVERIFY(fails({{{1, 2, 3}, {2, 3}}}, "3 tokens but 2 targets"));
@@ -142,7 +142,7 @@ void TestTrainDevicePlan::badBatch() {
     QVERIFY(fails({{}, {{1, -1}, {2, 3}}}, "training example 1: token -1 out of range"));
     QVERIFY(fails({{std::vector<int32_t>(9, 1), std::vector<int32_t>(9, 1)}}, "context of 8"));
     QVERIFY(
-        detail::checkTrainBatch(ck.config, std::vector<TrainExample>{{{1}, {kIgnoreTarget}}}).ok());
+        checkTrainBatch(ck.config, std::vector<TrainExample>{{{1}, {kIgnoreTarget}}}).ok());
 }
 
 // Every figure of the plan from the fixture's shapes: hidden 64, q 64, kv 32, ffn 176, 2 layers,

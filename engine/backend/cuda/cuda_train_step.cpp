@@ -206,7 +206,7 @@ Status CudaTrainModelImpl::addGradients() {
 Result<LossStats> CudaTrainModelImpl::run(std::span<const TrainExample> batch,
                                           LossFunction<float> *loss, bool backward) {
     const ModelConfig &c = m_config;
-    LOWBIT_CHECK(detail::checkTrainBatch(c, batch));
+    LOWBIT_CHECK(checkTrainBatch(c, batch));
     const detail::FlatBatch b = detail::flattenTrainBatch(c, m_invFreq, batch);
     const int64_t n = b.rows(), h = c.hiddenSize;
     if (n > m_options.maxBatchTokens)
