@@ -3,6 +3,7 @@
 // every exported number read back and checked against the database; plus the refusals (missing
 // checkpoint, bad field, corrupt database, resume of a done run). The subcommands are called as
 // functions (lowbit_cli) with stdout and stderr captured.
+#include "cli_capture.h"
 #include "cli_commands.h"
 
 #include "run_store.h"
@@ -14,7 +15,6 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
-#include <unistd.h>
 
 using namespace lowbit;
 using lowbit::test::TempDir;
@@ -22,43 +22,7 @@ using nlohmann::json;
 
 namespace {
 
-struct Output {
-    int code = -1;
-    std::string out, err;
-    std::vector<std::string> lines() const {
-        std::vector<std::string> result;
-        std::istringstream in(out);
-        for (std::string line; std::getline(in, line);)
-            if (!line.empty())
-                result.push_back(line);
-        return result;
-    }
-};
-
-// Runs a subcommand with stdout/stderr redirected into files.
-Output call(int (*command)(const std::vector<std::string> &), const std::vector<std::string> &args,
-            const std::filesystem::path &dir) {
-    const auto outPath = dir / "stdout.txt", errPath = dir / "stderr.txt";
-    std::fflush(stdout);
-    std::fflush(stderr);
-    const int savedOut = dup(1), savedErr = dup(2);
-    FILE *out = std::fopen(outPath.c_str(), "w"), *err = std::fopen(errPath.c_str(), "w");
-    dup2(fileno(out), 1);
-    dup2(fileno(err), 2);
-    Output result;
-    result.code = command(args);
-    std::fflush(stdout);
-    std::fflush(stderr);
-    dup2(savedOut, 1);
-    dup2(savedErr, 2);
-    close(savedOut);
-    close(savedErr);
-    std::fclose(out);
-    std::fclose(err);
-    result.out = test::readFile(outPath);
-    result.err = test::readFile(errPath);
-    return result;
-}
+using Output = test::CliOutput;
 
 std::vector<std::string> splitCsv(const std::string &line) {
     std::vector<std::string> fields;
@@ -109,43 +73,45 @@ void TestCliRuns::roundTrip() {
                                            "--ctx",       "128",
                                            "--threads",   "1",
                                            "--db",        db};
-    const Output first = call(cli::runRun, base, dir.path());
+    const Output first = test::runCli(cli::runRun, base, dir.path());
     QVERIFY2(first.code == 0, first.err.c_str());
     const int64_t a = std::stoll(first.lines().back());
     std::vector<std::string> rtn = base;
     rtn.insert(rtn.end(), {"--method", "rtn", "--bits", "4", "--group", "32"});
-    const Output second = call(cli::runRun, rtn, dir.path());
+    const Output second = test::runCli(cli::runRun, rtn, dir.path());
     QVERIFY2(second.code == 0, second.err.c_str());
     const int64_t b = std::stoll(second.lines().back());
     QVERIFY(b != a);
     // The same measurement again: reported, no new run, the earlier id printed.
-    const Output again = call(cli::runRun, base, dir.path());
+    const Output again = test::runCli(cli::runRun, base, dir.path());
     QCOMPARE(again.code, 0);
     QCOMPARE(std::stoll(again.lines().back()), a);
     QVERIFY2(again.err.find("already measured in run " + std::to_string(a)) != std::string::npos,
              again.err.c_str());
 
-    const Output list = call(cli::runRuns, {"list", "--db", db}, dir.path());
+    const Output list = test::runCli(cli::runRuns, {"list", "--db", db}, dir.path());
     QCOMPARE(list.code, 0);
     QCOMPARE(list.lines().size(), size_t(2));
     QCOMPARE(std::stoll(list.lines()[0]), a); // id first
     QCOMPARE(std::stoll(list.lines()[1]), b);
-    const Output filtered = call(cli::runRuns, {"list", "--method", "rtn", "--db", db}, dir.path());
+    const Output filtered =
+        test::runCli(cli::runRuns, {"list", "--method", "rtn", "--db", db}, dir.path());
     QCOMPARE(filtered.lines().size(), size_t(1));
     QCOMPARE(std::stoll(filtered.lines()[0]), b);
-    QVERIFY(
-        call(cli::runRuns, {"list", "--status", "failed", "--db", db}, dir.path()).lines().empty());
+    QVERIFY(test::runCli(cli::runRuns, {"list", "--status", "failed", "--db", db}, dir.path())
+                .lines()
+                .empty());
 
     RunStore store = RunStore::open(db, {.readOnly = true}).value();
     const Output show =
-        call(cli::runRuns, {"show", std::to_string(b), "--json", "--db", db}, dir.path());
+        test::runCli(cli::runRuns, {"show", std::to_string(b), "--json", "--db", db}, dir.path());
     QCOMPARE(show.code, 0);
     const json shown = json::parse(show.out);
     QCOMPARE(shown["id"].get<int64_t>(), b);
     QCOMPARE(shown["status"].get<std::string>(), std::string("done"));
     QCOMPARE(shown["artifacts"].size(), size_t(1));
 
-    const Output compare = call(
+    const Output compare = test::runCli(
         cli::runCompare, {std::to_string(a), std::to_string(b), "--json", "--db", db}, dir.path());
     QVERIFY2(compare.code == 0, compare.err.c_str());
     const json comparison = json::parse(compare.out);
@@ -153,16 +119,16 @@ void TestCliRuns::roundTrip() {
     QCOMPARE(comparison["pairs"][0]["test"].get<std::string>(), std::string("bootstrap"));
     QCOMPARE(comparison["pairs"][0]["paired_documents"].get<int64_t>(), int64_t(12));
     QVERIFY(comparison["pairs"][0]["protocol_differences"].empty());
-    const Output compareText =
-        call(cli::runCompare, {std::to_string(a), std::to_string(b), "--db", db}, dir.path());
+    const Output compareText = test::runCli(
+        cli::runCompare, {std::to_string(a), std::to_string(b), "--db", db}, dir.path());
     QVERIFY(compareText.out.find("paired bootstrap") != std::string::npos);
 
     // JSON export, read back and checked against the database.
     const auto jsonPath = dir / "export.json";
-    QCOMPARE(call(cli::runExport,
-                  {std::to_string(a), std::to_string(b), "--format", "json", "--out",
-                   jsonPath.string(), "--db", db},
-                  dir.path())
+    QCOMPARE(test::runCli(cli::runExport,
+                          {std::to_string(a), std::to_string(b), "--format", "json", "--out",
+                           jsonPath.string(), "--db", db},
+                          dir.path())
                  .code,
              0);
     const json exported = json::parse(test::readFile(jsonPath));
@@ -192,11 +158,12 @@ void TestCliRuns::roundTrip() {
 
     // CSV: one row per metric, numbers exact.
     const auto csvPath = dir / "export.csv";
-    QCOMPARE(call(cli::runExport,
-                  {std::to_string(a), "--format", "csv", "--out", csvPath.string(), "--db", db},
-                  dir.path())
-                 .code,
-             0);
+    QCOMPARE(
+        test::runCli(cli::runExport,
+                     {std::to_string(a), "--format", "csv", "--out", csvPath.string(), "--db", db},
+                     dir.path())
+            .code,
+        0);
     std::istringstream csv(test::readFile(csvPath));
     std::string line;
     std::getline(csv, line);
@@ -212,9 +179,10 @@ void TestCliRuns::roundTrip() {
     QVERIFY(!std::getline(csv, line));
 
     const auto mdPath = dir / "export.md";
-    QCOMPARE(call(cli::runExport,
-                  {std::to_string(a), "--format", "markdown", "--out", mdPath.string(), "--db", db},
-                  dir.path())
+    QCOMPARE(test::runCli(
+                 cli::runExport,
+                 {std::to_string(a), "--format", "markdown", "--out", mdPath.string(), "--db", db},
+                 dir.path())
                  .code,
              0);
     QVERIFY(test::readFile(mdPath).find("| " + std::to_string(a) +
@@ -223,9 +191,10 @@ void TestCliRuns::roundTrip() {
 
     // lm-eval: results JSON in the harness's shape and the samples JSONL.
     const auto lmDir = dir / "lm-eval";
-    QCOMPARE(call(cli::runExport,
-                  {std::to_string(b), "--format", "lm-eval", "--out", lmDir.string(), "--db", db},
-                  dir.path())
+    QCOMPARE(test::runCli(
+                 cli::runExport,
+                 {std::to_string(b), "--format", "lm-eval", "--out", lmDir.string(), "--db", db},
+                 dir.path())
                  .code,
              0);
     const json results =
@@ -253,13 +222,16 @@ void TestCliRuns::roundTrip() {
     QCOMPARE(count, samples.size());
 
     // Delete, then the run is gone and the other stays.
-    QCOMPARE(call(cli::runRuns, {"delete", std::to_string(b), "--db", db}, dir.path()).code, 0);
-    const Output afterDelete = call(cli::runRuns, {"list", "--db", db}, dir.path());
+    QCOMPARE(test::runCli(cli::runRuns, {"delete", std::to_string(b), "--db", db}, dir.path()).code,
+             0);
+    const Output afterDelete = test::runCli(cli::runRuns, {"list", "--db", db}, dir.path());
     QCOMPARE(afterDelete.lines().size(), size_t(1));
-    const Output gone = call(cli::runRuns, {"show", std::to_string(b), "--db", db}, dir.path());
+    const Output gone =
+        test::runCli(cli::runRuns, {"show", std::to_string(b), "--db", db}, dir.path());
     QVERIFY(gone.code != 0);
     QVERIFY(gone.err.find("run " + std::to_string(b) + " does not exist") != std::string::npos);
-    const Output resumeDone = call(cli::runResume, {std::to_string(a), "--db", db}, dir.path());
+    const Output resumeDone =
+        test::runCli(cli::runResume, {std::to_string(a), "--db", db}, dir.path());
     QVERIFY(resumeDone.code != 0);
     QVERIFY(resumeDone.err.find("already done") != std::string::npos);
 }
@@ -268,22 +240,23 @@ void TestCliRuns::refusals() {
     TempDir dir;
     const std::string db = (dir / "runs.sqlite").string();
     const std::string missing = (dir / "nope.bin").string();
-    const Output noModel =
-        call(cli::runRun, {"--model", missing, "--tasks", "tinystories", "--db", db}, dir.path());
+    const Output noModel = test::runCli(
+        cli::runRun, {"--model", missing, "--tasks", "tinystories", "--db", db}, dir.path());
     QVERIFY(noModel.code != 0);
     QVERIFY2(noModel.err.find("spec.checkpoint: " + missing) != std::string::npos,
              noModel.err.c_str());
     const Output badBits =
-        call(cli::runRun,
-             {"--model", m_model.string(), "--tokenizer", m_tokenizer.string(), "--method", "rtn",
-              "--bits", "9", "--tasks", "tinystories", "--db", db},
-             dir.path());
+        test::runCli(cli::runRun,
+                     {"--model", m_model.string(), "--tokenizer", m_tokenizer.string(), "--method",
+                      "rtn", "--bits", "9", "--tasks", "tinystories", "--db", db},
+                     dir.path());
     QCOMPARE(badBits.code, 2);
     QVERIFY2(badBits.err.find("spec.method.bits") != std::string::npos, badBits.err.c_str());
-    const Output badTask = call(cli::runRun,
-                                {"--model", m_model.string(), "--tokenizer", m_tokenizer.string(),
-                                 "--tasks", "no_such_task", "--db", db},
-                                dir.path());
+    const Output badTask =
+        test::runCli(cli::runRun,
+                     {"--model", m_model.string(), "--tokenizer", m_tokenizer.string(), "--tasks",
+                      "no_such_task", "--db", db},
+                     dir.path());
     QVERIFY(badTask.code != 0);
     QVERIFY2(badTask.err.find("no_such_task") != std::string::npos, badTask.err.c_str());
     QVERIFY(RunStore::open(db)->listRuns()->empty());
@@ -292,7 +265,7 @@ void TestCliRuns::refusals() {
     std::ofstream(specPath)
         << R"({"version": 1, "checkpoint": ")" << m_model.string()
         << R"(", "method": {"name": "none"}, "tasks": ["tinystories"], "thredas": 2})";
-    const Output typo = call(cli::runRun, {specPath.string(), "--db", db}, dir.path());
+    const Output typo = test::runCli(cli::runRun, {specPath.string(), "--db", db}, dir.path());
     QCOMPARE(typo.code, 2);
     QVERIFY2(typo.err.find(specPath.string() + ": spec.thredas: unknown field") !=
                  std::string::npos,
@@ -300,7 +273,7 @@ void TestCliRuns::refusals() {
 
     const auto junk = dir / "junk.sqlite";
     std::ofstream(junk) << std::string(5000, 'x');
-    const Output corrupt = call(cli::runRuns, {"list", "--db", junk.string()}, dir.path());
+    const Output corrupt = test::runCli(cli::runRuns, {"list", "--db", junk.string()}, dir.path());
     QCOMPARE(corrupt.code, 1);
     QVERIFY2(corrupt.err.find("not a SQLite database") != std::string::npos, corrupt.err.c_str());
 }

@@ -4,6 +4,7 @@
 // cudaDeviceCount's reason, a malformed device is a usage error (exit 2), and nothing is stored:
 // no run is created, and a stored run that names such a device fails before it writes a sample.
 // --device cpu runs and reports the device. Subcommands are called as functions (lowbit_cli).
+#include "cli_capture.h"
 #include "cli_commands.h"
 
 #include "backend/device.h"
@@ -18,7 +19,6 @@
 #include <QtTest>
 
 #include <cstdio>
-#include <unistd.h>
 
 using namespace lowbit;
 using lowbit::test::TempDir;
@@ -26,35 +26,7 @@ using nlohmann::json;
 
 namespace {
 
-struct Output {
-    int code = -1;
-    std::string out, err;
-};
-
-// Runs a subcommand with stdout/stderr redirected into files of `dir`.
-Output call(int (*command)(const std::vector<std::string> &), const std::vector<std::string> &args,
-            const std::filesystem::path &dir) {
-    const auto outPath = dir / "stdout.txt", errPath = dir / "stderr.txt";
-    std::fflush(stdout);
-    std::fflush(stderr);
-    const int savedOut = dup(1), savedErr = dup(2);
-    FILE *out = std::fopen(outPath.c_str(), "w"), *err = std::fopen(errPath.c_str(), "w");
-    dup2(fileno(out), 1);
-    dup2(fileno(err), 2);
-    Output result;
-    result.code = command(args);
-    std::fflush(stdout);
-    std::fflush(stderr);
-    dup2(savedOut, 1);
-    dup2(savedErr, 2);
-    close(savedOut);
-    close(savedErr);
-    std::fclose(out);
-    std::fclose(err);
-    result.out = test::readFile(outPath);
-    result.err = test::readFile(errPath);
-    return result;
-}
+using Output = test::CliOutput;
 
 // A CUDA device this machine cannot give, and the words its refusal must contain.
 struct Unavailable {
@@ -131,7 +103,7 @@ void TestDeviceRefusals::commandsRefuseAnUnavailableGpu() {
     TempDir dir;
     const Unavailable gpu = unavailableGpu();
     for (const Case &c : cases(gpu.device, (dir / "runs.sqlite").string())) {
-        const Output out = call(c.command, c.args, dir.path());
+        const Output out = test::runCli(c.command, c.args, dir.path());
         QVERIFY2(out.code != 0, c.name);
         QVERIFY2(out.err.find(gpu.device) != std::string::npos,
                  (c.name + (": " + out.err)).c_str());
@@ -145,7 +117,7 @@ void TestDeviceRefusals::malformedDeviceIsAUsageError() {
     TempDir dir;
     for (const char *bad : {"gpu", "cuda:x", "cuda:-1"})
         for (const Case &c : cases(bad, (dir / "runs.sqlite").string())) {
-            const Output out = call(c.command, c.args, dir.path());
+            const Output out = test::runCli(c.command, c.args, dir.path());
             QVERIFY2(out.code == 2, (c.name + (": " + out.err)).c_str());
             QVERIFY2(out.err.find("cuda:N") != std::string::npos,
                      (c.name + (": " + out.err)).c_str());
@@ -171,7 +143,8 @@ void TestDeviceRefusals::runStoresNothing() {
         std::fwrite(text.data(), 1, text.size(), f);
         std::fclose(f);
     }
-    const Output out = call(cli::runRun, {specPath.string(), "--db", db.string()}, dir.path());
+    const Output out =
+        test::runCli(cli::runRun, {specPath.string(), "--db", db.string()}, dir.path());
     QVERIFY(out.code != 0);
     QVERIFY2(out.err.find(gpu.reason) != std::string::npos, out.err.c_str());
     auto parsed = parseJobSpec(spec);
@@ -222,20 +195,20 @@ void TestDeviceRefusals::storedRunNamingAnUnavailableGpuFails() {
 
 void TestDeviceRefusals::cpuRunsAndSaysSo() {
     TempDir dir;
-    const Output ppl =
-        call(cli::runPerplexity,
-             {m_model.string(), "--tokenizer", m_tokenizer.string(), "--text", m_text.string(),
-              "--ctx", "64", "--chunks", "2", "--threads", "1", "--device", "cpu", "--json"},
-             dir.path());
+    const Output ppl = test::runCli(cli::runPerplexity,
+                                    {m_model.string(), "--tokenizer", m_tokenizer.string(),
+                                     "--text", m_text.string(), "--ctx", "64", "--chunks", "2",
+                                     "--threads", "1", "--device", "cpu", "--json"},
+                                    dir.path());
     QVERIFY2(ppl.code == 0, ppl.err.c_str());
     const json result = json::parse(ppl.out);
     QCOMPARE(result["device"].get<std::string>(), std::string("cpu"));
     QVERIFY(result["ppl"].get<double>() > 1);
     const Output eval =
-        call(cli::runEval,
-             {m_model.string(), "--tokenizer", m_tokenizer.string(), "--tasks", "tinystories",
-              "--limit", "2", "--ctx", "64", "--threads", "1", "--json"},
-             dir.path());
+        test::runCli(cli::runEval,
+                     {m_model.string(), "--tokenizer", m_tokenizer.string(), "--tasks",
+                      "tinystories", "--limit", "2", "--ctx", "64", "--threads", "1", "--json"},
+                     dir.path());
     QVERIFY2(eval.code == 0, eval.err.c_str());
     QCOMPARE(json::parse(eval.out)["device"].get<std::string>(), std::string("cpu"));
 }

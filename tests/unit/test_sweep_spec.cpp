@@ -2,6 +2,7 @@
 // stage-2 tasks with their dependencies, the manifest round trip, the batch script, and
 // RunStore::mergeFrom on hand-built stores (import, idempotence, unfinished runs left out,
 // conflicts detected, artifacts deduplicated).
+#include "cli_capture.h"
 #include "cli_commands.h"
 #include "run_store.h"
 #include "sweep/sweep_plan.h"
@@ -18,7 +19,6 @@
 #include <random>
 #include <set>
 #include <sstream>
-#include <unistd.h>
 
 using namespace lowbit;
 using namespace lowbit::sweep;
@@ -88,39 +88,11 @@ int64_t doneRun(RunStore &store, const std::string &method, int samples) {
     return id;
 }
 
-struct Output {
-    int code = -1;
-    std::string out, err;
-};
+using Output = test::CliOutput;
 
 // Runs `lowbit sweep ARGS` in-process with stdout and stderr captured into files in `dir`.
 Output sweepCommand(const std::vector<std::string> &args, const std::filesystem::path &dir) {
-    std::fflush(stdout);
-    std::fflush(stderr);
-    const int savedOut = dup(1), savedErr = dup(2);
-    FILE *out = std::fopen((dir / "out.txt").c_str(), "w");
-    FILE *err = std::fopen((dir / "err.txt").c_str(), "w");
-    dup2(fileno(out), 1);
-    dup2(fileno(err), 2);
-    Output result;
-    result.code = cli::runSweep(args);
-    std::fflush(stdout);
-    std::fflush(stderr);
-    dup2(savedOut, 1);
-    dup2(savedErr, 2);
-    close(savedOut);
-    close(savedErr);
-    std::fclose(out);
-    std::fclose(err);
-    const auto read = [](const std::filesystem::path &path) {
-        std::ifstream in(path);
-        std::ostringstream text;
-        text << in.rdbuf();
-        return text.str();
-    };
-    result.out = read(dir / "out.txt");
-    result.err = read(dir / "err.txt");
-    return result;
+    return test::runCli(cli::runSweep, args, dir);
 }
 
 int64_t count(RunStore &store, const std::string &sql) {
