@@ -318,10 +318,9 @@ int printEstimate(const Args &a) {
     std::printf("LLaMA-3-8B shape, %lld layers NF4, r %d, batch %lld x %lld: estimate %s "
                 "(weights %s, adapters %s, checkpoints %s, one layer %s, logit chunk %s)\n",
                 static_cast<long long>(a.layers), a.rank, static_cast<long long>(a.batch),
-                static_cast<long long>(a.seq), gib(m->total()).c_str(),
-                gib(m->weightBytes).c_str(), gib(m->adapterBytes).c_str(),
-                gib(m->checkpointBytes).c_str(), gib(m->layerBytes).c_str(),
-                gib(m->headBytes).c_str());
+                static_cast<long long>(a.seq), gib(m->total()).c_str(), gib(m->weightBytes).c_str(),
+                gib(m->adapterBytes).c_str(), gib(m->checkpointBytes).c_str(),
+                gib(m->layerBytes).c_str(), gib(m->headBytes).c_str());
     return 0;
 }
 

@@ -34,8 +34,8 @@ int64_t blockCount(int64_t cols, int64_t block) {
 //  - histogram: count[c] = above[c − 1] − above[c].
 // The codes are exactly those quantizeNf4 gives the shifted block; the entropy is
 // codeEntropyBits' up to rounding (~1e-15, far inside the search's 1e-12 tie tolerance).
-double shiftedEntropy(const float *values, int64_t n, float lo, float hi, float tau,
-                      float *scaled, const std::vector<double> &countLogCount) {
+double shiftedEntropy(const float *values, int64_t n, float lo, float hi, float tau, float *scaled,
+                      const std::vector<double> &countLogCount) {
     const float amax = std::max(std::abs(lo - tau), std::abs(hi - tau));
     for (int64_t i = 0; i < n; ++i)
         scaled[i] = amax > 0 ? (values[i] - tau) / amax : 0.0f;
@@ -190,9 +190,8 @@ Result<QuantizedTensor> quantizeIcq(std::string name, const float *weight, int64
     pool.parallelFor(rows, [&](int64_t r, int thread) {
         for (int64_t g = 0; g < groups; ++g) {
             const int64_t begin = g * block, end = std::min(cols, begin + block);
-            tau[size_t(r * groups + g)] = searchTau(weight + r * cols + begin, end - begin,
-                                                    options, countLogCount,
-                                                    scratch[size_t(thread)]);
+            tau[size_t(r * groups + g)] = searchTau(weight + r * cols + begin, end - begin, options,
+                                                    countLogCount, scratch[size_t(thread)]);
         }
     });
     return quantizeNf4Shifted(std::move(name), weight, rows, cols, tau, options);

@@ -232,10 +232,9 @@ Result<const TrainableModel<float> *> mergeModel(Trainee &t, const FinetuneOptio
     const auto from = t.device->parameters();
     const auto to = t.loraModel->parameters();
     if (from.size() != to.size())
-        return makeError(ErrorCode::Internal, "finetune: the device model has " +
-                                                  std::to_string(from.size()) +
-                                                  " parameters, the CPU model " +
-                                                  std::to_string(to.size()));
+        return makeError(ErrorCode::Internal,
+                         "finetune: the device model has " + std::to_string(from.size()) +
+                             " parameters, the CPU model " + std::to_string(to.size()));
     for (size_t i = 0; i < from.size(); ++i) {
         if (from[i]->name != to[i]->name || from[i]->value.size() != to[i]->value.size())
             return makeError(ErrorCode::Internal, "finetune: device parameter " + from[i]->name +
@@ -337,7 +336,8 @@ Result<FinetuneReport> runFinetune(std::shared_ptr<const Checkpoint> source,
         report.mergedDir = options.outDir / "merged";
         progress.report({"merge", 0, 1, 0, -1});
         LOWBIT_TRY(const TrainableModel<float> *merged, mergeModel(trainee, options));
-        LOWBIT_CHECK(writeMergedCheckpoint(report.mergedDir, *source, *trainee.base, *merged, info));
+        LOWBIT_CHECK(
+            writeMergedCheckpoint(report.mergedDir, *source, *trainee.base, *merged, info));
     }
     json body = report.toJson();
     body["options"] = optionsJson(options, to, trainee, *source);

@@ -104,17 +104,16 @@ void TestCudaFinetuneStories260K::deviceMatchesCpu() {
     const auto &hc = cpu->train.history, &hg = gpu->train.history;
     QCOMPARE(hg.size(), size_t(12));
     QCOMPARE(hg.size(), hc.size());
-    qInfo("%s loss cpu %.5f -> %.5f (%.0f tok/s), %s %.5f -> %.5f (%.0f tok/s)",
-          qPrintable(method), hc.front().loss, hc.back().loss, cpu->train.tokensPerSecond,
-          o.device.toString().c_str(), hg.front().loss, hg.back().loss,
-          gpu->train.tokensPerSecond);
+    qInfo("%s loss cpu %.5f -> %.5f (%.0f tok/s), %s %.5f -> %.5f (%.0f tok/s)", qPrintable(method),
+          hc.front().loss, hc.back().loss, cpu->train.tokensPerSecond, o.device.toString().c_str(),
+          hg.front().loss, hg.back().loss, gpu->train.tokensPerSecond);
     QCOMPARE(hg.front().scoredTokens, hc.front().scoredTokens);
     QVERIFY2(relative(hg.front().loss, hc.front().loss) < 5e-3,
              qPrintable(QString("first loss %1 vs %2").arg(hg.front().loss).arg(hc.front().loss)));
-    QVERIFY2(relative(hg.front().gradNorm, hc.front().gradNorm) < 2e-2,
-             qPrintable(QString("first grad norm %1 vs %2")
-                            .arg(hg.front().gradNorm)
-                            .arg(hc.front().gradNorm)));
+    QVERIFY2(
+        relative(hg.front().gradNorm, hc.front().gradNorm) < 2e-2,
+        qPrintable(
+            QString("first grad norm %1 vs %2").arg(hg.front().gradNorm).arg(hc.front().gradNorm)));
     QVERIFY(hg.back().loss < hg.front().loss);
     QVERIFY2(relative(hg.back().loss, hc.back().loss) < 3e-2,
              qPrintable(QString("final loss %1 vs %2").arg(hg.back().loss).arg(hc.back().loss)));
