@@ -107,6 +107,16 @@ int64_t QuantizedTensor::rowBits() const {
     return total;
 }
 
+std::vector<uint32_t> QuantizedTensor::groupBitOffsets() const {
+    std::vector<uint32_t> offsets(static_cast<size_t>(groups()));
+    uint64_t bit = 0;
+    for (int64_t g = 0; g < groups(); ++g) {
+        offsets[size_t(g)] = uint32_t(bit);
+        bit += uint64_t(groupWidth(g)) * uint64_t(std::min(groupSize, cols - g * groupSize));
+    }
+    return offsets;
+}
+
 Status QuantizedTensor::setGroupBits(std::vector<uint8_t> widths) {
     if (int64_t(widths.size()) != groups())
         return makeError(ErrorCode::InvalidArgument, name + ": " + std::to_string(widths.size()) +

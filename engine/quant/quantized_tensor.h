@@ -98,6 +98,8 @@ struct QuantizedTensor {
     }
     int maxBits() const; // the widest code width in use
     int64_t rowBits() const;
+    // The first bit of each group within a row's code stream (groups() values).
+    std::vector<uint32_t> groupBitOffsets() const;
     float &scale(int64_t row, int64_t group) { return scales[size_t(row * groups() + group)]; }
     float &zero(int64_t row, int64_t group) { return zeros[size_t(row * groups() + group)]; }
     float scale(int64_t row, int64_t group) const { return scales[size_t(row * groups() + group)]; }

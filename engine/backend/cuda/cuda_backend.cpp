@@ -402,15 +402,10 @@ Result<const DevicePacked *> CudaBackendImpl::devicePacked(const QuantizedTensor
         return &it->second;
     LOWBIT_CHECK(q.validate());
     const int64_t groups = q.groups();
-    std::vector<uint32_t> offsets(static_cast<size_t>(groups));
+    const std::vector<uint32_t> offsets = q.groupBitOffsets();
     std::vector<uint8_t> widths(static_cast<size_t>(groups));
-    uint64_t bit = 0;
-    for (int64_t g = 0; g < groups; ++g) {
-        offsets[size_t(g)] = uint32_t(bit);
+    for (int64_t g = 0; g < groups; ++g)
         widths[size_t(g)] = uint8_t(q.groupWidth(g));
-        bit +=
-            uint64_t(q.groupWidth(g)) * uint64_t(std::min(q.groupSize, q.cols - g * q.groupSize));
-    }
     DevicePacked d;
     const std::string what = "quantized weight " + q.name;
     LOWBIT_CHECK(uploadVector(d.codes, q.packed, 4, what));

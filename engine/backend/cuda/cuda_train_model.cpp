@@ -100,15 +100,10 @@ Result<const void *> CudaTrainModelImpl::uploadMatrix(const Tensor &t, DType onD
 Status CudaTrainModelImpl::uploadPacked(const QuantizedTensor &q, cuda::PackedView &v) {
     LOWBIT_CHECK(q.validate());
     const int64_t groups = q.groups();
-    std::vector<uint32_t> offsets(static_cast<size_t>(groups));
+    const std::vector<uint32_t> offsets = q.groupBitOffsets();
     std::vector<uint8_t> widths(static_cast<size_t>(groups));
-    uint64_t bit = 0;
-    for (int64_t g = 0; g < groups; ++g) {
-        offsets[size_t(g)] = uint32_t(bit);
+    for (int64_t g = 0; g < groups; ++g)
         widths[size_t(g)] = uint8_t(q.groupWidth(g));
-        bit +=
-            uint64_t(q.groupWidth(g)) * uint64_t(std::min(q.groupSize, q.cols - g * q.groupSize));
-    }
     std::vector<float> scales = q.scales, zeros = q.zeros;
     if (q.method == "icq") {
         LOWBIT_TRY(std::vector<float> tau, icqTau(q));
