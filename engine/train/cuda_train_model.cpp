@@ -104,16 +104,7 @@ Result<TrainPlan> planCudaTraining(const Checkpoint &checkpoint, const LoraOptio
                          "device training: maxBatchTokens and headChunkRows must be positive");
     if (lora.rank < 0)
         return makeError(ErrorCode::InvalidArgument, "device training: negative LoRA rank");
-    for (const std::string &target : lora.targets) {
-        bool known = false;
-        for (int p = 0; p < kProjectionCount; ++p)
-            known = known || target == projectionName(p);
-        if (!known)
-            return makeError(ErrorCode::InvalidArgument,
-                             "LoRA target '" + target +
-                                 "' is not one of q_proj, k_proj, v_proj, "
-                                 "o_proj, gate_proj, up_proj, down_proj");
-    }
+    LOWBIT_CHECK(checkLoraTargets(lora));
     const bool fp32 = options.precision == GemmPrecision::Fp32;
     TrainPlan plan;
     const ModelWeights &w = checkpoint.weights;

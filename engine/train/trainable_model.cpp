@@ -42,6 +42,20 @@ constexpr int64_t kHeadChunkRows = 64;
 
 } // namespace
 
+Status checkLoraTargets(const LoraOptions &lora) {
+    for (const std::string &target : lora.targets) {
+        bool known = false;
+        for (int p = 0; p < kProjectionCount; ++p)
+            known = known || target == projectionName(p);
+        if (!known)
+            return makeError(ErrorCode::InvalidArgument,
+                             "LoRA target '" + target +
+                                 "' is not one of q_proj, k_proj, v_proj, "
+                                 "o_proj, gate_proj, up_proj, down_proj");
+    }
+    return {};
+}
+
 Status checkTrainBatch(const ModelConfig &config, std::span<const TrainExample> batch) {
     for (size_t e = 0; e < batch.size(); ++e) {
         const TrainExample &ex = batch[e];
@@ -132,16 +146,7 @@ TrainableModel<Real>::create(const Checkpoint &checkpoint, const LoraOptions &lo
     const std::string source = checkpoint.path.string();
     LOWBIT_CHECK(checkpoint.config.validate(source));
     LOWBIT_CHECK(checkpoint.weights.validate(checkpoint.config, source));
-    for (const std::string &target : lora.targets) {
-        bool known = false;
-        for (int p = 0; p < kProjectionCount; ++p)
-            known = known || target == projectionName(p);
-        if (!known)
-            return makeError(ErrorCode::InvalidArgument,
-                             "LoRA target '" + target +
-                                 "' is not one of q_proj, k_proj, v_proj, "
-                                 "o_proj, gate_proj, up_proj, down_proj");
-    }
+    LOWBIT_CHECK(checkLoraTargets(lora));
     std::unique_ptr<TrainableModel> model(new TrainableModel());
     model->m_impl = std::make_unique<Impl>();
     Impl &s = *model->m_impl;

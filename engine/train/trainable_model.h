@@ -33,6 +33,8 @@ using LinearBaseFactory = std::function<Result<std::unique_ptr<LinearBase<Real>>
 // tokens/targets size mismatch, a sequence longer than the context, a token or target out of
 // range. Errors name the example and the value.
 Status checkTrainBatch(const ModelConfig &config, std::span<const TrainExample> batch);
+// Every LoRA target is one of the seven projection names (InvalidArgument naming it otherwise).
+Status checkLoraTargets(const LoraOptions &lora);
 
 template <typename Real>
 class TrainableModel {
